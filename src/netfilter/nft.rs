@@ -1,0 +1,187 @@
+//! Applies rulesets through the `nft` binary's JSON interface: one document per call, which
+//! the kernel applies as one transaction.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use super::{ruleset, ComponentRoutes, Firewall, Route};
+use crate::config::PortPair;
+use crate::error::Failure;
+
+/// nftables through `nft -j`.
+#[derive(Debug, Default)]
+pub struct NftFirewall;
+
+impl NftFirewall {
+    pub fn new() -> Self {
+        NftFirewall
+    }
+
+    /// Apply one JSON document as one transaction.
+    fn apply(&self, commands: Vec<Value>) -> Result<()> {
+        let document = ruleset::document(commands).to_string();
+        let output = run_nft(&["-j", "-f", "-"], Some(document.as_bytes()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(nft_failure(&stderr, "applying the handoff ruleset"));
+        }
+        Ok(())
+    }
+
+    /// `nft -j list ...`; `Ok(None)` when the object does not exist.
+    fn list(&self, what: &[&str]) -> Result<Option<Value>> {
+        let mut args = vec!["-j", "list"];
+        args.extend_from_slice(what);
+        let output = run_nft(&args, None)?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if stderr.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(nft_failure(&stderr, &format!("nft list {}", what.join(" "))));
+        }
+        let value = serde_json::from_slice(&output.stdout)
+            .context("nft printed JSON that could not be parsed")?;
+        Ok(Some(value))
+    }
+}
+
+fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<std::process::Output> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::Error::new(Failure::host(
+                    "the nft binary was not found in PATH (install the nftables package)",
+                ))
+            } else {
+                anyhow::Error::new(e).context("cannot run nft")
+            }
+        })?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("nft stdin")?;
+        pipe.write_all(input).context("writing the ruleset to nft")?;
+    }
+    child.wait_with_output().context("waiting for nft")
+}
+
+fn nft_failure(stderr: &str, doing: &str) -> anyhow::Error {
+    let message = format!("{doing}: nft said: {}", stderr.trim());
+    if stderr.contains("Operation not permitted") {
+        Failure::host(format!("{message} (handoff must run as root)")).into()
+    } else {
+        anyhow::anyhow!(message)
+    }
+}
+
+/// Parse the elements of a `backend_*` map as nft lists them:
+/// `[80, {"concat": ["10.0.0.11", 8080]}]`.
+pub fn parse_backend_map(listing: &Value) -> Result<Vec<Route>> {
+    let map = listing["nftables"]
+        .as_array()
+        .and_then(|objects| objects.iter().find_map(|o| o.get("map")))
+        .context("nft listing without a map")?;
+    let Some(elements) = map.get("elem").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    let mut routes = Vec::with_capacity(elements.len());
+    for element in elements {
+        let parsed = (|| {
+            let external = u16::try_from(element.get(0)?.as_u64()?).ok()?;
+            let concat = element.get(1)?.get("concat")?;
+            let address: Ipv4Addr = concat.get(0)?.as_str()?.parse().ok()?;
+            let backend_port = u16::try_from(concat.get(1)?.as_u64()?).ok()?;
+            Some(Route {
+                external,
+                address,
+                backend_port,
+            })
+        })();
+        routes.push(parsed.with_context(|| format!("unexpected map element {element}"))?);
+    }
+    routes.sort_by_key(|r| r.external);
+    Ok(routes)
+}
+
+impl Firewall for NftFirewall {
+    fn switch(
+        &self,
+        component: &str,
+        ports: &[PortPair],
+        backend: Ipv4Addr,
+        hairpin_sources: &[Ipv4Addr],
+    ) -> Result<()> {
+        let mut commands = ruleset::base();
+        commands.extend(ruleset::route(component, ports, backend));
+        commands.extend(ruleset::hairpin(hairpin_sources));
+        self.apply(commands).map_err(|e| {
+            if format!("{e:#}").contains("File exists") {
+                e.context(format!(
+                    "an external port of {component:?} is routed to another component in the \
+                     kernel (was it moved in the config? switch or stop the other component \
+                     first)"
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
+    fn routes(&self, component: &str) -> Result<ComponentRoutes> {
+        let map = ruleset::backend_map(component);
+        match self.list(&["map", "inet", ruleset::TABLE, &map])? {
+            None => Ok(ComponentRoutes::default()),
+            Some(listing) => Ok(ComponentRoutes {
+                routes: parse_backend_map(&listing)?,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn backend_map_listing_is_parsed() {
+        let listing = json!({"nftables": [
+            {"metainfo": {"version": "1.0.6"}},
+            {"map": {"family": "inet", "name": "backend_web", "table": "handoff",
+                     "type": "inet_service", "map": "ipv4_addr . inet_service",
+                     "elem": [[443, {"concat": ["10.0.0.11", 8443]}],
+                              [80, {"concat": ["10.0.0.11", 8080]}]]}}]});
+        let routes = parse_backend_map(&listing).unwrap();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].external, 80);
+        assert_eq!(routes[0].backend_port, 8080);
+        assert_eq!(
+            ComponentRoutes { routes }.active(),
+            Some(Ipv4Addr::new(10, 0, 0, 11))
+        );
+    }
+
+    #[test]
+    fn an_empty_map_has_no_routes() {
+        let listing = json!({"nftables": [{"map": {"name": "backend_web"}}]});
+        assert!(parse_backend_map(&listing).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_malformed_element_is_an_error_not_a_panic() {
+        let listing = json!({"nftables": [{"map": {"elem": [[80, "10.0.0.1"]]}}]});
+        assert!(parse_backend_map(&listing).is_err());
+    }
+}
