@@ -302,9 +302,8 @@ pub fn load(path: &Path) -> Result<Config> {
     refuse_unsafe_permissions(path, &metadata)?;
     let text = fs::read_to_string(path)
         .map_err(|e| Failure::input(format!("cannot read config {}: {e}", path.display())))?;
-    parse(&text).map_err(|e| {
-        anyhow::Error::new(Failure::input(format!("{}: {e:#}", path.display())))
-    })
+    parse(&text)
+        .map_err(|e| anyhow::Error::new(Failure::input(format!("{}: {e:#}", path.display()))))
 }
 
 /// A config that others can write would let them choose what root runs and where traffic goes.
@@ -504,8 +503,14 @@ mod tests {
         assert_eq!(
             quay.port_pairs(),
             vec![
-                PortPair { external: 80, backend: 80 },
-                PortPair { external: 443, backend: 443 }
+                PortPair {
+                    external: 80,
+                    backend: 80
+                },
+                PortPair {
+                    external: 443,
+                    backend: 443
+                }
             ]
         );
         assert_eq!(quay.bindings.len(), 2);
@@ -513,8 +518,10 @@ mod tests {
 
     #[test]
     fn gantry_defaults_apply() {
-        let config = parse(&one(r#"{"name":"web","ports":[{"external":80,"container":8080}]}"#))
-            .unwrap();
+        let config = parse(&one(
+            r#"{"name":"web","ports":[{"external":80,"container":8080}]}"#,
+        ))
+        .unwrap();
         let web = &config.components[0];
         assert_eq!(web.tag, "latest");
         assert_eq!(web.ready_timeout, 10_000);
@@ -546,7 +553,9 @@ mod tests {
         let message = error_of(&one(r#"{"name":"web","ports":[], "readyTimout": 5}"#));
         assert!(message.contains("unknown field `readyTimout`"), "{message}");
         assert!(message.contains("line 1 column"), "{message}");
-        let nested = error_of(&one(r#"{"name":"web","ports":[{"external":80,"contianer":1}]}"#));
+        let nested = error_of(&one(
+            r#"{"name":"web","ports":[{"external":80,"contianer":1}]}"#,
+        ));
         assert!(nested.contains("components[0].ports[0]"), "{nested}");
         assert!(nested.contains("unknown field `contianer`"), "{nested}");
     }
@@ -578,7 +587,11 @@ mod tests {
 
     #[test]
     fn ports_outside_the_range_are_refused() {
-        for (port, field) in [("0", "external"), ("65536", "external"), ("-1", "container")] {
+        for (port, field) in [
+            ("0", "external"),
+            ("65536", "external"),
+            ("-1", "container"),
+        ] {
             let ports = if field == "external" {
                 format!(r#"{{"external":{port},"container":80}}"#)
             } else {
@@ -598,8 +611,14 @@ mod tests {
             {"name":"a","ports":[{"external":80,"container":1}]},
             {"name":"b","ports":[{"external":80,"container":2}]}]}"#;
         let message = error_of(shared);
-        assert!(message.contains("components[1].ports[0].external"), "{message}");
-        assert!(message.contains("already claimed by components[0] (\"a\")"), "{message}");
+        assert!(
+            message.contains("components[1].ports[0].external"),
+            "{message}"
+        );
+        assert!(
+            message.contains("already claimed by components[0] (\"a\")"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -607,7 +626,10 @@ mod tests {
         let message = error_of(&one(
             r#"{"name":"web","repo":"r","readyChecks":[{"kind":"grpc","port":1}]}"#,
         ));
-        assert!(message.contains("components[0].readyChecks[0].kind"), "{message}");
+        assert!(
+            message.contains("components[0].readyChecks[0].kind"),
+            "{message}"
+        );
         assert!(message.contains("unknown variant `grpc`"), "{message}");
     }
 
@@ -626,7 +648,9 @@ mod tests {
 
     #[test]
     fn checks_and_signals_need_their_fields() {
-        let no_port = error_of(&one(r#"{"name":"w","repo":"r","readyChecks":[{"kind":"http"}]}"#));
+        let no_port = error_of(&one(
+            r#"{"name":"w","repo":"r","readyChecks":[{"kind":"http"}]}"#,
+        ));
         assert!(no_port.contains("readyChecks[0].port"), "{no_port}");
         let tcp_path = error_of(&one(
             r#"{"name":"w","repo":"r","healthChecks":[{"kind":"tcp","port":1,"path":"/"}]}"#,
@@ -635,7 +659,10 @@ mod tests {
         let exec = error_of(&one(
             r#"{"name":"w","repo":"r","terminationSignals":[{"kind":"exec"}]}"#,
         ));
-        assert!(exec.contains("terminationSignals[0].exec_command"), "{exec}");
+        assert!(
+            exec.contains("terminationSignals[0].exec_command"),
+            "{exec}"
+        );
     }
 
     #[test]
@@ -648,7 +675,10 @@ mod tests {
     fn unknown_component_lists_the_known_ones() {
         let config = parse(&one(r#"{"name":"web","repo":"r"}"#)).unwrap();
         let message = format!("{:#}", config.component("api").unwrap_err());
-        assert_eq!(message, "unknown component \"api\" (the config defines: web)");
+        assert_eq!(
+            message,
+            "unknown component \"api\" (the config defines: web)"
+        );
     }
 
     #[test]

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use netlink_packet_core::{
-    DefaultNla, Nla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::{
-    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple,
-    Protocol, Tuple,
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol,
+    Tuple,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -366,6 +366,32 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
     })
 }
 
+const EVENTS_SYSCTL: &str = "/proc/sys/net/netfilter/nf_conntrack_events";
+
+/// Make sure flows created from now on report their end.
+///
+/// With `nf_conntrack_events = 2` (the kernel's default: "only when someone listens"), a flow
+/// created while no ctnetlink listener exists never reports its end, and a drain started later
+/// could only poll. Setting it to 1 gives every new flow the (small) event extension. A value
+/// of 0 means events were turned off on purpose: it is left alone and drains fall back to
+/// periodic dumps. Returns the value found.
+pub fn ensure_events_for_new_flows() -> Result<u8> {
+    let current = std::fs::read_to_string(EVENTS_SYSCTL).map_err(|e| {
+        Failure::host(format!(
+            "cannot read {EVENTS_SYSCTL} ({e}); is nf_conntrack loaded?"
+        ))
+    })?;
+    let current: u8 = current.trim().parse().unwrap_or(2);
+    if current == 2 {
+        std::fs::write(EVENTS_SYSCTL, "1").map_err(|e| {
+            Failure::host(format!(
+                "cannot enable conntrack events in {EVENTS_SYSCTL}: {e}"
+            ))
+        })?;
+    }
+    Ok(current)
+}
+
 /// What one read from a ctnetlink socket produced.
 #[derive(Debug)]
 pub struct Batch {
@@ -415,9 +441,7 @@ fn open_socket() -> Result<Socket> {
             "cannot open a netfilter netlink socket ({e}); is this Linux with nfnetlink?"
         ))
     })?;
-    socket
-        .bind_auto()
-        .context("binding the ctnetlink socket")?;
+    socket.bind_auto().context("binding the ctnetlink socket")?;
     socket
         .connect(&SocketAddr::new(0, 0))
         .context("connecting the ctnetlink socket")?;
@@ -588,14 +612,8 @@ mod tests {
                 ProtoInfoTCP::OriginalWindowScale(7),
             ])]),
             ConntrackAttribute::Other(DefaultNla::new(CTA_ID, 77u32.to_be_bytes().to_vec())),
-            ConntrackAttribute::Other(DefaultNla::new(
-                CTA_COUNTERS_ORIG | 0x8000,
-                counters(1000),
-            )),
-            ConntrackAttribute::Other(DefaultNla::new(
-                CTA_COUNTERS_REPLY | 0x8000,
-                counters(500),
-            )),
+            ConntrackAttribute::Other(DefaultNla::new(CTA_COUNTERS_ORIG | 0x8000, counters(1000))),
+            ConntrackAttribute::Other(DefaultNla::new(CTA_COUNTERS_REPLY | 0x8000, counters(500))),
         ]
     }
 
@@ -641,8 +659,14 @@ mod tests {
 
     #[test]
     fn time_wait_and_close_are_finished() {
-        for (state, live) in [(1, true), (3, true), (4, true), (5, true), (7, false), (8, false)]
-        {
+        for (state, live) in [
+            (1, true),
+            (3, true),
+            (4, true),
+            (5, true),
+            (7, false),
+            (8, false),
+        ] {
             let Some(Change::Present(flow)) =
                 decode(&ConntrackMessage::New(dnat_flow_attributes(state)))
             else {

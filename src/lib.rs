@@ -1,7 +1,13 @@
 //! handoff: zero-downtime updates of containers and services with kernel DNAT and conntrack
 //! draining, no proxy in the data path.
 
+pub mod commands;
 pub mod config;
 pub mod conntrack;
+pub mod drain;
 pub mod error;
+pub mod health;
 pub mod netfilter;
+pub mod progress;
+pub mod state;
+pub mod view;

@@ -5,6 +5,7 @@
 pub mod nft;
 pub mod ruleset;
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
@@ -45,6 +46,12 @@ pub trait Firewall {
         hairpin_sources: &[Ipv4Addr],
     ) -> Result<()>;
 
+    /// Make the hairpin set exactly `sources` (after backends finished draining).
+    fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()>;
+
     /// The kernel's routes for `component` (empty when it has none, or no table exists).
     fn routes(&self, component: &str) -> Result<ComponentRoutes>;
+
+    /// The kernel's routes of every component, keyed by backend map name (one listing).
+    fn all_routes(&self) -> Result<HashMap<String, ComponentRoutes>>;
 }

@@ -1,6 +1,7 @@
-//! Applies rulesets through the `nft` binary's JSON interface: one document per call, which
-//! the kernel applies as one transaction.
+//! Talks to the `nft` binary: a script on stdin per change (applied by the kernel as one
+//! transaction), JSON listings to read the kernel's maps back.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -21,10 +22,10 @@ impl NftFirewall {
         NftFirewall
     }
 
-    /// Apply one JSON document as one transaction.
-    fn apply(&self, commands: Vec<Value>) -> Result<()> {
-        let document = ruleset::document(commands).to_string();
-        let output = run_nft(&["-j", "-f", "-"], Some(document.as_bytes()))?;
+    /// Apply one script as one transaction.
+    fn apply(&self, commands: Vec<String>) -> Result<()> {
+        let script = ruleset::document(&commands);
+        let output = run_nft(&["-f", "-"], Some(script.as_bytes()))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(nft_failure(&stderr, "applying the handoff ruleset"));
@@ -42,7 +43,10 @@ impl NftFirewall {
             if stderr.contains("No such file or directory") {
                 return Ok(None);
             }
-            return Err(nft_failure(&stderr, &format!("nft list {}", what.join(" "))));
+            return Err(nft_failure(
+                &stderr,
+                &format!("nft list {}", what.join(" ")),
+            ));
         }
         let value = serde_json::from_slice(&output.stdout)
             .context("nft printed JSON that could not be parsed")?;
@@ -72,7 +76,8 @@ fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<std::process::Output> 
         })?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().context("nft stdin")?;
-        pipe.write_all(input).context("writing the ruleset to nft")?;
+        pipe.write_all(input)
+            .context("writing the ruleset to nft")?;
     }
     child.wait_with_output().context("waiting for nft")
 }
@@ -86,13 +91,37 @@ fn nft_failure(stderr: &str, doing: &str) -> anyhow::Error {
     }
 }
 
-/// Parse the elements of a `backend_*` map as nft lists them:
-/// `[80, {"concat": ["10.0.0.11", 8080]}]`.
+/// Parse the elements of the (first) `backend_*` map in a listing.
 pub fn parse_backend_map(listing: &Value) -> Result<Vec<Route>> {
     let map = listing["nftables"]
         .as_array()
         .and_then(|objects| objects.iter().find_map(|o| o.get("map")))
         .context("nft listing without a map")?;
+    parse_map_elements(map)
+}
+
+/// Every `backend_*` map in a table listing, by name.
+pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRoutes>> {
+    let mut maps = HashMap::new();
+    for map in listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("map"))
+    {
+        let Some(name) = map.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if name.starts_with("backend_") {
+            let routes = parse_map_elements(map)?;
+            maps.insert(name.to_string(), ComponentRoutes { routes });
+        }
+    }
+    Ok(maps)
+}
+
+/// Elements as nft lists them: `[80, {"concat": ["10.0.0.11", 8080]}]`.
+fn parse_map_elements(map: &Value) -> Result<Vec<Route>> {
     let Some(elements) = map.get("elem").and_then(Value::as_array) else {
         return Ok(Vec::new());
     };
@@ -139,6 +168,19 @@ impl Firewall for NftFirewall {
         })
     }
 
+    fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()> {
+        let mut commands = ruleset::base();
+        commands.extend(ruleset::hairpin(sources));
+        self.apply(commands)
+    }
+
+    fn all_routes(&self) -> Result<HashMap<String, ComponentRoutes>> {
+        match self.list(&["table", "inet", ruleset::TABLE])? {
+            None => Ok(HashMap::new()),
+            Some(listing) => parse_backend_maps(&listing),
+        }
+    }
+
     fn routes(&self, component: &str) -> Result<ComponentRoutes> {
         let map = ruleset::backend_map(component);
         match self.list(&["map", "inet", ruleset::TABLE, &map])? {
@@ -171,6 +213,22 @@ mod tests {
             ComponentRoutes { routes }.active(),
             Some(Ipv4Addr::new(10, 0, 0, 11))
         );
+    }
+
+    #[test]
+    fn every_backend_map_of_a_table_listing_is_parsed() {
+        let listing = json!({"nftables": [
+            {"map": {"name": "dispatch", "elem": [[80, {"goto": {"target": "component_web"}}]]}},
+            {"map": {"name": "backend_web", "elem": [[80, {"concat": ["10.0.0.11", 8080]}]]}},
+            {"map": {"name": "backend_api"}},
+            {"chain": {"name": "prerouting"}}]});
+        let maps = parse_backend_maps(&listing).unwrap();
+        assert_eq!(maps.len(), 2);
+        assert_eq!(
+            maps["backend_web"].active(),
+            Some(Ipv4Addr::new(10, 0, 0, 11))
+        );
+        assert_eq!(maps["backend_api"].active(), None);
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! handoff's nftables layout, built as data (nft JSON commands) so it can be unit-tested and
-//! applied in one atomic transaction.
+//! handoff's nftables layout, built as data (a list of nft commands) so it can be unit-tested
+//! and applied in one atomic transaction (`nft -f -` applies a whole script as one).
+//!
+//! Commands are nft's text syntax, not its JSON: the `nft` 1.0.6 of Debian 12 cannot create a
+//! map with concatenated data (`ipv4_addr . inet_service`) from JSON (it rejects or crashes),
+//! while the text form works on every version. Every value placed in a command is typed
+//! (addresses, ports) or an encoded component name, so nothing can inject syntax.
 //!
 //! One table of our own; nothing outside it is ever touched:
 //!
@@ -41,8 +46,6 @@
 
 use std::net::Ipv4Addr;
 
-use serde_json::{json, Value};
-
 use crate::config::PortPair;
 
 /// The name of our table (family `inet`).
@@ -56,8 +59,8 @@ pub const DSTNAT_PRIORITY: i32 = -110;
 pub const SRCNAT_PRIORITY: i32 = 90;
 
 /// A component's name as it appears in nftables object names. Component names may contain
-/// `-` and `.`, which the nft command line does not accept in identifiers, so they are encoded
-/// injectively: `_` -> `__`, `-` -> `_h`, `.` -> `_d`.
+/// `-` and `.`, which nft does not accept in identifiers, so they are encoded injectively:
+/// `_` -> `__`, `-` -> `_h`, `.` -> `_d`.
 pub fn object_suffix(component: &str) -> String {
     let mut out = String::with_capacity(component.len() + 4);
     for c in component.chars() {
@@ -79,137 +82,88 @@ pub fn component_chain(component: &str) -> String {
     format!("component_{}", object_suffix(component))
 }
 
-fn table() -> Value {
-    json!({"family": "inet", "name": TABLE})
-}
+/// The dispatch rule's matches, shared by prerouting and output.
+const DISPATCH: &str = "fib daddr type local meta l4proto tcp tcp dport vmap @dispatch";
 
-fn chain(name: &str) -> Value {
-    json!({"family": "inet", "table": TABLE, "name": name})
-}
-
-fn base_chain(name: &str, hook: &str, kind: &str, priority: i32) -> Value {
-    json!({"family": "inet", "table": TABLE, "name": name, "type": kind, "hook": hook,
-           "prio": priority, "policy": "accept"})
-}
-
-fn rule(chain: &str, expr: Vec<Value>) -> Value {
-    json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": expr}}})
-}
-
-fn matches(left: Value, op: &str, right: Value) -> Value {
-    json!({"match": {"op": op, "left": left, "right": right}})
-}
-
-fn meta(key: &str) -> Value {
-    json!({"meta": {"key": key}})
-}
-
-fn tcp_dport() -> Value {
-    json!({"payload": {"protocol": "tcp", "field": "dport"}})
-}
-
-/// `meta nfproto ipv4 [extra] fib daddr type local meta l4proto tcp tcp dport vmap @dispatch`
-fn dispatch_rule(chain: &str, extra: Option<Value>) -> Value {
-    let mut expr = vec![matches(meta("nfproto"), "==", json!("ipv4"))];
-    expr.extend(extra);
-    expr.push(matches(
-        json!({"fib": {"result": "type", "flags": ["daddr"]}}),
-        "==",
-        json!("local"),
-    ));
-    expr.push(matches(meta("l4proto"), "==", json!("tcp")));
-    expr.push(json!({"vmap": {"key": tcp_dport(), "data": format!("@{DISPATCH_MAP}")}}));
-    rule(chain, expr)
-}
-
-/// Table, maps, sets and base chains with their rules, idempotently.
-pub fn base() -> Vec<Value> {
-    let mut commands = vec![
-        json!({"add": {"table": table()}}),
-        json!({"add": {"map": {"family": "inet", "table": TABLE, "name": DISPATCH_MAP,
-                                "type": "inet_service", "map": "verdict"}}}),
-        json!({"add": {"set": {"family": "inet", "table": TABLE, "name": HAIRPIN_SET,
-                                "type": "ipv4_addr"}}}),
-    ];
-    let chains = [
-        ("prerouting", "prerouting", "nat", DSTNAT_PRIORITY),
-        ("output", "output", "nat", DSTNAT_PRIORITY),
-        ("postrouting", "postrouting", "nat", SRCNAT_PRIORITY),
-    ];
-    for (name, hook, kind, priority) in chains {
-        commands.push(json!({"add": {"chain": base_chain(name, hook, kind, priority)}}));
-        commands.push(json!({"flush": {"chain": chain(name)}}));
-    }
-    commands.push(dispatch_rule("prerouting", None));
-    commands.push(dispatch_rule(
-        "output",
-        Some(matches(
-            json!({"payload": {"protocol": "ip", "field": "daddr"}}),
-            "!=",
-            json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
-        )),
-    ));
-    commands.push(rule(
-        "postrouting",
-        vec![
-            matches(json!({"ct": {"key": "status"}}), "in", json!("dnat")),
-            matches(
-                json!({"payload": {"protocol": "ip", "field": "saddr"}}),
-                "==",
-                json!(format!("@{HAIRPIN_SET}")),
-            ),
-            json!({"masquerade": null}),
-        ],
-    ));
-    commands
+/// Table, maps, sets and base chains with their rules, idempotently: `add` of an existing
+/// table, chain, map or set is a no-op, and base chains are flushed before their rule is added
+/// again, so a rerun never duplicates a rule.
+pub fn base() -> Vec<String> {
+    let t = format!("inet {TABLE}");
+    vec![
+        format!("add table {t}"),
+        format!("add map {t} {DISPATCH_MAP} {{ type inet_service : verdict ; }}"),
+        format!("add set {t} {HAIRPIN_SET} {{ type ipv4_addr ; }}"),
+        format!(
+            "add chain {t} prerouting {{ type nat hook prerouting priority {DSTNAT_PRIORITY} ; \
+             policy accept ; }}"
+        ),
+        format!("flush chain {t} prerouting"),
+        format!("add rule {t} prerouting meta nfproto ipv4 {DISPATCH}"),
+        format!(
+            "add chain {t} output {{ type nat hook output priority {DSTNAT_PRIORITY} ; \
+             policy accept ; }}"
+        ),
+        format!("flush chain {t} output"),
+        format!("add rule {t} output meta nfproto ipv4 ip daddr != 127.0.0.0/8 {DISPATCH}"),
+        format!(
+            "add chain {t} postrouting {{ type nat hook postrouting priority {SRCNAT_PRIORITY} ; \
+             policy accept ; }}"
+        ),
+        format!("flush chain {t} postrouting"),
+        format!("add rule {t} postrouting ct status dnat ip saddr @{HAIRPIN_SET} masquerade"),
+    ]
 }
 
 /// Point every external port of `component` at `backend`: flush its map and refill it, make
 /// sure its chain and dispatch entries exist.
-pub fn route(component: &str, ports: &[PortPair], backend: Ipv4Addr) -> Vec<Value> {
+pub fn route(component: &str, ports: &[PortPair], backend: Ipv4Addr) -> Vec<String> {
+    let t = format!("inet {TABLE}");
     let map = backend_map(component);
-    let chain_name = component_chain(component);
-    let backend_elements: Vec<Value> = ports
+    let chain = component_chain(component);
+    let backend_elements: Vec<String> = ports
         .iter()
-        .map(|p| json!([p.external, {"concat": [backend.to_string(), p.backend]}]))
+        .map(|p| format!("{} : {backend} . {}", p.external, p.backend))
         .collect();
-    let dispatch_elements: Vec<Value> = ports
+    let dispatch_elements: Vec<String> = ports
         .iter()
-        .map(|p| json!([p.external, {"goto": {"target": chain_name}}]))
+        .map(|p| format!("{} : goto {chain}", p.external))
         .collect();
     vec![
-        json!({"add": {"map": {"family": "inet", "table": TABLE, "name": map,
-                                "type": "inet_service", "map": ["ipv4_addr", "inet_service"]}}}),
-        json!({"add": {"chain": chain(&chain_name)}}),
-        json!({"flush": {"chain": chain(&chain_name)}}),
-        rule(
-            &chain_name,
-            vec![json!({"dnat": {"family": "ip",
-                                  "addr": {"map": {"key": tcp_dport(), "data": format!("@{map}")}}}})],
+        format!("add map {t} {map} {{ type inet_service : ipv4_addr . inet_service ; }}"),
+        format!("add chain {t} {chain}"),
+        format!("flush chain {t} {chain}"),
+        format!("add rule {t} {chain} dnat ip to tcp dport map @{map}"),
+        format!("flush map {t} {map}"),
+        format!(
+            "add element {t} {map} {{ {} }}",
+            backend_elements.join(", ")
         ),
-        json!({"flush": {"map": {"family": "inet", "table": TABLE, "name": map}}}),
-        json!({"add": {"element": {"family": "inet", "table": TABLE, "name": map,
-                                    "elem": backend_elements}}}),
-        json!({"add": {"element": {"family": "inet", "table": TABLE, "name": DISPATCH_MAP,
-                                    "elem": dispatch_elements}}}),
+        format!(
+            "add element {t} {DISPATCH_MAP} {{ {} }}",
+            dispatch_elements.join(", ")
+        ),
     ]
 }
 
 /// Replace the hairpin set with exactly `sources`.
-pub fn hairpin(sources: &[Ipv4Addr]) -> Vec<Value> {
-    let mut commands = vec![json!({"flush": {"set": {"family": "inet", "table": TABLE,
-                                                     "name": HAIRPIN_SET}}})];
+pub fn hairpin(sources: &[Ipv4Addr]) -> Vec<String> {
+    let mut commands = vec![format!("flush set inet {TABLE} {HAIRPIN_SET}")];
     if !sources.is_empty() {
-        let elements: Vec<Value> = sources.iter().map(|a| json!(a.to_string())).collect();
-        commands.push(json!({"add": {"element": {"family": "inet", "table": TABLE,
-                                                  "name": HAIRPIN_SET, "elem": elements}}}));
+        let elements: Vec<String> = sources.iter().map(Ipv4Addr::to_string).collect();
+        commands.push(format!(
+            "add element inet {TABLE} {HAIRPIN_SET} {{ {} }}",
+            elements.join(", ")
+        ));
     }
     commands
 }
 
-/// Wrap commands into one nft JSON document: one document is one kernel transaction.
-pub fn document(commands: Vec<Value>) -> Value {
-    json!({"nftables": commands})
+/// Join commands into one nft script: one script is one kernel transaction.
+pub fn document(commands: &[String]) -> String {
+    let mut script = commands.join("\n");
+    script.push('\n');
+    script
 }
 
 #[cfg(test)]
@@ -218,9 +172,22 @@ mod tests {
 
     fn ports() -> Vec<PortPair> {
         vec![
-            PortPair { external: 80, backend: 8080 },
-            PortPair { external: 443, backend: 8443 },
+            PortPair {
+                external: 80,
+                backend: 8080,
+            },
+            PortPair {
+                external: 443,
+                backend: 8443,
+            },
         ]
+    }
+
+    fn position(commands: &[String], wanted: &str) -> usize {
+        commands
+            .iter()
+            .position(|c| c == wanted)
+            .unwrap_or_else(|| panic!("{wanted:?} not in {commands:#?}"))
     }
 
     #[test]
@@ -235,97 +202,101 @@ mod tests {
     #[test]
     fn route_refills_the_component_map_and_dispatches_its_ports() {
         let commands = route("web", &ports(), Ipv4Addr::new(10, 0, 0, 12));
-        let flush = commands.iter().position(|c| c["flush"]["map"]["name"] == "backend_web");
-        let fill = commands
-            .iter()
-            .position(|c| c["add"]["element"]["name"] == "backend_web")
-            .expect("elements added");
-        assert!(flush.expect("map flushed") < fill, "flush before refill");
-        assert_eq!(
-            commands[fill]["add"]["element"]["elem"],
-            json!([[80, {"concat": ["10.0.0.12", 8080]}], [443, {"concat": ["10.0.0.12", 8443]}]])
+        let flush = position(&commands, "flush map inet handoff backend_web");
+        let fill = position(
+            &commands,
+            "add element inet handoff backend_web { 80 : 10.0.0.12 . 8080, 443 : 10.0.0.12 . 8443 }",
         );
-        let dispatch = commands
-            .iter()
-            .find(|c| c["add"]["element"]["name"] == DISPATCH_MAP)
-            .expect("dispatch elements");
-        assert_eq!(
-            dispatch["add"]["element"]["elem"][1],
-            json!([443, {"goto": {"target": "component_web"}}])
+        assert!(flush < fill, "flush before refill");
+        position(
+            &commands,
+            "add element inet handoff dispatch { 80 : goto component_web, 443 : goto component_web }",
         );
     }
 
     #[test]
     fn the_traffic_rule_is_one_map_lookup() {
         let commands = route("web", &ports(), Ipv4Addr::new(10, 0, 0, 12));
-        let rules: Vec<&Value> = commands
+        let rules: Vec<&String> = commands
             .iter()
-            .filter(|c| c["add"]["rule"]["chain"] == "component_web")
+            .filter(|c| c.starts_with("add rule inet handoff component_web"))
             .collect();
-        assert_eq!(rules.len(), 1);
-        let expr = rules[0]["add"]["rule"]["expr"].as_array().unwrap();
-        assert_eq!(expr.len(), 1, "no counters, logs or extra matches: {expr:?}");
-        assert_eq!(expr[0]["dnat"]["addr"]["map"]["data"], "@backend_web");
-        assert!(
-            commands.iter().any(|c| c["flush"]["chain"]["name"] == "component_web"),
-            "the chain is flushed before its rule is added, so reruns never duplicate it"
+        assert_eq!(
+            rules,
+            ["add rule inet handoff component_web dnat ip to tcp dport map @backend_web"]
         );
+        let flushed = position(&commands, "flush chain inet handoff component_web");
+        let added = position(&commands, rules[0]);
+        assert!(flushed < added, "reruns never duplicate the rule");
     }
 
     #[test]
     fn base_chains_are_reasserted_idempotently_in_our_table_only() {
         let commands = base();
         for command in &commands {
-            let object = command
-                .as_object()
-                .and_then(|o| o.values().next())
-                .and_then(Value::as_object)
-                .and_then(|o| o.values().next())
-                .expect("command shape");
-            let table = object.get("table").or(object.get("name")).unwrap();
-            assert_eq!(table, TABLE, "{command}");
-            assert_eq!(object["family"], "inet");
+            assert!(
+                command.contains(" inet handoff"),
+                "touches only our table: {command}"
+            );
+            assert!(!command.starts_with("delete") && !command.starts_with("flush ruleset"));
         }
         for name in ["prerouting", "output", "postrouting"] {
             let added = commands
                 .iter()
-                .position(|c| c["add"]["chain"]["name"] == name)
+                .position(|c| c.starts_with(&format!("add chain inet handoff {name} ")))
                 .unwrap();
-            let flushed = commands
+            let flushed = position(&commands, &format!("flush chain inet handoff {name}"));
+            let rules: Vec<usize> = commands
                 .iter()
-                .position(|c| c["flush"]["chain"]["name"] == name)
-                .unwrap();
-            let rules = commands
-                .iter()
-                .filter(|c| c["add"]["rule"]["chain"] == name)
-                .count();
-            assert!(added < flushed);
-            assert_eq!(rules, 1, "{name}");
+                .enumerate()
+                .filter(|(_, c)| c.starts_with(&format!("add rule inet handoff {name} ")))
+                .map(|(i, _)| i)
+                .collect();
+            assert!(
+                added < flushed && rules.len() == 1 && flushed < rules[0],
+                "{name}"
+            );
         }
-        let prerouting = commands
-            .iter()
-            .find(|c| c["add"]["chain"]["name"] == "prerouting")
-            .unwrap();
-        assert_eq!(prerouting["add"]["chain"]["prio"], DSTNAT_PRIORITY);
-        assert_eq!(prerouting["add"]["chain"]["policy"], "accept");
+        assert!(commands[3].contains("type nat hook prerouting priority -110"));
+        assert!(commands[3].contains("policy accept"));
     }
 
     #[test]
-    fn output_leaves_loopback_alone() {
+    fn output_leaves_loopback_alone_and_hairpin_is_masqueraded() {
         let commands = base();
-        let output = commands
-            .iter()
-            .find(|c| c["add"]["rule"]["chain"] == "output")
-            .unwrap();
-        let text = output.to_string();
-        assert!(text.contains(r#""addr":"127.0.0.0","len":8"#), "{text}");
+        position(
+            &commands,
+            "add rule inet handoff output meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr \
+             type local meta l4proto tcp tcp dport vmap @dispatch",
+        );
+        position(
+            &commands,
+            "add rule inet handoff postrouting ct status dnat ip saddr @hairpin_sources masquerade",
+        );
     }
 
     #[test]
     fn hairpin_set_is_replaced_whole() {
         let commands = hairpin(&[Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)]);
-        assert_eq!(commands[0]["flush"]["set"]["name"], HAIRPIN_SET);
-        assert_eq!(commands[1]["add"]["element"]["elem"], json!(["10.0.0.11", "10.0.0.12"]));
+        assert_eq!(
+            commands,
+            [
+                "flush set inet handoff hairpin_sources",
+                "add element inet handoff hairpin_sources { 10.0.0.11, 10.0.0.12 }"
+            ]
+        );
         assert_eq!(hairpin(&[]).len(), 1, "an empty element list is not sent");
+    }
+
+    #[test]
+    fn a_document_is_one_command_per_line() {
+        let script = document(&[
+            "add table inet handoff".into(),
+            "flush chain inet handoff x".into(),
+        ]);
+        assert_eq!(
+            script,
+            "add table inet handoff\nflush chain inet handoff x\n"
+        );
     }
 }

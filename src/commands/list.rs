@@ -1,0 +1,75 @@
+//! `handoff list [--json]`: components, their active backend and their draining backends.
+//!
+//! The JSON shape is a contract scripts rely on:
+//! `{"components":[{"name":"web","active":"10.0.0.12","draining":[{"address":"10.0.0.11",
+//! "flows":1}]}]}`, with more fields alongside.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{human_duration, Context};
+use crate::netfilter::nft::NftFirewall;
+use crate::state::now_ms;
+use crate::view;
+
+pub fn run(ctx: &Context, as_json: bool) -> Result<()> {
+    let config = ctx.config()?;
+    let state = ctx.state.load()?;
+    let views = view::build(&config, &state, &NftFirewall::new(), &[])?;
+    let now = now_ms();
+    if as_json {
+        let components: Vec<_> = views
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "active": c.active.as_ref().map(|a| a.address.to_string()),
+                    "active_flows": c.active.as_ref().map(|a| a.flows.len()),
+                    "ports": c.active.as_ref().map(|a| &a.ports),
+                    "active_since_ms": c.active.as_ref().and_then(|a| a.since_ms),
+                    "draining": c.draining.iter().map(|d| json!({
+                        "address": d.address.to_string(),
+                        "flows": d.flows.len(),
+                        "since_ms": d.since_ms,
+                        "ports": d.ports,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "components": components }));
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<16} {:>6}  DRAINING",
+        "COMPONENT", "ACTIVE", "FLOWS"
+    );
+    for c in &views {
+        let (active, flows) = match &c.active {
+            Some(a) => (a.address.to_string(), a.flows.len().to_string()),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        let draining: Vec<String> = c
+            .draining
+            .iter()
+            .map(|d| {
+                let age = d
+                    .since_ms
+                    .map(|s| format!(", {}", human_duration(now.saturating_sub(s))))
+                    .unwrap_or_default();
+                format!("{} ({} flows{age})", d.address, d.flows.len())
+            })
+            .collect();
+        println!(
+            "{:<20} {:<16} {:>6}  {}",
+            c.name,
+            active,
+            flows,
+            if draining.is_empty() {
+                "-".to_string()
+            } else {
+                draining.join(", ")
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The picture `list` and `flows` show: for each component, the active backend read from the
+//! kernel's map, the draining backends from the state file, and the live flows of each, from
+//! one conntrack dump.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::{Config, PortPair};
+use crate::conntrack::{self, Flow, StateTimeouts};
+use crate::drain;
+use crate::netfilter::{ruleset, Firewall};
+use crate::state::{now_ms, BackendRecord, State};
+
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub address: Ipv4Addr,
+    pub ports: Vec<PortPair>,
+    /// When it became active (active) or started draining (draining), ms since the epoch;
+    /// `null` when the state file does not know.
+    pub since_ms: Option<u64>,
+    #[serde(skip)]
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComponentView {
+    pub name: String,
+    pub active: Option<BackendView>,
+    pub draining: Vec<BackendView>,
+}
+
+/// Build the views of `names` (all components when empty).
+pub fn build(
+    config: &Config,
+    state: &State,
+    firewall: &dyn Firewall,
+    names: &[&str],
+) -> Result<Vec<ComponentView>> {
+    let routes = firewall.all_routes()?;
+    let flows = conntrack::dump()?;
+    let now = now_ms();
+    let mut views = Vec::new();
+    for component in &config.components {
+        if !names.is_empty() && !names.contains(&component.name.as_str()) {
+            continue;
+        }
+        let recorded = state.component(&component.name);
+        let active = routes
+            .get(&ruleset::backend_map(&component.name))
+            .and_then(|r| crate::commands::active_record(r, now))
+            .map(|mut record| {
+                let since = recorded
+                    .active
+                    .as_ref()
+                    .filter(|a| a.address == record.address)
+                    .map(|a| a.since_ms);
+                record.since_ms = since.unwrap_or(0);
+                backend_view(record, since, &flows)
+            });
+        let draining = recorded
+            .draining
+            .into_iter()
+            .map(|record| {
+                let since = Some(record.since_ms);
+                backend_view(record, since, &flows)
+            })
+            .collect();
+        views.push(ComponentView {
+            name: component.name.clone(),
+            active,
+            draining,
+        });
+    }
+    Ok(views)
+}
+
+fn backend_view(record: BackendRecord, since_ms: Option<u64>, flows: &[Flow]) -> BackendView {
+    let live = drain::live_flows(flows, &record)
+        .into_iter()
+        .cloned()
+        .collect();
+    BackendView {
+        address: record.address,
+        ports: record.ports,
+        since_ms,
+        flows: live,
+    }
+}
+
+/// One flow as `flows --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct FlowView {
+    pub client: String,
+    pub destination: String,
+    pub backend: String,
+    pub state: &'static str,
+    pub idle_secs: Option<u32>,
+    pub age_secs: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+impl FlowView {
+    pub fn new(flow: &Flow, timeouts: &StateTimeouts) -> Self {
+        let now_ns = u128::from(now_ms()) * 1_000_000;
+        FlowView {
+            client: flow.client.to_string(),
+            destination: flow.destination.to_string(),
+            backend: flow.backend.to_string(),
+            state: flow.state.name(),
+            idle_secs: flow.idle_secs(timeouts),
+            age_secs: flow
+                .start_ns
+                .map(|start| (now_ns.saturating_sub(u128::from(start)) / 1_000_000_000) as u64),
+            bytes: flow.bytes,
+        }
+    }
+}
