@@ -1,0 +1,389 @@
+//! A sandbox per test: a gateway namespace (where handoff runs, like a host) with a bridge to
+//! two backend namespaces and a veth to a client namespace. Unique names, so tests run in
+//! parallel; everything (processes, namespaces, temp files) is torn down on drop, also when the
+//! test fails.
+//!
+//! ```text
+//!   client 10.0.2.2 ── veth ── 10.0.2.1 gateway 10.0.1.1 ── br0 ─┬─ a 10.0.1.11
+//!                                                                └─ b 10.0.1.12
+//! ```
+//! Traffic goes only to these addresses, inside namespaces the test made.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const HANDOFF: &str = env!("CARGO_BIN_EXE_handoff");
+pub const NETKIT: &str = env!("CARGO_BIN_EXE_handoff-netkit");
+
+/// The gateway's address as clients see it.
+pub const GATEWAY: &str = "10.0.2.1";
+/// The gateway's address on the backends' bridge.
+pub const BRIDGE_GATEWAY: &str = "10.0.1.1";
+pub const BACKEND_A: &str = "10.0.1.11";
+pub const BACKEND_B: &str = "10.0.1.12";
+/// An address on the bridge where no namespace lives.
+pub const NOBODY: &str = "10.0.1.13";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Root is needed for namespaces; without it the kernel tests say so and do nothing.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("skipped: needs root (network namespaces, nftables, conntrack)");
+            return;
+        }
+    };
+}
+
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub struct Sandbox {
+    pub gateway: String,
+    pub a: String,
+    pub b: String,
+    pub client: String,
+    pub dir: tempfile::TempDir,
+    children: Vec<Child>,
+}
+
+/// A config with one address component `web`: external 80 -> backend 8080, an http ready check.
+pub fn web_config(ready_timeout_ms: u64, drain_timeout_ms: u64) -> String {
+    format!(
+        r#"{{"components": [{{"name": "web", "ports": [{{"external": 80, "container": 8080}}],
+            "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
+            "readyTimeout": {ready_timeout_ms}, "drainTimeout": {drain_timeout_ms}}}]}}"#
+    )
+}
+
+impl Sandbox {
+    pub fn new(config: &str) -> Sandbox {
+        let id = format!(
+            "ho{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("handoff.json"), config).expect("config");
+        let sandbox = Sandbox {
+            gateway: format!("{id}-gw"),
+            a: format!("{id}-a"),
+            b: format!("{id}-b"),
+            client: format!("{id}-c"),
+            dir,
+            children: Vec::new(),
+        };
+        sandbox.build();
+        sandbox
+    }
+
+    fn build(&self) {
+        for ns in [&self.gateway, &self.a, &self.b, &self.client] {
+            run("ip", &["netns", "add", ns]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let gw = self.gateway.as_str();
+        run("ip", &["-n", gw, "link", "add", "br0", "type", "bridge"]);
+        run(
+            "ip",
+            &["-n", gw, "addr", "add", "10.0.1.1/24", "dev", "br0"],
+        );
+        run("ip", &["-n", gw, "link", "set", "br0", "up"]);
+        for (ns, host, port) in [(&self.a, BACKEND_A, "va"), (&self.b, BACKEND_B, "vb")] {
+            run(
+                "ip",
+                &[
+                    "-n", gw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns",
+                    ns,
+                ],
+            );
+            run(
+                "ip",
+                &["-n", gw, "link", "set", port, "master", "br0", "up"],
+            );
+            // As Docker does for its veths: with br_netfilter loaded, a backend reaching itself
+            // through the host is bridged back out of the port it came in on.
+            run(
+                "ip",
+                &[
+                    "-n",
+                    gw,
+                    "link",
+                    "set",
+                    port,
+                    "type",
+                    "bridge_slave",
+                    "hairpin",
+                    "on",
+                ],
+            );
+            run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{host}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            );
+            run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+            run(
+                "ip",
+                &["-n", ns, "route", "add", "default", "via", BRIDGE_GATEWAY],
+            );
+        }
+        let client = self.client.as_str();
+        run(
+            "ip",
+            &[
+                "-n", gw, "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns",
+                client,
+            ],
+        );
+        run("ip", &["-n", gw, "addr", "add", "10.0.2.1/24", "dev", "vc"]);
+        run("ip", &["-n", gw, "link", "set", "vc", "up"]);
+        run(
+            "ip",
+            &["-n", client, "addr", "add", "10.0.2.2/24", "dev", "eth0"],
+        );
+        run("ip", &["-n", client, "link", "set", "eth0", "up"]);
+        run(
+            "ip",
+            &["-n", client, "route", "add", "default", "via", GATEWAY],
+        );
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                gw,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        );
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("handoff.json")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Start a netkit HTTP server named `name` on port 8080 in `ns` and wait until it listens.
+    pub fn serve(&mut self, ns: &str, name: &str) {
+        let ready = self.dir.path().join(format!("{name}.ready"));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                NETKIT,
+                "serve",
+                "--listen",
+                "0.0.0.0:8080",
+                "--name",
+                name,
+            ])
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("netkit serve");
+        self.children.push(child);
+        wait_for(
+            Duration::from_secs(10),
+            || ready.exists(),
+            "the test server to listen",
+        );
+    }
+
+    fn handoff_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.gateway, HANDOFF, "--config"])
+            .arg(self.config_path())
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run handoff in the gateway namespace and wait for it.
+    pub fn handoff(&self, args: &[&str]) -> Output {
+        self.handoff_command(args).output().expect("run handoff")
+    }
+
+    /// Run handoff and insist on success.
+    pub fn handoff_ok(&self, args: &[&str]) -> String {
+        let output = self.handoff(args);
+        assert!(
+            output.status.success(),
+            "handoff {args:?} failed ({:?}): {}{}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Start handoff in the gateway namespace without waiting (stdout and stderr piped).
+    pub fn spawn_handoff(&self, args: &[&str]) -> Child {
+        self.handoff_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn handoff")
+    }
+
+    fn netkit_command(&self, ns: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns, NETKIT])
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run netkit in `ns` and parse the JSON line it prints.
+    pub fn netkit(&self, ns: &str, args: &[&str]) -> serde_json::Value {
+        let output = self.netkit_command(ns, args).output().expect("run netkit");
+        parse_json_line(&output.stdout)
+    }
+
+    /// Start netkit in `ns` without waiting.
+    pub fn spawn_netkit(&self, ns: &str, args: &[&str]) -> Child {
+        self.netkit_command(ns, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netkit")
+    }
+
+    /// A short burst of new-connection requests from `ns` to `target`.
+    pub fn requests(&self, ns: &str, target: &str, millis: u64) -> serde_json::Value {
+        self.netkit(
+            ns,
+            &[
+                "load",
+                "--target",
+                target,
+                "--connections",
+                "2",
+                "--duration-ms",
+                &millis.to_string(),
+            ],
+        )
+    }
+
+    /// The whole ruleset of the gateway namespace.
+    pub fn ruleset(&self) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.gateway, "nft", "list", "ruleset"])
+            .output()
+            .expect("nft list ruleset");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Run an nft command in the gateway namespace.
+    pub fn nft(&self, script: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.gateway, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write nft script");
+        assert!(
+            child.wait().expect("nft").success(),
+            "nft script failed: {script}"
+        );
+    }
+
+    pub fn list_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.handoff_ok(&["list", "--json"])).expect("list --json is JSON")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.client, &self.a, &self.b, &self.gateway] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Parse the last non-empty line of a process's stdout as JSON.
+pub fn parse_json_line(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+/// Wait for a spawned child and parse its JSON line.
+pub fn finish_json(child: Child) -> serde_json::Value {
+    let output = child.wait_with_output().expect("wait");
+    parse_json_line(&output.stdout)
+}
+
+/// Poll `done` every 10 ms for up to `limit`; panic naming `what` when it never holds.
+pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool, what: &str) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Read one line from a child's stdout (blocking).
+pub fn read_line(child: &mut Child) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout.by_ref().take(4096))
+        .read_line(&mut line)
+        .expect("read line");
+    line
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}

@@ -1,0 +1,385 @@
+//! The kernel path end to end: real namespaces, real nftables, real conntrack, the real
+//! binary. Each test builds its own sandbox (see `common`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn gateway_80() -> String {
+    format!("{GATEWAY}:80")
+}
+
+#[test]
+fn a_switch_moves_new_connections_while_an_upload_finishes_byte_exact_on_the_old_backend() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+
+    // 24 MB at 8 MB/s: about three seconds in flight, across the switch.
+    let upload = sandbox.spawn_netkit(
+        &sandbox.client,
+        &[
+            "upload",
+            "--target",
+            &gateway_80(),
+            "--bytes",
+            "24000000",
+            "--rate",
+            "8000000",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let switched = sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    assert!(
+        switched.contains(&format!("{BACKEND_A} is draining")),
+        "{switched}"
+    );
+
+    let after = sandbox.requests(&sandbox.client, &gateway_80(), 700);
+    assert_eq!(after["failed"], 0, "{after}");
+    assert!(after["ok"].as_u64().unwrap() > 0, "{after}");
+    assert_eq!(
+        after["by_backend"].get("a"),
+        None,
+        "new connections went to b only: {after}"
+    );
+
+    let upload = finish_json(upload);
+    assert_eq!(upload["backend"], "a", "{upload}");
+    assert_eq!(upload["intact"], true, "{upload}");
+    assert_eq!(upload["bytes"], 24_000_000, "{upload}");
+}
+
+#[test]
+fn no_request_fails_during_repeated_switches_under_new_connection_load() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+
+    let load = sandbox.spawn_netkit(
+        &sandbox.client,
+        &[
+            "load",
+            "--target",
+            &gateway_80(),
+            "--connections",
+            "20",
+            "--duration-ms",
+            "6000",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..20 {
+        let to = if round % 2 == 0 { BACKEND_B } else { BACKEND_A };
+        sandbox.handoff_ok(&["switch", "web", "--to", to]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = finish_json(load);
+    assert_eq!(result["failed"], 0, "{result}");
+    assert!(
+        result["by_backend"]["a"].as_u64().unwrap_or(0) > 0,
+        "{result}"
+    );
+    assert!(
+        result["by_backend"]["b"].as_u64().unwrap_or(0) > 0,
+        "{result}"
+    );
+}
+
+#[test]
+fn drain_wait_returns_within_a_second_of_the_last_flow_closing_and_not_before() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+
+    let mut hold = sandbox.spawn_netkit(
+        &sandbox.client,
+        &["hold", "--target", &gateway_80(), "--ms", "3000"],
+    );
+    let line = read_line(&mut hold);
+    assert!(line.contains(r#""backend":"a""#), "{line}");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    let mut drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
+
+    // While the held connection lives, the drain must not return.
+    let mut hold_closed = None;
+    let mut drain_returned = None;
+    let started = Instant::now();
+    while drain_returned.is_none() && started.elapsed() < Duration::from_secs(20) {
+        if hold_closed.is_none() && hold.try_wait().expect("hold").is_some() {
+            hold_closed = Some(Instant::now());
+        }
+        if let Some(status) = drain.try_wait().expect("drain") {
+            assert!(status.success(), "drain failed: {status}");
+            drain_returned = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let drain_returned = drain_returned.expect("drain --wait returned");
+    let hold_closed = hold_closed.unwrap_or_else(Instant::now);
+    assert!(
+        drain_returned + Duration::from_millis(50) >= hold_closed,
+        "drain returned {:?} before the last flow closed",
+        hold_closed - drain_returned
+    );
+    let lag = drain_returned.saturating_duration_since(hold_closed);
+    assert!(lag < Duration::from_secs(1), "drain lag {lag:?}");
+    let listed = sandbox.list_json();
+    assert_eq!(
+        listed["components"][0]["draining"],
+        serde_json::json!([]),
+        "{listed}"
+    );
+}
+
+#[test]
+fn drain_timeout_lists_the_open_flows_and_exits_4() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let mut hold = sandbox.spawn_netkit(
+        &sandbox.client,
+        &["hold", "--target", &gateway_80(), "--ms", "6000"],
+    );
+    read_line(&mut hold);
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+
+    let output = sandbox.handoff(&["drain", "web", "--wait", "--timeout", "1"]);
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("10.0.2.2:"),
+        "the open flow's client is listed: {stdout}"
+    );
+    assert!(stdout.contains("ESTABLISHED"), "{stdout}");
+
+    // Still draining, with its flow, for the next look.
+    let listed = sandbox.list_json();
+    let web = &listed["components"][0];
+    assert_eq!(web["active"], BACKEND_B, "{listed}");
+    assert_eq!(web["draining"][0]["address"], BACKEND_A, "{listed}");
+    assert_eq!(web["draining"][0]["flows"], 1, "{listed}");
+    let flows: serde_json::Value =
+        serde_json::from_str(&sandbox.handoff_ok(&["flows", "web", "--json"])).unwrap();
+    let backends = flows["components"][0]["backends"].as_array().unwrap();
+    let draining = backends.iter().find(|b| b["role"] == "draining").unwrap();
+    assert_eq!(draining["flows"][0]["state"], "ESTABLISHED", "{flows}");
+    assert_eq!(
+        draining["flows"][0]["backend"],
+        format!("{BACKEND_A}:8080"),
+        "{flows}"
+    );
+    let _ = hold.kill();
+    let _ = hold.wait();
+}
+
+#[test]
+fn a_switch_to_an_unready_address_is_refused_and_leaves_the_ruleset_as_it_was() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(1000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let before = sandbox.ruleset();
+
+    // b exists but serves nothing; NOBODY does not exist at all.
+    for target in [BACKEND_B, NOBODY] {
+        let started = Instant::now();
+        let output = sandbox.handoff(&["switch", "web", "--to", target]);
+        assert_eq!(output.status.code(), Some(3), "{output:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused within readyTimeout"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("web is not ready at {target}")),
+            "{stderr}"
+        );
+        assert_eq!(sandbox.ruleset(), before);
+    }
+    let after = sandbox.requests(&sandbox.client, &gateway_80(), 300);
+    assert_eq!(after["failed"], 0, "{after}");
+    assert_eq!(sandbox.list_json()["components"][0]["active"], BACKEND_A);
+}
+
+#[test]
+fn bad_input_gets_exit_2_and_changes_nothing() {
+    require_root!();
+    let sandbox = Sandbox::new(&web_config(1000, 60_000));
+    let empty = sandbox.ruleset();
+    for (args, message) in [
+        (
+            vec!["switch", "api", "--to", BACKEND_A],
+            "unknown component \"api\"",
+        ),
+        (
+            vec!["switch", "web", "--to", "10.0.1"],
+            "--to: \"10.0.1\" is not an IPv4 address",
+        ),
+        (vec!["switch", "web", "--to", "127.0.0.1"], "loopback"),
+        (vec!["drain", "api"], "unknown component"),
+        (vec!["flows", "api"], "unknown component"),
+    ] {
+        let output = sandbox.handoff(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    std::fs::write(
+        sandbox.config_path(),
+        r#"{"components": [{"name": "web", "prots": []}]}"#,
+    )
+    .unwrap();
+    let output = sandbox.handoff(&["switch", "web", "--to", BACKEND_A]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown field `prots`") && stderr.contains("line 1"),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.ruleset(), empty, "no table was created");
+    assert!(!sandbox.state_dir().join("state.json").exists());
+}
+
+/// Every table but ours, as nft lists it.
+fn foreign_tables(sandbox: &Sandbox) -> String {
+    let ruleset = sandbox.ruleset();
+    let mut out = String::new();
+    let mut ours = false;
+    for line in ruleset.lines() {
+        if line.starts_with("table ") {
+            ours = line.starts_with("table inet handoff ");
+        }
+        if !ours {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn nothing_outside_our_own_table_changes() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 1000));
+    sandbox.nft(
+        "table ip other {\n chain forward {\n type filter hook forward priority 0; policy accept;\n \
+         ip saddr 10.9.9.9 counter drop\n }\n chain prerouting {\n type nat hook prerouting \
+         priority -100; policy accept;\n tcp dport 9999 counter\n }\n}\n\
+         table inet another {\n set s {\n type ipv4_addr\n elements = { 10.9.9.8 }\n }\n}\n",
+    );
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    let before = foreign_tables(&sandbox);
+    assert!(before.contains("table ip other") && before.contains("table inet another"));
+
+    sandbox.handoff_ok(&["check"]);
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    sandbox.requests(&sandbox.client, &gateway_80(), 200);
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    sandbox.handoff_ok(&["list"]);
+    sandbox.handoff_ok(&["flows"]);
+    sandbox.handoff_ok(&["drain", "web"]);
+    sandbox.handoff_ok(&["drain", "web", "--wait", "--timeout", "10"]);
+    let _ = sandbox.handoff(&["switch", "web", "--to", NOBODY]);
+    assert_eq!(foreign_tables(&sandbox), before);
+    assert!(sandbox.ruleset().contains("table inet handoff"));
+}
+
+#[test]
+fn hairpin_and_host_local_clients_reach_the_component() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let through_bridge = format!("{BRIDGE_GATEWAY}:80");
+
+    // a reaches its own component through the host: only masquerading makes this work (a
+    // packet from its own address would be dropped by a as a martian).
+    let own = sandbox.requests(&sandbox.a, &through_bridge, 300);
+    assert_eq!(own["failed"], 0, "{own}");
+    assert!(own["by_backend"]["a"].as_u64().unwrap() > 0, "{own}");
+    // b, on the same bridge, reaches the component that a serves.
+    let neighbour = sandbox.requests(&sandbox.b, &through_bridge, 300);
+    assert_eq!(neighbour["failed"], 0, "{neighbour}");
+    assert!(
+        neighbour["by_backend"]["a"].as_u64().unwrap() > 0,
+        "{neighbour}"
+    );
+    // A client on the host itself, on either of the host's addresses.
+    for target in [gateway_80(), through_bridge] {
+        let local = sandbox.requests(&sandbox.gateway, &target, 300);
+        assert_eq!(local["failed"], 0, "{target}: {local}");
+        assert!(local["by_backend"]["a"].as_u64().unwrap() > 0, "{local}");
+    }
+}
+
+#[test]
+fn list_json_keeps_its_contract() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    let unrouted = sandbox.list_json();
+    assert_eq!(
+        unrouted["components"][0],
+        serde_json::json!({"name": "web", "active": null, "active_flows": null, "ports": null,
+                           "active_since_ms": null, "draining": []})
+    );
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let mut hold = sandbox.spawn_netkit(
+        &sandbox.client,
+        &["hold", "--target", &gateway_80(), "--ms", "5000"],
+    );
+    read_line(&mut hold);
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    let listed = sandbox.list_json();
+    let web = &listed["components"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["active"], BACKEND_B);
+    assert_eq!(web["draining"][0]["address"], BACKEND_A);
+    assert_eq!(web["draining"][0]["flows"], 1);
+    assert!(web["draining"][0]["since_ms"].as_u64().unwrap() > 0);
+    let _ = hold.kill();
+    let _ = hold.wait();
+}
+
+#[test]
+fn a_held_lock_makes_a_switch_wait_then_fail_with_exit_5_changing_nothing() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let before = sandbox.ruleset();
+    let lock = sandbox.state_dir().join("lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(path_str(&lock))
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock");
+    std::thread::sleep(Duration::from_millis(200));
+    let output = sandbox.handoff(&["--lock-timeout", "1", "switch", "web", "--to", BACKEND_B]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("another handoff run holds the lock"),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.ruleset(), before);
+    // Once the lock is free, the same command goes through.
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+}
