@@ -123,6 +123,10 @@ fn drain_wait_returns_within_a_second_of_the_last_flow_closing_and_not_before() 
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let _ = drain.kill();
+    let _ = drain.wait();
+    let _ = hold.kill();
+    let _ = hold.wait();
     let drain_returned = drain_returned.expect("drain --wait returned");
     let hold_closed = hold_closed.unwrap_or_else(Instant::now);
     assert!(
