@@ -73,6 +73,24 @@ pub struct Component {
     /// given up on (its remaining flows are listed and it is stopped anyway).
     #[serde(default)]
     pub drain_timeout: Option<u64>,
+    /// handoff's addition: when to pull the image (`always`, `missing`, `never`); by default
+    /// `always` for the tag `latest`, `missing` otherwise.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
+    /// handoff's addition: the Docker network whose address becomes the backend address.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// handoff's addition: seconds an old container gets between SIGTERM and SIGKILL.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    Always,
+    Missing,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -199,6 +217,12 @@ pub struct RequiredComponentLink {
     pub alias: String,
 }
 
+fn default_network() -> String {
+    "bridge".to_string()
+}
+fn default_stop_timeout() -> u64 {
+    10
+}
 fn default_tag() -> String {
     "latest".to_string()
 }
@@ -245,6 +269,26 @@ impl Component {
 
     pub fn drain_timeout_ms(&self) -> u64 {
         self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)
+    }
+
+    /// The pull policy in force for `tag`.
+    pub fn pull_policy(&self, tag: &str) -> PullPolicy {
+        self.pull.unwrap_or(if tag == "latest" {
+            PullPolicy::Always
+        } else {
+            PullPolicy::Missing
+        })
+    }
+
+    /// A stable fingerprint of the component's config, recorded on its containers.
+    pub fn config_hash(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
     }
 }
 
@@ -396,6 +440,17 @@ fn validate(config: &Config) -> Result<()> {
         if component.ready_timeout == 0 {
             anyhow::bail!("{at}.readyTimeout: must be at least 1 (milliseconds)");
         }
+        if component.network.trim().is_empty() {
+            anyhow::bail!("{at}.network: must name a Docker network");
+        }
+        if let Some(repo) = &component.repo {
+            if repo.trim().is_empty() || repo.contains(char::is_whitespace) {
+                anyhow::bail!("{at}.repo: {repo:?} is not an image repository");
+            }
+            if component.tag.is_empty() || component.tag.contains(char::is_whitespace) {
+                anyhow::bail!("{at}.tag: {:?} is not an image tag", component.tag);
+            }
+        }
         if component.drain_timeout == Some(0) {
             anyhow::bail!("{at}.drainTimeout: must be at least 1 (milliseconds)");
         }
@@ -543,7 +598,8 @@ mod tests {
                                   {"kind":"exec","exec_command":["kill","1"]}],
             "terminationChecks":[{"kind":"connection"}],
             "defineComponentLinks":[{"name":"db","port":5432,"kind":"tcp"}],
-            "requireComponentLinks":[{"name":"db","alias":"database"}],"drainTimeout":1000}"#,
+            "requireComponentLinks":[{"name":"db","alias":"database"}],"drainTimeout":1000,
+            "pull":"never","network":"backend","stopTimeout":5}"#,
         );
         parse(&text).expect("all fields");
     }
@@ -663,6 +719,19 @@ mod tests {
             exec.contains("terminationSignals[0].exec_command"),
             "{exec}"
         );
+    }
+
+    #[test]
+    fn pull_policy_defaults_follow_the_tag() {
+        let config = parse(&one(r#"{"name":"web","repo":"r","tag":"v2"}"#)).unwrap();
+        let web = &config.components[0];
+        assert_eq!(web.pull_policy("latest"), PullPolicy::Always);
+        assert_eq!(web.pull_policy("v2"), PullPolicy::Missing);
+        let never = parse(&one(r#"{"name":"web","repo":"r","pull":"never"}"#)).unwrap();
+        assert_eq!(never.components[0].pull_policy("latest"), PullPolicy::Never);
+        let bad = error_of(&one(r#"{"name":"web","repo":"r","pull":"sometimes"}"#));
+        assert!(bad.contains("components[0].pull"), "{bad}");
+        assert_ne!(web.config_hash(), never.components[0].config_hash());
     }
 
     #[test]

@@ -202,6 +202,7 @@ mod tests {
                 backend: 8080,
             }],
             since_ms: 0,
+            container: None,
         }
     }
 

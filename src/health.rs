@@ -87,20 +87,36 @@ pub fn run_check(check: &Check, address: Ipv4Addr, timeout: Duration) -> Result<
     stream.set_write_timeout(Some(timeout))?;
     match check.kind {
         CheckKind::Tcp => Ok(()),
-        CheckKind::Http => http_get(stream, address, check.request_path()),
+        CheckKind::Http => http_request(stream, "GET", address, check.request_path()),
         CheckKind::Https => {
             let server_name = ServerName::IpAddress(IpAddr::V4(address).into());
             let connection =
                 rustls::ClientConnection::new(tls_config(), server_name).context("starting TLS")?;
             let tls = rustls::StreamOwned::new(connection, stream);
-            http_get(tls, address, check.request_path())
+            http_request(tls, "GET", address, check.request_path())
         }
     }
 }
 
-fn http_get(mut stream: impl Read + Write, address: Ipv4Addr, path: &str) -> Result<()> {
+/// gantry's http termination signal: a POST to the backend, 2xx/3xx expected.
+pub fn http_post(address: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<()> {
+    let target = SocketAddr::new(IpAddr::V4(address), port);
+    let stream = TcpStream::connect_timeout(&target, timeout)
+        .with_context(|| format!("connecting to {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    http_request(stream, "POST", address, path)
+}
+
+fn http_request(
+    mut stream: impl Read + Write,
+    method: &str,
+    address: Ipv4Addr,
+    path: &str,
+) -> Result<()> {
     let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: handoff\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: handoff\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())

@@ -4,10 +4,12 @@
 pub mod commands;
 pub mod config;
 pub mod conntrack;
+pub mod deploy;
 pub mod drain;
 pub mod error;
 pub mod health;
 pub mod netfilter;
 pub mod progress;
+pub mod runtime;
 pub mod state;
 pub mod view;

@@ -31,6 +31,10 @@ struct Cli {
     #[arg(long, global = true, env = "HANDOFF_STATE_DIR", default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
     state_dir: PathBuf,
 
+    /// Our nftables table (family inet): one per independent installation.
+    #[arg(long, global = true, env = "HANDOFF_TABLE", default_value = handoff::netfilter::ruleset::DEFAULT_TABLE, value_name = "NAME")]
+    table: String,
+
     /// How long a mutating command waits for another run's lock before giving up (exit 5).
     #[arg(long, global = true, default_value_t = 600, value_name = "SECS")]
     lock_timeout: u64,
@@ -67,14 +71,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Components, their active backend and their draining backends.
+    /// Components, their active backend and their draining backends (and containers).
     List {
         #[arg(long)]
         json: bool,
     },
+    /// Start a Docker component's first container and route its ports to it.
+    Start { name: String },
+    /// Start the new container beside the old one, switch when ready, drain and retire the old.
+    Update {
+        name: String,
+        /// Image tag to deploy instead of the config's `tag`.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Return right after the switch; `drain NAME --wait` retires the old container later.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Take the component's ports out of the ruleset, drain, stop and remove its containers.
+    Stop { name: String },
+    /// Like stop, without draining: remove the containers now.
+    Kill { name: String },
+    /// Run healthChecks periodically; replace an unhealthy active container through update.
+    Monitor {
+        name: String,
+        /// Seconds between rounds of health checks.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        interval: u64,
+        /// Consecutive failed rounds before the container is replaced.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        failures: u32,
+    },
 }
 
-const SUBCOMMANDS: &[&str] = &["check", "switch", "drain", "flows", "list", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "check", "switch", "drain", "flows", "list", "start", "update", "stop", "kill", "monitor",
+    "help",
+];
 
 /// gantry is run as `gantry CONFIG ACTION ...`: turn a leading config path into `-c CONFIG`.
 fn gantry_form(args: Vec<OsString>) -> Vec<OsString> {
@@ -94,8 +127,16 @@ fn gantry_form(args: Vec<OsString>) -> Vec<OsString> {
 
 fn main() -> ProcessExitCode {
     let cli = Cli::parse_from(gantry_form(std::env::args_os().collect()));
+    let table = match commands::parse_table_name(&cli.table) {
+        Ok(table) => table,
+        Err(error) => {
+            eprintln!("handoff: error: {error:#}");
+            return ProcessExitCode::from(exit_code_of(&error) as u8);
+        }
+    };
     let ctx = Context {
         config_path: config::resolve_path(cli.config.as_deref()),
+        table,
         state: StateDir::new(cli.state_dir),
         lock_timeout: Duration::from_secs(cli.lock_timeout),
     };
@@ -109,6 +150,17 @@ fn main() -> ProcessExitCode {
         } => commands::drain::run(&ctx, name, *wait, *timeout),
         Command::Flows { name, json } => commands::flows::run(&ctx, name.as_deref(), *json),
         Command::List { json } => commands::list::run(&ctx, *json),
+        Command::Start { name } => commands::docker::start(&ctx, name),
+        Command::Update { name, tag, no_wait } => {
+            commands::docker::update(&ctx, name, tag.as_deref(), *no_wait)
+        }
+        Command::Stop { name } => commands::docker::stop(&ctx, name),
+        Command::Kill { name } => commands::docker::kill(&ctx, name),
+        Command::Monitor {
+            name,
+            interval,
+            failures,
+        } => commands::docker::monitor(&ctx, name, *interval, *failures),
     };
     match result {
         Ok(()) => ProcessExitCode::SUCCESS,

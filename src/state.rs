@@ -43,6 +43,9 @@ pub struct BackendRecord {
     pub ports: Vec<PortPair>,
     /// When it became active (for `active`) or started draining (for `draining`), ms epoch.
     pub since_ms: u64,
+    /// The Docker container behind the address, for Docker components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +280,7 @@ mod tests {
                 backend: 8080,
             }],
             since_ms,
+            container: None,
         }
     }
 

@@ -11,6 +11,7 @@ use crate::config::{Config, PortPair};
 use crate::conntrack::{self, Flow, StateTimeouts};
 use crate::drain;
 use crate::netfilter::{ruleset, Firewall};
+use crate::runtime::docker::{Container, Docker};
 use crate::state::{now_ms, BackendRecord, State};
 
 #[derive(Debug, Serialize)]
@@ -29,6 +30,21 @@ pub struct ComponentView {
     pub name: String,
     pub active: Option<BackendView>,
     pub draining: Vec<BackendView>,
+    /// Docker components: their containers, found by label.
+    pub containers: Vec<ContainerView>,
+}
+
+/// A container of a component and its role.
+#[derive(Debug, Serialize)]
+pub struct ContainerView {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub address: Option<Ipv4Addr>,
+    /// `active`, `draining`, `failed` (not running) or `idle` (running, not routed).
+    pub state: &'static str,
+    pub flows: usize,
+    pub age_secs: u64,
 }
 
 /// Build the views of `names` (all components when empty).
@@ -36,10 +52,22 @@ pub fn build(
     config: &Config,
     state: &State,
     firewall: &dyn Firewall,
+    table: &str,
     names: &[&str],
 ) -> Result<Vec<ComponentView>> {
     let routes = firewall.all_routes()?;
     let flows = conntrack::dump()?;
+    let docker = if config.components.iter().any(|c| c.repo.is_some()) {
+        match Docker::connect() {
+            Ok(docker) => Some(docker),
+            Err(error) => {
+                eprintln!("handoff: warning: containers not listed: {error:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let now = now_ms();
     let mut views = Vec::new();
     for component in &config.components {
@@ -59,7 +87,7 @@ pub fn build(
                 record.since_ms = since.unwrap_or(0);
                 backend_view(record, since, &flows)
             });
-        let draining = recorded
+        let draining: Vec<BackendView> = recorded
             .draining
             .into_iter()
             .map(|record| {
@@ -67,13 +95,49 @@ pub fn build(
                 backend_view(record, since, &flows)
             })
             .collect();
+        let containers = match (&docker, &component.repo) {
+            (Some(docker), Some(_)) => docker
+                .containers(table, Some(&component.name), &component.network)?
+                .into_iter()
+                .map(|c| container_view(c, active.as_ref(), &draining, now))
+                .collect(),
+            _ => Vec::new(),
+        };
         views.push(ComponentView {
             name: component.name.clone(),
             active,
             draining,
+            containers,
         });
     }
     Ok(views)
+}
+
+fn container_view(
+    container: Container,
+    active: Option<&BackendView>,
+    draining: &[BackendView],
+    now_ms: u64,
+) -> ContainerView {
+    let at = |b: &&BackendView| Some(b.address) == container.address;
+    let (state, flows) = if !container.running {
+        ("failed", 0)
+    } else if let Some(active) = active.filter(at) {
+        ("active", active.flows.len())
+    } else if let Some(backend) = draining.iter().find(at) {
+        ("draining", backend.flows.len())
+    } else {
+        ("idle", 0)
+    };
+    ContainerView {
+        id: container.short_id().to_string(),
+        name: container.name.clone(),
+        image: container.image.clone(),
+        address: container.address,
+        state,
+        flows,
+        age_secs: (now_ms / 1000).saturating_sub(u64::try_from(container.created).unwrap_or(0)),
+    }
 }
 
 fn backend_view(record: BackendRecord, since_ms: Option<u64>, flows: &[Flow]) -> BackendView {

@@ -337,7 +337,7 @@ fn list_json_keeps_its_contract() {
     assert_eq!(
         unrouted["components"][0],
         serde_json::json!({"name": "web", "active": null, "active_flows": null, "ports": null,
-                           "active_since_ms": null, "draining": []})
+                           "active_since_ms": null, "draining": [], "containers": []})
     );
     sandbox.serve(&sandbox.a.clone(), "a");
     sandbox.serve(&sandbox.b.clone(), "b");

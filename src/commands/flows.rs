@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::Context;
 use crate::conntrack::StateTimeouts;
-use crate::netfilter::nft::NftFirewall;
 use crate::view::{self, BackendView, FlowView};
 
 /// A component's backends with their role, active first.
@@ -26,7 +25,7 @@ pub fn run(ctx: &Context, name: Option<&str>, as_json: bool) -> Result<()> {
     }
     let state = ctx.state.load()?;
     let names: Vec<&str> = name.into_iter().collect();
-    let views = view::build(&config, &state, &NftFirewall::new(), &names)?;
+    let views = view::build(&config, &state, &ctx.firewall(), &ctx.table, &names)?;
     let timeouts = StateTimeouts::read();
     if as_json {
         let components: Vec<_> = views

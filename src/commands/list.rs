@@ -8,14 +8,13 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::{human_duration, Context};
-use crate::netfilter::nft::NftFirewall;
 use crate::state::now_ms;
 use crate::view;
 
 pub fn run(ctx: &Context, as_json: bool) -> Result<()> {
     let config = ctx.config()?;
     let state = ctx.state.load()?;
-    let views = view::build(&config, &state, &NftFirewall::new(), &[])?;
+    let views = view::build(&config, &state, &ctx.firewall(), &ctx.table, &[])?;
     let now = now_ms();
     if as_json {
         let components: Vec<_> = views
@@ -33,6 +32,7 @@ pub fn run(ctx: &Context, as_json: bool) -> Result<()> {
                         "since_ms": d.since_ms,
                         "ports": d.ports,
                     })).collect::<Vec<_>>(),
+                    "containers": c.containers,
                 })
             })
             .collect();
@@ -70,6 +70,21 @@ pub fn run(ctx: &Context, as_json: bool) -> Result<()> {
                 draining.join(", ")
             }
         );
+        for container in &c.containers {
+            println!(
+                "    container {} {:<32} {:<15} {:<9} {:>4} flows, up {}  {}",
+                container.id,
+                container.image,
+                container
+                    .address
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".to_string()),
+                container.state,
+                container.flows,
+                human_duration(container.age_secs * 1000),
+                container.name
+            );
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand; each is a thin sequence over the library modules.
 
 pub mod check;
+pub mod docker;
 pub mod drain;
 pub mod flows;
 pub mod list;
@@ -14,13 +15,15 @@ use anyhow::Result;
 
 use crate::config::{self, Component, Config};
 use crate::error::Failure;
-use crate::netfilter::ComponentRoutes;
+use crate::netfilter::{nft::NftFirewall, ComponentRoutes};
 use crate::state::{BackendRecord, LockGuard, StateDir};
 
 /// What every command needs: where the config and the state are, how long to wait for the lock.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub config_path: PathBuf,
+    /// Our nftables table (family inet).
+    pub table: String,
     pub state: StateDir,
     pub lock_timeout: Duration,
 }
@@ -43,6 +46,10 @@ impl Context {
     pub fn lock(&self, what: &str) -> Result<LockGuard> {
         self.state.lock(self.lock_timeout, what)
     }
+
+    pub fn firewall(&self) -> NftFirewall {
+        NftFirewall::new(&self.table)
+    }
 }
 
 /// The active backend as a record, from the kernel's routes (ports as the kernel has them).
@@ -60,7 +67,25 @@ pub fn active_record(routes: &ComponentRoutes, since_ms: u64) -> Option<BackendR
             })
             .collect(),
         since_ms,
+        container: None,
     })
+}
+
+/// `--table`: an nft identifier of our own choosing, short and plain.
+pub fn parse_table_name(text: &str) -> Result<String> {
+    let valid = !text.is_empty()
+        && text.len() <= 32
+        && text.starts_with(|c: char| c.is_ascii_lowercase())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(Failure::input(format!(
+            "--table: {text:?} is not a valid table name (use [a-z][a-z0-9_]*, at most 32 characters)"
+        ))
+        .into());
+    }
+    Ok(text.to_string())
 }
 
 /// A backend address from the command line: a unicast IPv4 address that can be routed to.
@@ -136,6 +161,17 @@ mod tests {
             let error = parse_backend_address(bad).unwrap_err();
             assert_eq!(exit_code_of(&error), ExitCode::Input, "{bad}");
             assert!(format!("{error:#}").starts_with("--to: "), "{error:#}");
+        }
+    }
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        assert_eq!(parse_table_name("handoff_2").unwrap(), "handoff_2");
+        for bad in ["", "2x", "Handoff", "a-b", "a b", &"a".repeat(33)] {
+            assert_eq!(
+                exit_code_of(&parse_table_name(bad).unwrap_err()),
+                ExitCode::Input
+            );
         }
     }
 

@@ -2,6 +2,7 @@
 //! FORWARD policy. Commands talk to the [`Firewall`] trait; [`nft::NftFirewall`] implements it
 //! with one atomic nftables transaction per change. The table layout lives in [`ruleset`].
 
+pub mod docker_user;
 pub mod nft;
 pub mod ruleset;
 
@@ -43,6 +44,15 @@ pub trait Firewall {
         component: &str,
         ports: &[PortPair],
         backend: Ipv4Addr,
+        hairpin_sources: &[Ipv4Addr],
+    ) -> Result<()>;
+
+    /// Take `component` out of the ruleset (new connections to its ports are no longer
+    /// forwarded; existing ones carry on) and make the hairpin set exactly `hairpin_sources`.
+    fn unroute(
+        &self,
+        component: &str,
+        ports: &[PortPair],
         hairpin_sources: &[Ipv4Addr],
     ) -> Result<()>;
 

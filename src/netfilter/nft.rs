@@ -9,17 +9,25 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{ruleset, ComponentRoutes, Firewall, Route};
+use super::{docker_user, ruleset, ComponentRoutes, Firewall, Route};
 use crate::config::PortPair;
 use crate::error::Failure;
 
-/// nftables through `nft -j`.
-#[derive(Debug, Default)]
-pub struct NftFirewall;
+/// nftables through the `nft` binary, in one table of our own.
+#[derive(Debug, Clone)]
+pub struct NftFirewall {
+    table: String,
+}
 
 impl NftFirewall {
-    pub fn new() -> Self {
-        NftFirewall
+    pub fn new(table: &str) -> Self {
+        NftFirewall {
+            table: table.to_string(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     /// Apply one script as one transaction.
@@ -152,9 +160,12 @@ impl Firewall for NftFirewall {
         backend: Ipv4Addr,
         hairpin_sources: &[Ipv4Addr],
     ) -> Result<()> {
-        let mut commands = ruleset::base();
-        commands.extend(ruleset::route(component, ports, backend));
-        commands.extend(ruleset::hairpin(hairpin_sources));
+        // The hole in Docker's FORWARD policy comes first: accepting our flows before they
+        // exist is harmless, while routing before it would drop new connections meanwhile.
+        docker_user::ensure(&self.table)?;
+        let mut commands = ruleset::base(&self.table);
+        commands.extend(ruleset::route(&self.table, component, ports, backend));
+        commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
         self.apply(commands).map_err(|e| {
             if format!("{e:#}").contains("File exists") {
                 e.context(format!(
@@ -168,14 +179,31 @@ impl Firewall for NftFirewall {
         })
     }
 
+    fn unroute(
+        &self,
+        component: &str,
+        ports: &[PortPair],
+        hairpin_sources: &[Ipv4Addr],
+    ) -> Result<()> {
+        let mut commands = ruleset::base(&self.table);
+        commands.extend(ruleset::unroute(&self.table, component, ports));
+        commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
+        self.apply(commands)?;
+        let still_routed = self.all_routes()?.values().any(|r| !r.routes.is_empty());
+        if !still_routed {
+            docker_user::remove(&self.table)?;
+        }
+        Ok(())
+    }
+
     fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()> {
-        let mut commands = ruleset::base();
-        commands.extend(ruleset::hairpin(sources));
+        let mut commands = ruleset::base(&self.table);
+        commands.extend(ruleset::hairpin(&self.table, sources));
         self.apply(commands)
     }
 
     fn all_routes(&self) -> Result<HashMap<String, ComponentRoutes>> {
-        match self.list(&["table", "inet", ruleset::TABLE])? {
+        match self.list(&["table", "inet", &self.table])? {
             None => Ok(HashMap::new()),
             Some(listing) => parse_backend_maps(&listing),
         }
@@ -183,7 +211,7 @@ impl Firewall for NftFirewall {
 
     fn routes(&self, component: &str) -> Result<ComponentRoutes> {
         let map = ruleset::backend_map(component);
-        match self.list(&["map", "inet", ruleset::TABLE, &map])? {
+        match self.list(&["map", "inet", &self.table, &map])? {
             None => Ok(ComponentRoutes::default()),
             Some(listing) => Ok(ComponentRoutes {
                 routes: parse_backend_map(&listing)?,

@@ -28,8 +28,9 @@
 //!     chain output { type nat hook output priority -110; policy accept;
 //!         meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local
 //!         meta l4proto tcp tcp dport vmap @dispatch }
-//!     # the rule that carries the component's traffic: one map lookup, nothing else
-//!     chain component_web { dnat ip to tcp dport map @backend_web }
+//!     # the rule that carries the component's traffic: one map lookup; the label lets
+//!     # Docker's FORWARD chain accept exactly our flows (see docker_user.rs)
+//!     chain component_web { ct label set 127 dnat ip to tcp dport map @backend_web }
 //!     chain postrouting { type nat hook postrouting priority srcnat - 10; policy accept;
 //!         ct status dnat ip saddr @hairpin_sources masquerade }
 //! }
@@ -48,8 +49,12 @@ use std::net::Ipv4Addr;
 
 use crate::config::PortPair;
 
-/// The name of our table (family `inet`).
-pub const TABLE: &str = "handoff";
+/// The default name of our table (family `inet`); `--table` picks another, so that two
+/// independent installations (or parallel tests) never share one.
+pub const DEFAULT_TABLE: &str = "handoff";
+/// The conntrack label bit set on every flow we DNAT. Docker's FORWARD policy drops forwarded
+/// flows to unpublished container ports; `docker_user` accepts exactly the flows carrying it.
+pub const FLOW_LABEL: u8 = 127;
 pub const DISPATCH_MAP: &str = "dispatch";
 pub const HAIRPIN_SET: &str = "hairpin_sources";
 /// Priority of our NAT chains: just before the usual `dstnat` (-100) so that our DNAT is the
@@ -88,8 +93,8 @@ const DISPATCH: &str = "fib daddr type local meta l4proto tcp tcp dport vmap @di
 /// Table, maps, sets and base chains with their rules, idempotently: `add` of an existing
 /// table, chain, map or set is a no-op, and base chains are flushed before their rule is added
 /// again, so a rerun never duplicates a rule.
-pub fn base() -> Vec<String> {
-    let t = format!("inet {TABLE}");
+pub fn base(table: &str) -> Vec<String> {
+    let t = format!("inet {table}");
     vec![
         format!("add table {t}"),
         format!("add map {t} {DISPATCH_MAP} {{ type inet_service : verdict ; }}"),
@@ -117,8 +122,8 @@ pub fn base() -> Vec<String> {
 
 /// Point every external port of `component` at `backend`: flush its map and refill it, make
 /// sure its chain and dispatch entries exist.
-pub fn route(component: &str, ports: &[PortPair], backend: Ipv4Addr) -> Vec<String> {
-    let t = format!("inet {TABLE}");
+pub fn route(table: &str, component: &str, ports: &[PortPair], backend: Ipv4Addr) -> Vec<String> {
+    let t = format!("inet {table}");
     let map = backend_map(component);
     let chain = component_chain(component);
     let backend_elements: Vec<String> = ports
@@ -133,7 +138,7 @@ pub fn route(component: &str, ports: &[PortPair], backend: Ipv4Addr) -> Vec<Stri
         format!("add map {t} {map} {{ type inet_service : ipv4_addr . inet_service ; }}"),
         format!("add chain {t} {chain}"),
         format!("flush chain {t} {chain}"),
-        format!("add rule {t} {chain} dnat ip to tcp dport map @{map}"),
+        format!("add rule {t} {chain} ct label set {FLOW_LABEL} dnat ip to tcp dport map @{map}"),
         format!("flush map {t} {map}"),
         format!(
             "add element {t} {map} {{ {} }}",
@@ -146,13 +151,45 @@ pub fn route(component: &str, ports: &[PortPair], backend: Ipv4Addr) -> Vec<Stri
     ]
 }
 
+/// Take `component` out of the ruleset: its dispatch entries, chain and map. Every object is
+/// added before it is deleted, so removal is idempotent (deleting a missing object would fail
+/// the whole transaction).
+pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> {
+    let t = format!("inet {table}");
+    let map = backend_map(component);
+    let chain = component_chain(component);
+    let mut commands = vec![
+        format!("add map {t} {map} {{ type inet_service : ipv4_addr . inet_service ; }}"),
+        format!("add chain {t} {chain}"),
+    ];
+    if !ports.is_empty() {
+        let elements: Vec<String> = ports
+            .iter()
+            .map(|p| format!("{} : goto {chain}", p.external))
+            .collect();
+        let keys: Vec<String> = ports.iter().map(|p| p.external.to_string()).collect();
+        commands.push(format!(
+            "add element {t} {DISPATCH_MAP} {{ {} }}",
+            elements.join(", ")
+        ));
+        commands.push(format!(
+            "delete element {t} {DISPATCH_MAP} {{ {} }}",
+            keys.join(", ")
+        ));
+    }
+    commands.push(format!("flush chain {t} {chain}"));
+    commands.push(format!("delete chain {t} {chain}"));
+    commands.push(format!("delete map {t} {map}"));
+    commands
+}
+
 /// Replace the hairpin set with exactly `sources`.
-pub fn hairpin(sources: &[Ipv4Addr]) -> Vec<String> {
-    let mut commands = vec![format!("flush set inet {TABLE} {HAIRPIN_SET}")];
+pub fn hairpin(table: &str, sources: &[Ipv4Addr]) -> Vec<String> {
+    let mut commands = vec![format!("flush set inet {table} {HAIRPIN_SET}")];
     if !sources.is_empty() {
         let elements: Vec<String> = sources.iter().map(Ipv4Addr::to_string).collect();
         commands.push(format!(
-            "add element inet {TABLE} {HAIRPIN_SET} {{ {} }}",
+            "add element inet {table} {HAIRPIN_SET} {{ {} }}",
             elements.join(", ")
         ));
     }
@@ -201,7 +238,7 @@ mod tests {
 
     #[test]
     fn route_refills_the_component_map_and_dispatches_its_ports() {
-        let commands = route("web", &ports(), Ipv4Addr::new(10, 0, 0, 12));
+        let commands = route(DEFAULT_TABLE, "web", &ports(), Ipv4Addr::new(10, 0, 0, 12));
         let flush = position(&commands, "flush map inet handoff backend_web");
         let fill = position(
             &commands,
@@ -216,14 +253,17 @@ mod tests {
 
     #[test]
     fn the_traffic_rule_is_one_map_lookup() {
-        let commands = route("web", &ports(), Ipv4Addr::new(10, 0, 0, 12));
+        let commands = route(DEFAULT_TABLE, "web", &ports(), Ipv4Addr::new(10, 0, 0, 12));
         let rules: Vec<&String> = commands
             .iter()
             .filter(|c| c.starts_with("add rule inet handoff component_web"))
             .collect();
         assert_eq!(
             rules,
-            ["add rule inet handoff component_web dnat ip to tcp dport map @backend_web"]
+            [
+                "add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map \
+              @backend_web"
+            ]
         );
         let flushed = position(&commands, "flush chain inet handoff component_web");
         let added = position(&commands, rules[0]);
@@ -232,7 +272,7 @@ mod tests {
 
     #[test]
     fn base_chains_are_reasserted_idempotently_in_our_table_only() {
-        let commands = base();
+        let commands = base(DEFAULT_TABLE);
         for command in &commands {
             assert!(
                 command.contains(" inet handoff"),
@@ -263,7 +303,7 @@ mod tests {
 
     #[test]
     fn output_leaves_loopback_alone_and_hairpin_is_masqueraded() {
-        let commands = base();
+        let commands = base(DEFAULT_TABLE);
         position(
             &commands,
             "add rule inet handoff output meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr \
@@ -276,8 +316,44 @@ mod tests {
     }
 
     #[test]
+    fn unroute_removes_the_component_idempotently() {
+        let commands = unroute(DEFAULT_TABLE, "web", &ports());
+        let add = position(&commands, "add chain inet handoff component_web");
+        let delete = position(&commands, "delete chain inet handoff component_web");
+        let undispatch = position(
+            &commands,
+            "delete element inet handoff dispatch { 80, 443 }",
+        );
+        assert!(add < undispatch && undispatch < delete, "{commands:#?}");
+        position(&commands, "delete map inet handoff backend_web");
+        assert!(
+            commands.iter().all(|c| c.contains(" inet handoff ")),
+            "{commands:#?}"
+        );
+    }
+
+    #[test]
+    fn another_table_name_is_used_everywhere() {
+        let mut commands = base("handoff_test");
+        commands.extend(route(
+            "handoff_test",
+            "web",
+            &ports(),
+            Ipv4Addr::new(10, 0, 0, 1),
+        ));
+        commands.extend(hairpin("handoff_test", &[Ipv4Addr::new(10, 0, 0, 1)]));
+        assert!(
+            commands.iter().all(|c| c.contains(" inet handoff_test")),
+            "{commands:#?}"
+        );
+    }
+
+    #[test]
     fn hairpin_set_is_replaced_whole() {
-        let commands = hairpin(&[Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)]);
+        let commands = hairpin(
+            DEFAULT_TABLE,
+            &[Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)],
+        );
         assert_eq!(
             commands,
             [
@@ -285,7 +361,11 @@ mod tests {
                 "add element inet handoff hairpin_sources { 10.0.0.11, 10.0.0.12 }"
             ]
         );
-        assert_eq!(hairpin(&[]).len(), 1, "an empty element list is not sent");
+        assert_eq!(
+            hairpin(DEFAULT_TABLE, &[]).len(),
+            1,
+            "an empty element list is not sent"
+        );
     }
 
     #[test]

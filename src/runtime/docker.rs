@@ -1,0 +1,329 @@
+//! Docker through its Engine API (bollard), behind a small synchronous facade: the rest of
+//! handoff is a sequence of blocking steps, so the async client runs on a private
+//! current-thread tokio runtime.
+//!
+//! Containers are found again by their labels, never by a local cache: any command can rebuild
+//! the picture from Docker and the kernel.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, ExecConfig, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use crate::error::Failure;
+
+/// Labels that tie a container to its component.
+pub const LABEL_TABLE: &str = "handoff.table";
+pub const LABEL_COMPONENT: &str = "handoff.component";
+pub const LABEL_CONFIG_HASH: &str = "handoff.config-hash";
+pub const LABEL_GENERATION: &str = "handoff.generation";
+pub const LABEL_INSTANCE: &str = "handoff.instance";
+
+/// A container of a component, as Docker reports it.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub running: bool,
+    /// Docker's state word (`running`, `exited`, ...).
+    pub state: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub address: Option<Ipv4Addr>,
+    pub labels: HashMap<String, String>,
+}
+
+impl Container {
+    pub fn generation(&self) -> u64 {
+        self.labels
+            .get(LABEL_GENERATION)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub user: String,
+    pub privileged: bool,
+    pub env: Vec<String>,
+    pub binds: Vec<String>,
+    pub volumes_from: Vec<String>,
+    pub network: String,
+    pub labels: HashMap<String, String>,
+}
+
+pub struct Docker {
+    runtime: tokio::runtime::Runtime,
+    client: bollard::Docker,
+}
+
+fn docker_failure(error: impl std::fmt::Display) -> anyhow::Error {
+    Failure::host(format!(
+        "Docker is not reachable ({error}); is dockerd running? (DOCKER_HOST or \
+         /var/run/docker.sock)"
+    ))
+    .into()
+}
+
+impl Docker {
+    /// Connect and negotiate the API version (Debian's docker.io 20.10 speaks 1.41).
+    pub fn connect() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the Docker client runtime")?;
+        let client = bollard::Docker::connect_with_local_defaults().map_err(docker_failure)?;
+        let client = runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), client.negotiate_version()).await
+            })
+            .map_err(|_| docker_failure("no answer within 10 s"))?
+            .map_err(docker_failure)?;
+        Ok(Docker { runtime, client })
+    }
+
+    /// The containers labelled for `table` (and `component`, when given), running or not.
+    pub fn containers(
+        &self,
+        table: &str,
+        component: Option<&str>,
+        network: &str,
+    ) -> Result<Vec<Container>> {
+        let mut labels = vec![format!("{LABEL_TABLE}={table}")];
+        if let Some(component) = component {
+            labels.push(format!("{LABEL_COMPONENT}={component}"));
+        }
+        let filters: HashMap<String, Vec<String>> = HashMap::from([("label".to_string(), labels)]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .runtime
+            .block_on(self.client.list_containers(Some(options)))
+            .context("listing containers")?;
+        let mut containers: Vec<Container> = summaries
+            .into_iter()
+            .map(|s| {
+                let address = s
+                    .network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref())
+                    .and_then(|n| n.get(network))
+                    .and_then(|e| e.ip_address.as_deref())
+                    .and_then(|ip| ip.parse().ok());
+                let state = s.state.unwrap_or(ContainerSummaryStateEnum::EMPTY);
+                Container {
+                    id: s.id.unwrap_or_default(),
+                    name: s
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    image: s.image.unwrap_or_default(),
+                    running: state == ContainerSummaryStateEnum::RUNNING,
+                    state: state.to_string(),
+                    created: s.created.unwrap_or(0),
+                    address,
+                    labels: s.labels.unwrap_or_default(),
+                }
+            })
+            .collect();
+        containers.sort_by_key(|c| (c.generation(), c.created));
+        Ok(containers)
+    }
+
+    pub fn image_present(&self, image: &str) -> Result<bool> {
+        match self.runtime.block_on(self.client.inspect_image(image)) {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("inspecting image {image}"))),
+        }
+    }
+
+    /// Pull `repo:tag` from its registry.
+    pub fn pull(&self, repo: &str, tag: &str) -> Result<()> {
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(repo)
+            .tag(tag)
+            .build();
+        self.runtime.block_on(async {
+            let mut stream = self.client.create_image(Some(options), None, None);
+            while let Some(item) = stream.next().await {
+                let info = item?;
+                if let Some(detail) = info.error_detail {
+                    anyhow::bail!("{}", detail.message.unwrap_or_default());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Create and start a container; on a failed start the container is removed again.
+    pub fn create_and_start(&self, spec: &ContainerSpec) -> Result<String> {
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(HostConfig {
+                binds: Some(spec.binds.clone()),
+                volumes_from: Some(spec.volumes_from.clone()),
+                privileged: Some(spec.privileged),
+                network_mode: Some(spec.network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .runtime
+            .block_on(self.client.create_container(Some(options), body))
+            .with_context(|| format!("creating container {} from {}", spec.name, spec.image))?;
+        let started = self.runtime.block_on(self.client.start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        ));
+        if let Err(error) = started {
+            let _ = self.remove(&created.id);
+            return Err(
+                anyhow::Error::new(error).context(format!("starting container {}", spec.name))
+            );
+        }
+        Ok(created.id)
+    }
+
+    /// The container's address on `network`, waiting briefly for Docker to assign it.
+    pub fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr> {
+        for _ in 0..50 {
+            let inspect = self
+                .runtime
+                .block_on(self.client.inspect_container(id, None))
+                .with_context(|| format!("inspecting container {id}"))?;
+            let address = inspect
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|n| n.get(network).cloned())
+                .and_then(|e| e.ip_address)
+                .filter(|ip| !ip.is_empty());
+            if let Some(address) = address {
+                return address
+                    .parse()
+                    .with_context(|| format!("container {id} has address {address:?}"));
+            }
+            if inspect.state.and_then(|s| s.running) == Some(false) {
+                anyhow::bail!("the container exited right after it started");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!("container {id} has no IPv4 address on network {network:?}")
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX))
+            .build();
+        match self
+            .runtime
+            .block_on(self.client.stop_container(id, Some(options)))
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("stopping container {id}"))),
+        }
+    }
+
+    /// Remove the container (and its anonymous volumes), stopping it first if needed.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .runtime
+            .block_on(self.client.remove_container(id, Some(options)))
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("removing container {id}"))),
+        }
+    }
+
+    /// The last `lines` lines of the container's output, for a failure report.
+    pub fn logs_tail(&self, id: &str, lines: usize) -> String {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        self.runtime.block_on(async {
+            let mut text = String::new();
+            let mut stream = self.client.logs(id, Some(options));
+            while let Some(Ok(chunk)) = stream.next().await {
+                text.push_str(&chunk.to_string());
+            }
+            text
+        })
+    }
+
+    /// Run `command` in the container and wait (up to `timeout`) for its exit code.
+    pub fn exec(&self, id: &str, command: Vec<String>, timeout: Duration) -> Result<i64> {
+        self.runtime.block_on(async {
+            let exec = self
+                .client
+                .create_exec(
+                    id,
+                    ExecConfig {
+                        cmd: Some(command),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let run = async {
+                if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+                    self.client.start_exec(&exec.id, None).await?
+                {
+                    while let Some(item) = output.next().await {
+                        item?;
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            };
+            tokio::time::timeout(timeout, run)
+                .await
+                .map_err(|_| anyhow::anyhow!("still running after {} s", timeout.as_secs()))??;
+            let inspect = self.client.inspect_exec(&exec.id).await?;
+            Ok(inspect.exit_code.unwrap_or(-1))
+        })
+    }
+}
