@@ -589,7 +589,7 @@ pub fn stop(ctx: &Context, component: &Component, drain_first: bool) -> Result<(
                 }
             }
         }
-        let ports: Vec<_> = routes
+        let mut ports: Vec<_> = routes
             .routes
             .iter()
             .map(|r| crate::config::PortPair {
@@ -598,6 +598,8 @@ pub fn stop(ctx: &Context, component: &Component, drain_first: bool) -> Result<(
             })
             .chain(component.port_pairs())
             .collect();
+        ports.sort_by_key(|p| p.external);
+        ports.dedup_by_key(|p| p.external);
         ctx.state.save(&state)?;
         firewall.unroute(name, &ports, &state.known_addresses())?;
         println!("{name}: new connections are no longer forwarded");

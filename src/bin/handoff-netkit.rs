@@ -87,7 +87,14 @@ struct ServeArgs {
     /// File created (containing the bound address) once the socket listens.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Answer every other POST with 200 and append `POST <path>` to DIR/requests.log (how
+    /// tests see that a termination signal arrived).
+    #[arg(long, value_name = "DIR")]
+    record_dir: Option<PathBuf>,
 }
+
+/// Where `serve --record-dir` records POSTs; set once at startup.
+static RECORD_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 #[derive(Args, Debug)]
 struct LoadArgs {
@@ -535,6 +542,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let listener =
         TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr().context("reading bound address")?;
+    if let Some(dir) = &args.record_dir {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let _ = RECORD_DIR.set(dir.clone());
+    }
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &bound.to_string())?;
     }
@@ -678,6 +689,18 @@ fn respond(
                 Ok(false)
             }
         },
+        ("POST", path) if RECORD_DIR.get().is_some() => {
+            discard(reader, body_len.unwrap_or(0))?;
+            if let Some(dir) = RECORD_DIR.get() {
+                let mut log = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("requests.log"))?;
+                writeln!(log, "POST {path}")?;
+            }
+            send(writer, 200, "OK", keep_alive, name, b"recorded\n")?;
+            Ok(keep_alive)
+        }
         ("GET", path) => {
             discard(reader, body_len.unwrap_or(0))?;
             if path == "/download" {

@@ -10,6 +10,8 @@
 //! Traffic goes only to these addresses, inside namespaces the test made.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod docker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,385 @@
+//! A Docker sandbox per test: images built locally with `docker import` (busybox-static plus
+//! the netkit server, whose name tells which version answered), a client namespace reaching
+//! the host over a veth, and a handoff table, component, external port and state directory of
+//! its own. Drop removes the containers, images, table, DOCKER-USER rule and namespace, also
+//! when the test fails.
+//!
+//! ```text
+//!   client 10.231.N.2 ── veth ── 10.231.N.1 host (dockerd, handoff) ── docker0 ── containers
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{parse_json_line, HANDOFF, NETKIT};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Is a Docker daemon answering? The suite needs one (scripts/test.sh starts it).
+pub fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn sh(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn must(program: &str, args: &[&str]) -> String {
+    let output = sh(program, args);
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+pub struct DockerSandbox {
+    pub id: String,
+    pub table: String,
+    pub repo: String,
+    pub client: String,
+    pub host_address: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+/// Options of the component under test.
+pub struct ComponentOptions {
+    pub ready_timeout_ms: u64,
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ComponentOptions {
+    fn default() -> Self {
+        ComponentOptions {
+            ready_timeout_ms: 10_000,
+            drain_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl DockerSandbox {
+    pub fn new(options: ComponentOptions) -> DockerSandbox {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("hd{}x{n}", std::process::id());
+        let subnet = 1 + (std::process::id() as usize + n) % 250;
+        let sandbox = DockerSandbox {
+            table: id.clone(),
+            repo: format!("handoff-test-{id}"),
+            client: format!("{id}-c"),
+            host_address: format!("10.231.{subnet}.1"),
+            port: 20_000 + (std::process::id() % 1000) as u16 * 10 + n as u16,
+            dir: tempfile::tempdir().expect("tempdir"),
+            id,
+        };
+        sandbox.build_images();
+        sandbox.build_client(subnet);
+        sandbox.write_config(&options);
+        sandbox
+    }
+
+    /// v1 and v2 serve with their name; `broken` never listens.
+    fn build_images(&self) {
+        let root = self.dir.path().join("rootfs");
+        for dir in [
+            "bin",
+            "usr/local/bin",
+            "lib/x86_64-linux-gnu",
+            "lib64",
+            "tmp",
+            "signals",
+        ] {
+            std::fs::create_dir_all(root.join(dir)).expect("rootfs dir");
+        }
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+        for applet in ["sh", "sleep", "echo", "cat", "wget"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("applet");
+        }
+        std::fs::copy(NETKIT, root.join("usr/local/bin/handoff-netkit")).expect("netkit");
+        // netkit is linked against the host's glibc: carry its libraries along.
+        let ldd = must("ldd", &[NETKIT]);
+        for path in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+            let target = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().expect("parent")).expect("lib dir");
+            std::fs::copy(path, &target).expect("copy library");
+        }
+        let tarball = self.dir.path().join("rootfs.tar");
+        must("tar", &["-C", path(&root), "-cf", path(&tarball), "."]);
+        for (tag, cmd) in [
+            ("v1", serve_cmd("v1")),
+            ("v2", serve_cmd("v2")),
+            ("broken", r#"CMD ["/bin/sleep", "3600"]"#.to_string()),
+        ] {
+            must(
+                "docker",
+                &[
+                    "import",
+                    "-c",
+                    &cmd,
+                    path(&tarball),
+                    &format!("{}:{tag}", self.repo),
+                ],
+            );
+        }
+    }
+
+    fn build_client(&self, subnet: usize) {
+        let host_if = format!("{}h", self.id);
+        must("ip", &["netns", "add", &self.client]);
+        must("ip", &["-n", &self.client, "link", "set", "lo", "up"]);
+        must(
+            "ip",
+            &[
+                "link",
+                "add",
+                &host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &self.client,
+            ],
+        );
+        must(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", self.host_address),
+                "dev",
+                &host_if,
+            ],
+        );
+        must("ip", &["link", "set", &host_if, "up"]);
+        let client_address = format!("10.231.{subnet}.2/24");
+        must(
+            "ip",
+            &[
+                "-n",
+                &self.client,
+                "addr",
+                "add",
+                &client_address,
+                "dev",
+                "eth0",
+            ],
+        );
+        must("ip", &["-n", &self.client, "link", "set", "eth0", "up"]);
+        must(
+            "ip",
+            &[
+                "-n",
+                &self.client,
+                "route",
+                "add",
+                "default",
+                "via",
+                &self.host_address,
+            ],
+        );
+    }
+
+    fn write_config(&self, options: &ComponentOptions) {
+        let signals = self.dir.path().join("signals");
+        let config = format!(
+            r#"{{"components": [{{
+                "name": "web", "repo": "{repo}", "tag": "v1", "pull": "never",
+                "ports": [{{"external": {port}, "container": 8080}}],
+                "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
+                "readyTimeout": {ready}, "drainTimeout": {drain}, "stopTimeout": 2,
+                "bindings": [{{"external": "{signals}/{{container_id}}", "volume": "/signals"}}],
+                "environmentVariables": [{{"name": "HANDOFF_TEST", "value": "1"}}],
+                "terminationSignals": [
+                    {{"kind": "http", "port": 8080, "path": "/quit"}},
+                    {{"kind": "exec", "exec_command": ["/bin/sh", "-c", "echo exec >> /signals/exec.log"]}}
+                ]
+            }}]}}"#,
+            repo = self.repo,
+            port = self.port,
+            ready = options.ready_timeout_ms,
+            drain = options.drain_timeout_ms,
+            signals = path(&signals),
+        );
+        std::fs::write(self.config_path(), config).expect("config");
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("handoff.json")
+    }
+
+    /// Where container instance `instance` recorded the signals it received.
+    pub fn signals_of(&self, instance: &str) -> PathBuf {
+        self.dir.path().join("signals").join(instance)
+    }
+
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.host_address, self.port)
+    }
+
+    pub fn handoff_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(HANDOFF);
+        command
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .args(["--table", &self.table])
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn handoff(&self, args: &[&str]) -> Output {
+        self.handoff_command(args).output().expect("run handoff")
+    }
+
+    pub fn handoff_ok(&self, args: &[&str]) -> String {
+        let output = self.handoff(args);
+        assert!(
+            output.status.success(),
+            "handoff {args:?} failed ({:?}): {}{}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn list_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.handoff_ok(&["list", "--json"])).expect("list --json")
+    }
+
+    /// netkit in the client namespace.
+    pub fn client_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.client, NETKIT])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    pub fn client_json(&self, args: &[&str]) -> serde_json::Value {
+        parse_json_line(&self.client_command(args).output().expect("netkit").stdout)
+    }
+
+    /// (id, image, running) of every container of this sandbox.
+    pub fn containers(&self) -> Vec<(String, String, bool)> {
+        let filter = format!("label=handoff.table={}", self.table);
+        let listing = must(
+            "docker",
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.ID}} {{.Image}} {{.State}}",
+            ],
+        );
+        listing
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                Some((
+                    parts.next()?.to_string(),
+                    parts.next()?.to_string(),
+                    parts.next()? == "running",
+                ))
+            })
+            .collect()
+    }
+
+    /// The instance label of a container.
+    pub fn instance_of(&self, id: &str) -> String {
+        must(
+            "docker",
+            &[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"handoff.instance\"}}",
+                id,
+            ],
+        )
+    }
+
+    /// Our rule in DOCKER-USER, if present.
+    pub fn docker_user_rule(&self) -> bool {
+        must("iptables", &["-S", "DOCKER-USER"]).contains(&format!("handoff:{}", self.table))
+    }
+
+    pub fn table_exists(&self) -> bool {
+        sh("nft", &["list", "table", "inet", &self.table])
+            .status
+            .success()
+    }
+}
+
+fn serve_cmd(name: &str) -> String {
+    format!(
+        r#"CMD ["/usr/local/bin/handoff-netkit", "serve", "--listen", "0.0.0.0:8080", "--name", "{name}", "--record-dir", "/signals"]"#
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+impl Drop for DockerSandbox {
+    fn drop(&mut self) {
+        let filter = format!("label=handoff.table={}", self.table);
+        if let Ok(output) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = sh("docker", &["rm", "-f", "-v", id]);
+            }
+        }
+        for tag in ["v1", "v2", "broken"] {
+            let _ = sh("docker", &["rmi", "-f", &format!("{}:{tag}", self.repo)]);
+        }
+        let _ = sh("nft", &["delete", "table", "inet", &self.table]);
+        let comment = format!("handoff:{}", self.table);
+        for _ in 0..4 {
+            let deleted = sh(
+                "iptables",
+                &[
+                    "-D",
+                    "DOCKER-USER",
+                    "-m",
+                    "connlabel",
+                    "--label",
+                    "127",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &comment,
+                    "-j",
+                    "ACCEPT",
+                ],
+            );
+            if !deleted.status.success() {
+                break;
+            }
+        }
+        let _ = sh("ip", &["netns", "del", &self.client]);
+        let _ = sh("ip", &["link", "del", &format!("{}h", self.id)]);
+    }
+}

@@ -1,0 +1,346 @@
+//! Docker components end to end: a real dockerd, images built locally with `docker import`,
+//! a client on its own namespace reaching the host over a veth. See `common::docker`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::docker::{docker_available, ComponentOptions, DockerSandbox};
+use common::{finish_json, is_root, wait_for};
+
+macro_rules! require_docker {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (Docker, nftables, namespaces)");
+            return;
+        }
+        assert!(
+            docker_available(),
+            "no Docker daemon answers; scripts/test.sh installs and starts one"
+        );
+    };
+}
+
+#[test]
+fn start_then_update_under_load_drops_nothing_and_retires_the_old_container() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    let started = sandbox.containers();
+    assert_eq!(started.len(), 1, "{started:?}");
+    let old_instance = sandbox.instance_of(&started[0].0);
+    let refused = sandbox.handoff(&["start", "web"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a second start is refused: {refused:?}"
+    );
+
+    let load = sandbox
+        .client_command(&[
+            "load",
+            "--target",
+            &sandbox.target(),
+            "--connections",
+            "10",
+            "--duration-ms",
+            "7000",
+        ])
+        .spawn()
+        .expect("load");
+    // 48 MB at 12 MB/s: about four seconds, across the switch.
+    let download = sandbox
+        .client_command(&[
+            "download",
+            "--target",
+            &sandbox.target(),
+            "--bytes",
+            "48000000",
+            "--rate",
+            "12000000",
+        ])
+        .spawn()
+        .expect("download");
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut update = sandbox
+        .handoff_command(&["update", "web", "--tag", "v2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("update");
+
+    let download = finish_json(download);
+    let download_done = Instant::now();
+    assert_eq!(download["backend"], "v1", "{download}");
+    assert_eq!(download["intact"], true, "{download}");
+    assert_eq!(download["bytes"], 48_000_000, "{download}");
+    let mut update_done = None;
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            if let Some(status) = update.try_wait().expect("update") {
+                update_done = Some((status, Instant::now()));
+            }
+            update_done.is_some()
+        },
+        "update to return",
+    );
+    let (status, returned) = update_done.expect("update returned");
+    let output = update.wait_with_output().expect("update output");
+    assert!(
+        status.success(),
+        "update failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lag = returned.saturating_duration_since(download_done);
+    assert!(
+        lag < Duration::from_secs(5),
+        "update returned {lag:?} after the download ended"
+    );
+
+    let load = finish_json(load);
+    assert_eq!(load["failed"], 0, "{load}");
+    assert!(load["by_backend"]["v1"].as_u64().unwrap_or(0) > 0, "{load}");
+    assert!(load["by_backend"]["v2"].as_u64().unwrap_or(0) > 0, "{load}");
+
+    let remaining = sandbox.containers();
+    assert_eq!(
+        remaining.len(),
+        1,
+        "the old container is gone: {remaining:?}"
+    );
+    assert!(
+        remaining[0].1.ends_with(":v2") && remaining[0].2,
+        "{remaining:?}"
+    );
+    let signals = sandbox.signals_of(&old_instance);
+    let http = std::fs::read_to_string(signals.join("requests.log")).unwrap_or_default();
+    assert!(
+        http.contains("POST /quit"),
+        "http termination signal: {http:?}"
+    );
+    let exec = std::fs::read_to_string(signals.join("exec.log")).unwrap_or_default();
+    assert!(exec.contains("exec"), "exec termination signal: {exec:?}");
+
+    let listed = sandbox.list_json();
+    let web = &listed["components"][0];
+    assert_eq!(
+        web["containers"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(web["containers"][0]["state"], "active", "{listed}");
+    assert_eq!(web["draining"], serde_json::json!([]), "{listed}");
+    sandbox.handoff_ok(&["kill", "web"]);
+}
+
+#[test]
+fn an_update_to_a_version_that_never_becomes_ready_is_refused_and_changes_nothing() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions {
+        ready_timeout_ms: 2000,
+        ..ComponentOptions::default()
+    });
+    sandbox.handoff_ok(&["start", "web"]);
+    let ruleset = || {
+        String::from_utf8_lossy(
+            &std::process::Command::new("nft")
+                .args(["list", "table", "inet", &sandbox.table])
+                .output()
+                .expect("nft")
+                .stdout,
+        )
+        .into_owned()
+    };
+    let before = ruleset();
+    let load = sandbox
+        .client_command(&[
+            "load",
+            "--target",
+            &sandbox.target(),
+            "--connections",
+            "4",
+            "--duration-ms",
+            "4000",
+        ])
+        .spawn()
+        .expect("load");
+    let started = Instant::now();
+    let output = sandbox.handoff(&["update", "web", "--tag", "broken"]);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2 + 5),
+        "refused within readyTimeout + 5 s"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not ready"), "{stderr}");
+    assert!(
+        stderr.contains("the running version keeps serving"),
+        "{stderr}"
+    );
+    let load = finish_json(load);
+    assert_eq!(load["failed"], 0, "{load}");
+    assert_eq!(
+        load["by_backend"].as_object().map(|o| o.len()),
+        Some(1),
+        "only v1: {load}"
+    );
+    assert_eq!(ruleset(), before);
+    let containers = sandbox.containers();
+    assert_eq!(
+        containers.len(),
+        1,
+        "no container of the failed version remains: {containers:?}"
+    );
+    assert!(containers[0].1.ends_with(":v1"));
+    sandbox.handoff_ok(&["kill", "web"]);
+}
+
+#[test]
+fn stop_drains_kill_does_not_and_both_leave_nothing_behind() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    assert!(
+        sandbox.docker_user_rule(),
+        "the DOCKER-USER hole is there while routed"
+    );
+    let mut hold = sandbox
+        .client_command(&["hold", "--target", &sandbox.target(), "--ms", "2500"])
+        .spawn()
+        .expect("hold");
+    common::read_line(&mut hold);
+    let started = Instant::now();
+    sandbox.handoff_ok(&["stop", "web"]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "stop waited for the held flow"
+    );
+    let _ = hold.wait();
+    assert!(
+        sandbox.containers().is_empty(),
+        "{:?}",
+        sandbox.containers()
+    );
+    assert!(
+        !sandbox.docker_user_rule(),
+        "the hole is closed when nothing is routed"
+    );
+    let after_stop = sandbox.client_json(&[
+        "load",
+        "--target",
+        &sandbox.target(),
+        "--connections",
+        "1",
+        "--duration-ms",
+        "300",
+        "--max-requests",
+        "3",
+    ]);
+    assert_eq!(
+        after_stop["ok"], 0,
+        "nothing is forwarded after stop: {after_stop}"
+    );
+
+    sandbox.handoff_ok(&["start", "web"]);
+    let mut hold = sandbox
+        .client_command(&["hold", "--target", &sandbox.target(), "--ms", "8000"])
+        .spawn()
+        .expect("hold");
+    common::read_line(&mut hold);
+    let started = Instant::now();
+    sandbox.handoff_ok(&["kill", "web"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "kill does not drain"
+    );
+    let _ = hold.kill();
+    let _ = hold.wait();
+    assert!(sandbox.containers().is_empty());
+    assert!(!sandbox.docker_user_rule());
+    let listed = sandbox.list_json();
+    assert_eq!(
+        listed["components"][0]["active"],
+        serde_json::Value::Null,
+        "{listed}"
+    );
+    assert_eq!(
+        listed["components"][0]["draining"],
+        serde_json::json!([]),
+        "{listed}"
+    );
+}
+
+#[test]
+fn host_local_and_other_container_clients_reach_the_component() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    // A client on the host itself.
+    let local = std::process::Command::new(common::NETKIT)
+        .args([
+            "load",
+            "--target",
+            &sandbox.target(),
+            "--connections",
+            "2",
+            "--duration-ms",
+            "300",
+        ])
+        .output()
+        .expect("netkit");
+    let local = common::parse_json_line(&local.stdout);
+    assert_eq!(local["failed"], 0, "{local}");
+    assert!(
+        local["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
+        "{local}"
+    );
+    // Another container on the same host, through the bridge's gateway address (hairpin).
+    let docker0 = String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "dev", "docker0"])
+            .output()
+            .expect("ip addr")
+            .stdout,
+    )
+    .into_owned();
+    let gateway = docker0
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .expect("docker0 has an IPv4 address")
+        .to_string();
+    let target = format!("{gateway}:{}", sandbox.port);
+    let fetched = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--label",
+            &format!("handoff.table={}", sandbox.table),
+            &format!("{}:v2", sandbox.repo),
+            "/usr/local/bin/handoff-netkit",
+            "load",
+            "--target",
+            &target,
+            "--connections",
+            "1",
+            "--duration-ms",
+            "300",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let fetched = common::parse_json_line(&fetched.stdout);
+    assert_eq!(fetched["failed"], 0, "{fetched}");
+    assert!(
+        fetched["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
+        "{fetched}"
+    );
+    sandbox.handoff_ok(&["kill", "web"]);
+    assert!(!sandbox.table_exists() || !sandbox.docker_user_rule());
+}
