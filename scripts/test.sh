@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests and the kernel tests, which build network namespaces and use
-# real nftables and conntrack (root only).
+# The whole test suite: unit tests, the kernel tests (network namespaces, real nftables and
+# conntrack) and the Docker tests (a real dockerd, images built locally with `docker import`).
+# Root only.
 #
-# On a fresh machine it first installs what the tests need: nftables (the nft binary),
-# iproute2 (ip netns), util-linux (flock), and a Rust toolchain check.
+# On a fresh machine it first installs what the tests need — nftables (nft), iproute2 (ip),
+# util-linux (flock), iptables (DOCKER-USER), docker.io (dockerd), busybox-static (the test
+# images), tar — and starts dockerd when no daemon answers (stopping it again at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,10 +16,15 @@ fi
 export PATH="$HOME/.cargo/bin:/usr/local/cargo/bin:$PATH"
 
 missing=()
-command -v nft >/dev/null 2>&1 || missing+=(nftables)
-command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-command -v flock >/dev/null 2>&1 || missing+=(util-linux)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
+need() { command -v "$1" >/dev/null 2>&1 || [[ -e $1 ]] || missing+=("$2"); }
+need nft nftables
+need ip iproute2
+need flock util-linux
+need iptables iptables
+need dockerd docker.io
+need /bin/busybox busybox-static
+need tar tar
+need python3 python3
 if ((${#missing[@]})); then
     echo "scripts/test.sh: installing ${missing[*]}" >&2
     apt-get update -qq
@@ -27,5 +34,29 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "scripts/test.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
     exit 1
 fi
+
+started_dockerd=
+if ! docker info >/dev/null 2>&1; then
+    echo "scripts/test.sh: starting dockerd" >&2
+    log=$(mktemp /tmp/handoff-test-dockerd.XXXXXX.log)
+    dockerd >"$log" 2>&1 &
+    started_dockerd=$!
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    if ! docker info >/dev/null 2>&1; then
+        echo "scripts/test.sh: dockerd did not come up; its log:" >&2
+        tail -30 "$log" >&2
+        exit 1
+    fi
+fi
+stop_dockerd() {
+    if [[ -n $started_dockerd ]]; then
+        kill "$started_dockerd" 2>/dev/null || true
+        wait "$started_dockerd" 2>/dev/null || true
+    fi
+}
+trap stop_dockerd EXIT
 
 cargo test --all-targets
