@@ -25,12 +25,48 @@ require_root_and_packages() {
     fi
 }
 
+# Start dockerd when no daemon answers; sets $started_dockerd to its pid (empty otherwise).
+ensure_dockerd() {
+    started_dockerd=
+    docker info >/dev/null 2>&1 && return 0
+    echo "$(basename "$0"): starting dockerd" >&2
+    local log
+    log=$(mktemp /tmp/handoff-dockerd.XXXXXX.log)
+    dockerd >"$log" 2>&1 &
+    started_dockerd=$!
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    echo "$(basename "$0"): dockerd did not come up; its log:" >&2
+    tail -30 "$log" >&2
+    return 1
+}
+
+# Build image REPO:TAG from busybox-static and the netkit server, serving as NAME.
+build_netkit_image() {
+    local image=$1 name=$2 root lib
+    root=$(mktemp -d)
+    mkdir -p "$root/bin" "$root/usr/local/bin" "$root/tmp"
+    cp /bin/busybox "$root/bin/busybox"
+    ln -s busybox "$root/bin/sh"
+    cp "$bin/handoff-netkit" "$root/usr/local/bin/"
+    for lib in $(ldd "$bin/handoff-netkit" | grep -o '/[^ ]*'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp "$lib" "$root$lib"
+    done
+    tar -C "$root" -cf "$root.tar" .
+    docker import -c "CMD [\"/usr/local/bin/handoff-netkit\", \"serve\", \"--listen\", \"0.0.0.0:8080\", \"--name\", \"$name\"]" \
+        "$root.tar" "$image" >/dev/null
+    rm -rf "$root" "$root.tar"
+}
+
 sandbox_down() {
     local ns
     for ns in "$client" "$v1" "$v2" "$gw"; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     done
-    wait 2>/dev/null || true
+    sleep 0.2
     for ns in "$client" "$v1" "$v2" "$gw"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$work"
 }

@@ -538,7 +538,22 @@ fn response_head(
 // ---------------------------------------------------------------------------
 
 /// Binds, signals readiness, then serves each connection on its own thread.
+/// SIGTERM handler for `serve`: a server running as a container's PID 1 gets no default
+/// action for SIGTERM, so without this `docker stop` would wait out its whole grace period.
+extern "C" fn exit_on_sigterm(_: nix::libc::c_int) {
+    // SAFETY: _exit is async-signal-safe; nothing needs flushing.
+    unsafe { nix::libc::_exit(0) }
+}
+
 fn serve(args: &ServeArgs) -> Result<()> {
+    // SAFETY: the handler only calls _exit, which is async-signal-safe.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::SigHandler::Handler(exit_on_sigterm),
+        )
+    }
+    .context("installing the SIGTERM handler")?;
     let listener =
         TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let bound = listener.local_addr().context("reading bound address")?;
