@@ -344,3 +344,72 @@ fn host_local_and_other_container_clients_reach_the_component() {
     sandbox.handoff_ok(&["kill", "web"]);
     assert!(!sandbox.table_exists() || !sandbox.docker_user_rule());
 }
+
+#[test]
+fn a_failed_pull_falls_back_to_the_local_image_and_a_missing_image_is_refused() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions {
+        pull: "always",
+        ..ComponentOptions::default()
+    });
+    let output = sandbox.handoff(&["start", "web"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("using the local image"), "{stderr}");
+    let output = sandbox.handoff(&["update", "web", "--tag", "v9"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(":v9 is not available"), "{stderr}");
+    assert_eq!(sandbox.containers().len(), 1, "nothing was started");
+    sandbox.handoff_ok(&["kill", "web"]);
+}
+
+#[test]
+fn monitor_replaces_a_dead_container_through_update() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    let first = sandbox.containers();
+    let mut monitor = sandbox
+        .handoff_command(&["monitor", "web", "--interval", "1", "--failures", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("monitor");
+    let killed = std::process::Command::new("docker")
+        .args(["kill", &first[0].0])
+        .output()
+        .expect("docker kill");
+    assert!(killed.status.success());
+    let mut replaced = false;
+    let started = Instant::now();
+    while !replaced && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+        let running: Vec<_> = sandbox.containers().into_iter().filter(|c| c.2).collect();
+        let served = sandbox.client_json(&[
+            "load",
+            "--target",
+            &sandbox.target(),
+            "--connections",
+            "1",
+            "--duration-ms",
+            "200",
+            "--max-requests",
+            "3",
+        ]);
+        replaced = running.len() == 1 && running[0].0 != first[0].0 && served["ok"] == 3;
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(
+        replaced,
+        "monitor did not replace the dead container: {:?}",
+        sandbox.containers()
+    );
+    sandbox.handoff_ok(&["kill", "web"]);
+    assert!(
+        sandbox.containers().is_empty(),
+        "{:?}",
+        sandbox.containers()
+    );
+}

@@ -59,6 +59,7 @@ pub struct DockerSandbox {
 pub struct ComponentOptions {
     pub ready_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    pub pull: &'static str,
 }
 
 impl Default for ComponentOptions {
@@ -66,6 +67,7 @@ impl Default for ComponentOptions {
         ComponentOptions {
             ready_timeout_ms: 10_000,
             drain_timeout_ms: 60_000,
+            pull: "never",
         }
     }
 }
@@ -77,7 +79,9 @@ impl DockerSandbox {
         let subnet = 1 + (std::process::id() as usize + n) % 250;
         let sandbox = DockerSandbox {
             table: id.clone(),
-            repo: format!("handoff-test-{id}"),
+            // A registry on loopback that refuses at once: pulls fail fast and locally, and no
+            // traffic leaves the machine.
+            repo: format!("127.0.0.1:1/handoff-test-{id}"),
             client: format!("{id}-c"),
             host_address: format!("10.231.{subnet}.1"),
             port: 20_000 + (std::process::id() % 1000) as u16 * 10 + n as u16,
@@ -197,9 +201,10 @@ impl DockerSandbox {
         let signals = self.dir.path().join("signals");
         let config = format!(
             r#"{{"components": [{{
-                "name": "web", "repo": "{repo}", "tag": "v1", "pull": "never",
+                "name": "web", "repo": "{repo}", "tag": "v1", "pull": "{pull}",
                 "ports": [{{"external": {port}, "container": 8080}}],
                 "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
+                "healthChecks": [{{"kind": "http", "port": 8080, "path": "/health", "timeout": 1}}],
                 "readyTimeout": {ready}, "drainTimeout": {drain}, "stopTimeout": 2,
                 "bindings": [{{"external": "{signals}/{{container_id}}", "volume": "/signals"}}],
                 "environmentVariables": [{{"name": "HANDOFF_TEST", "value": "1"}}],
@@ -212,6 +217,7 @@ impl DockerSandbox {
             port = self.port,
             ready = options.ready_timeout_ms,
             drain = options.drain_timeout_ms,
+            pull = options.pull,
             signals = path(&signals),
         );
         std::fs::write(self.config_path(), config).expect("config");
