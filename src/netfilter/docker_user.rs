@@ -44,22 +44,43 @@ fn iptables(args: &[&str], rule: &[String]) -> Result<Output> {
         .context("running iptables")
 }
 
-/// Is there a DOCKER-USER chain (is Docker managing this host's FORWARD policy)?
-fn chain_exists() -> bool {
-    Command::new("iptables")
-        .args(["-w", "5", "-n", "-L", CHAIN])
+/// The rules of DOCKER-USER (`None` when there is no such chain, i.e. no Docker managing this
+/// host's FORWARD policy, or no iptables at all).
+fn chain_rules() -> Option<String> {
+    let output = Command::new("iptables")
+        .args(["-w", "5", "-S", CHAIN])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Does an `iptables -S` listing hold our rule? (iptables-nft quotes the comment, legacy may
+/// not.)
+fn has_our_rule(rules: &str, table: &str) -> bool {
+    let comment = format!("handoff:{table}");
+    rules.lines().any(|line| {
+        line.contains("connlabel")
+            && line
+                .split_whitespace()
+                .any(|w| w.trim_matches('"') == comment)
+    })
+}
+
+fn chain_exists() -> bool {
+    chain_rules().is_some()
 }
 
 /// Make sure our accept rule is in DOCKER-USER, when Docker is there. Returns whether it is.
+/// One `iptables -S` in the usual case (the rule is already there).
 pub fn ensure(table: &str) -> Result<bool> {
-    if !chain_exists() {
+    let Some(rules) = chain_rules() else {
         return Ok(false);
-    }
+    };
     let rule = rule(table);
-    if iptables(&["-C", CHAIN], &rule)?.status.success() {
+    if has_our_rule(&rules, table) {
         return Ok(true);
     }
     let output = iptables(&["-I", CHAIN, "1"], &rule)?;
@@ -97,6 +118,18 @@ pub fn remove(table: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_rule_is_recognised_quoted_or_not_and_only_for_our_table() {
+        let nft = "-N DOCKER-USER\n-A DOCKER-USER -m connlabel --label \"127\" -m comment \
+                   --comment \"handoff:handoff\" -j ACCEPT\n-A DOCKER-USER -j RETURN\n";
+        let legacy =
+            "-A DOCKER-USER -m connlabel --label 127 -m comment --comment handoff:x -j ACCEPT";
+        assert!(has_our_rule(nft, "handoff"));
+        assert!(!has_our_rule(nft, "handoff2"));
+        assert!(has_our_rule(legacy, "x"));
+        assert!(!has_our_rule("-A DOCKER-USER -j RETURN", "handoff"));
+    }
 
     #[test]
     fn the_rule_accepts_only_labelled_flows_and_names_its_table() {

@@ -3,6 +3,7 @@
 //! with one atomic nftables transaction per change. The table layout lives in [`ruleset`].
 
 pub mod docker_user;
+pub mod netlink;
 pub mod nft;
 pub mod ruleset;
 

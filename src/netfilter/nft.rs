@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{docker_user, ruleset, ComponentRoutes, Firewall, Route};
+use super::{docker_user, netlink, ruleset, ComponentRoutes, Firewall, Route};
 use crate::config::PortPair;
 use crate::error::Failure;
 
@@ -99,15 +99,6 @@ fn nft_failure(stderr: &str, doing: &str) -> anyhow::Error {
     }
 }
 
-/// Parse the elements of the (first) `backend_*` map in a listing.
-pub fn parse_backend_map(listing: &Value) -> Result<Vec<Route>> {
-    let map = listing["nftables"]
-        .as_array()
-        .and_then(|objects| objects.iter().find_map(|o| o.get("map")))
-        .context("nft listing without a map")?;
-    parse_map_elements(map)
-}
-
 /// Every `backend_*` map in a table listing, by name.
 pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRoutes>> {
     let mut maps = HashMap::new();
@@ -163,6 +154,41 @@ impl Firewall for NftFirewall {
         // The hole in Docker's FORWARD policy comes first: accepting our flows before they
         // exist is harmless, while routing before it would drop new connections meanwhile.
         docker_user::ensure(&self.table)?;
+        // The hot path: the component is routed already on exactly these external ports, so
+        // only its map's elements (and the hairpin set) change, in one netlink batch.
+        let map = ruleset::backend_map(component);
+        let routes: Vec<Route> = ports
+            .iter()
+            .map(|p| Route {
+                external: p.external,
+                address: backend,
+                backend_port: p.backend,
+            })
+            .collect();
+        let routed = match netlink::read_routes(&self.table, &map) {
+            Ok(current) => current,
+            Err(error) if error.downcast_ref::<netlink::Missing>().is_some() => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        let same_ports = !routed.is_empty()
+            && routed
+                .iter()
+                .map(|r| r.external)
+                .eq(ports.iter().map(|p| p.external));
+        if same_ports {
+            match netlink::replace_routes(
+                &self.table,
+                &map,
+                &routes,
+                ruleset::HAIRPIN_SET,
+                hairpin_sources,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.downcast_ref::<netlink::Missing>().is_some() => {}
+                Err(error) => return Err(error),
+            }
+        }
+        // First routing, changed ports, or a damaged table: the whole layout, through nft.
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::route(&self.table, component, ports, backend));
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
@@ -211,11 +237,12 @@ impl Firewall for NftFirewall {
 
     fn routes(&self, component: &str) -> Result<ComponentRoutes> {
         let map = ruleset::backend_map(component);
-        match self.list(&["map", "inet", &self.table, &map])? {
-            None => Ok(ComponentRoutes::default()),
-            Some(listing) => Ok(ComponentRoutes {
-                routes: parse_backend_map(&listing)?,
-            }),
+        match netlink::read_routes(&self.table, &map) {
+            Ok(routes) => Ok(ComponentRoutes { routes }),
+            Err(error) if error.downcast_ref::<netlink::Missing>().is_some() => {
+                Ok(ComponentRoutes::default())
+            }
+            Err(error) => Err(error),
         }
     }
 }
@@ -224,24 +251,6 @@ impl Firewall for NftFirewall {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn backend_map_listing_is_parsed() {
-        let listing = json!({"nftables": [
-            {"metainfo": {"version": "1.0.6"}},
-            {"map": {"family": "inet", "name": "backend_web", "table": "handoff",
-                     "type": "inet_service", "map": "ipv4_addr . inet_service",
-                     "elem": [[443, {"concat": ["10.0.0.11", 8443]}],
-                              [80, {"concat": ["10.0.0.11", 8080]}]]}}]});
-        let routes = parse_backend_map(&listing).unwrap();
-        assert_eq!(routes.len(), 2);
-        assert_eq!(routes[0].external, 80);
-        assert_eq!(routes[0].backend_port, 8080);
-        assert_eq!(
-            ComponentRoutes { routes }.active(),
-            Some(Ipv4Addr::new(10, 0, 0, 11))
-        );
-    }
 
     #[test]
     fn every_backend_map_of_a_table_listing_is_parsed() {
@@ -260,14 +269,9 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_map_has_no_routes() {
-        let listing = json!({"nftables": [{"map": {"name": "backend_web"}}]});
-        assert!(parse_backend_map(&listing).unwrap().is_empty());
-    }
-
-    #[test]
     fn a_malformed_element_is_an_error_not_a_panic() {
-        let listing = json!({"nftables": [{"map": {"elem": [[80, "10.0.0.1"]]}}]});
-        assert!(parse_backend_map(&listing).is_err());
+        let listing =
+            json!({"nftables": [{"map": {"name": "backend_web", "elem": [[80, "10.0.0.1"]]}}]});
+        assert!(parse_backend_maps(&listing).is_err());
     }
 }
