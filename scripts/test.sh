@@ -3,9 +3,9 @@
 # conntrack) and the Docker tests (a real dockerd, images built locally with `docker import`).
 # Root only.
 #
-# On a fresh machine it first installs what the tests need — nftables (nft), iproute2 (ip),
-# util-linux (flock), iptables (DOCKER-USER), docker.io (dockerd), busybox-static (the test
-# images), tar — and starts dockerd when no daemon answers (stopping it again at the end).
+# On a fresh machine it first installs what the tests need through scripts/install.sh
+# --deps-only (nftables, iproute2, util-linux, iptables, docker.io, busybox-static, tar,
+# python3), and starts dockerd when no daemon answers (stopping it again at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,21 +15,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 export PATH="$HOME/.cargo/bin:/usr/local/cargo/bin:$PATH"
 
-missing=()
-need() { command -v "$1" >/dev/null 2>&1 || [[ -e $1 ]] || missing+=("$2"); }
-need nft nftables
-need ip iproute2
-need flock util-linux
-need iptables iptables
-need dockerd docker.io
-need /bin/busybox busybox-static
-need tar tar
-need python3 python3
-if ((${#missing[@]})); then
-    echo "scripts/test.sh: installing ${missing[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash scripts/install.sh --deps-only
 if ! command -v cargo >/dev/null 2>&1; then
     echo "scripts/test.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
     exit 1

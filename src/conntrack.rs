@@ -406,7 +406,7 @@ pub fn decode_datagram(datagram: &[u8], skipped: &mut usize) -> Result<Batch> {
     let mut changes = Vec::new();
     let mut done = false;
     let mut offset = 0;
-    while datagram.len() - offset >= 16 {
+    while datagram.len().saturating_sub(offset) >= 16 {
         let rest = &datagram[offset..];
         let length = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if length < 16 || length > rest.len() {

@@ -274,6 +274,68 @@ fn container_at(containers: &[Container], address: Ipv4Addr) -> Option<&Containe
         .find(|c| c.running && c.address == Some(address))
 }
 
+/// Bring the state file in line with what is observed, under the lock, before any step:
+/// the kernel's map says what is active; a draining entry for the active address is dropped;
+/// running containers of the component that are neither active nor draining (left by a run
+/// that died before or during its switch) become draining, so the normal drain retires them
+/// without cutting anything; containers that are not running are removed.
+fn reconcile(
+    ctx: &Context,
+    docker: &Docker,
+    component: &Component,
+    routes: &ComponentRoutes,
+    containers: &[Container],
+) -> Result<()> {
+    let name = &component.name;
+    let mut state = ctx.state.load()?;
+    let before = state.clone();
+    let now = now_ms();
+    let entry = state.components.entry(name.clone()).or_default();
+    let active = routes.active();
+    match (active, &entry.active) {
+        (Some(address), Some(record)) if record.address == address => {}
+        (Some(_), _) => {
+            entry.active = active_record(routes, now).map(|mut record| {
+                record.container = active
+                    .and_then(|a| container_at(containers, a))
+                    .map(|c| c.id.clone());
+                record
+            });
+        }
+        (None, Some(record)) if container_at(containers, record.address).is_none() => {
+            entry.active = None;
+        }
+        (None, _) => {}
+    }
+    entry.draining.retain(|b| Some(b.address) != active);
+    for container in containers.iter().filter(|c| c.running) {
+        let Some(address) = container.address else {
+            continue;
+        };
+        let known = Some(address) == active
+            || entry.active.as_ref().is_some_and(|a| a.address == address)
+            || entry.draining.iter().any(|b| b.address == address);
+        if !known {
+            eprintln!(
+                "handoff: {name}: {} ({address}) is neither active nor draining (left by an \
+                 interrupted run); draining it",
+                container.name
+            );
+            entry.draining.push(BackendRecord {
+                address,
+                ports: component.port_pairs(),
+                since_ms: now,
+                container: Some(container.id.clone()),
+            });
+        }
+    }
+    if state != before {
+        ctx.state.save(&state)?;
+    }
+    sweep_failed(docker, component, containers);
+    Ok(())
+}
+
 /// `start`: run the first container of a component and route its ports to it.
 pub fn start(ctx: &Context, component: &Component) -> Result<()> {
     repo_of(component)?;
@@ -284,6 +346,7 @@ pub fn start(ctx: &Context, component: &Component) -> Result<()> {
     let firewall = ctx.firewall();
     let routes = firewall.routes(&component.name)?;
     let containers = docker.containers(&ctx.table, Some(&component.name), &component.network)?;
+    reconcile(ctx, &docker, component, &routes, &containers)?;
     if let Some(running) = routes.active().and_then(|a| container_at(&containers, a)) {
         return Err(Failure::input(format!(
             "{} already runs (container {} at {}); use `handoff update {}`",
@@ -341,19 +404,41 @@ pub fn update(ctx: &Context, component: &Component, tag: Option<&str>, wait: boo
         let routes = firewall.routes(&component.name)?;
         let containers =
             docker.containers(&ctx.table, Some(&component.name), &component.network)?;
-        sweep_failed(&docker, component, &containers);
+        reconcile(ctx, &docker, component, &routes, &containers)?;
         let tag = tag.unwrap_or(&component.tag);
-        let (container, address) = launch(ctx, &docker, component, tag)?;
-        let switched = switch_container(
-            ctx,
-            &firewall,
-            component,
-            &routes,
-            &container,
-            address,
-            &containers,
-        )?;
-        println!("{}", describe_switch(&component.name, address, &switched));
+        let image = format!("{}:{tag}", repo_of(component)?);
+        let draining = !ctx
+            .state
+            .load()?
+            .component(&component.name)
+            .draining
+            .is_empty();
+        let current = routes.active().and_then(|a| container_at(&containers, a));
+        let already_there = current.filter(|c| {
+            draining
+                && c.image == image
+                && c.labels.get(LABEL_CONFIG_HASH) == Some(&component.config_hash())
+        });
+        if let Some(current) = already_there {
+            // An earlier update of the same version got past its switch and did not finish
+            // (it died, or is still draining): converge by finishing the drain.
+            println!(
+                "{}: {} already serves {image}; finishing the drain of the previous version",
+                component.name, current.name
+            );
+        } else {
+            let (container, address) = launch(ctx, &docker, component, tag)?;
+            let switched = switch_container(
+                ctx,
+                &firewall,
+                component,
+                &routes,
+                &container,
+                address,
+                &containers,
+            )?;
+            println!("{}", describe_switch(&component.name, address, &switched));
+        }
     }
     if !wait {
         println!(
@@ -419,31 +504,11 @@ pub fn finish_drain(ctx: &Context, component: &Component, timeout: Option<Durati
         .chain(outcome.given_up.iter().map(|(b, _)| b))
         .cloned()
         .collect();
-    let mut retire_errors = Vec::new();
-    if !finished.is_empty() {
-        let containers: Vec<&String> = finished
-            .iter()
-            .filter_map(|b| b.container.as_ref())
-            .collect();
-        if !containers.is_empty() {
-            let docker = Docker::connect()?;
-            for (backend, id) in finished
-                .iter()
-                .filter_map(|b| b.container.as_ref().map(|id| (b, id)))
-            {
-                if let Err(error) = retire(&docker, component, id, backend.address, true) {
-                    retire_errors.push(format!("{error:#}"));
-                } else {
-                    println!(
-                        "{name}: container {} at {} removed",
-                        &id[..id.len().min(12)],
-                        backend.address
-                    );
-                }
-            }
-        }
-        forget(ctx, name, &finished)?;
-    }
+    let retire_errors = if finished.is_empty() {
+        Vec::new()
+    } else {
+        retire_finished(ctx, component, &finished, true)?
+    };
     if !outcome.still_open.is_empty() {
         let open: usize = outcome.still_open.iter().map(|(_, f)| f.len()).sum();
         for (backend, flows) in &outcome.still_open {
@@ -469,9 +534,46 @@ pub fn finish_drain(ctx: &Context, component: &Component, timeout: Option<Durati
     Ok(())
 }
 
-/// Drop finished backends from the state and from the hairpin set.
-fn forget(ctx: &Context, name: &str, finished: &[BackendRecord]) -> Result<()> {
-    let _lock = ctx.lock(&format!("drain {name}"))?;
+/// Under the lock, retire (signal when `graceful`, stop, remove) the containers of the
+/// `finished` backends that are still draining — another run may have retired some meanwhile —
+/// and forget them. Returns the retirement failures (teardown keeps going past them).
+fn retire_finished(
+    ctx: &Context,
+    component: &Component,
+    finished: &[BackendRecord],
+    graceful: bool,
+) -> Result<Vec<String>> {
+    let name = &component.name;
+    let _lock = ctx.lock(&format!("retire {name}"))?;
+    let still_draining = ctx.state.load()?.component(name).draining;
+    let mine: Vec<BackendRecord> = finished
+        .iter()
+        .filter(|b| still_draining.contains(b))
+        .cloned()
+        .collect();
+    let mut errors = Vec::new();
+    if mine.iter().any(|b| b.container.is_some()) {
+        let docker = Docker::connect()?;
+        for backend in &mine {
+            let Some(id) = &backend.container else {
+                continue;
+            };
+            match retire(&docker, component, id, backend.address, graceful) {
+                Ok(()) => println!(
+                    "{name}: container {} at {} removed",
+                    &id[..id.len().min(12)],
+                    backend.address
+                ),
+                Err(error) => errors.push(format!("{error:#}")),
+            }
+        }
+    }
+    forget_locked(ctx, name, &mine)?;
+    Ok(errors)
+}
+
+/// Drop finished backends from the state and from the hairpin set; the caller holds the lock.
+fn forget_locked(ctx: &Context, name: &str, finished: &[BackendRecord]) -> Result<()> {
     let mut state = ctx.state.load()?;
     state.finish_draining(name, finished);
     ctx.state.save(&state)?;
@@ -610,20 +712,9 @@ pub fn stop(ctx: &Context, component: &Component, drain_first: bool) -> Result<(
     if drain_first {
         return finish_drain(ctx, component, None);
     }
+    drop(docker);
     let draining = ctx.state.load()?.component(name).draining;
-    let mut errors = Vec::new();
-    for backend in &draining {
-        if let (Some(docker), Some(id)) = (&docker, &backend.container) {
-            match retire(docker, component, id, backend.address, false) {
-                Ok(()) => println!(
-                    "{name}: container {} killed and removed",
-                    &id[..id.len().min(12)]
-                ),
-                Err(error) => errors.push(format!("{error:#}")),
-            }
-        }
-    }
-    forget(ctx, name, &draining)?;
+    let errors = retire_finished(ctx, component, &draining, false)?;
     if !errors.is_empty() {
         anyhow::bail!("killing containers: {}", errors.join("; "));
     }
@@ -720,19 +811,19 @@ fn reap_drained(ctx: &Context, component: &Component) {
         if done.is_empty() {
             return Ok(());
         }
-        let docker = Docker::connect()?;
+        let errors = retire_finished(ctx, component, &done, true)?;
         for backend in &done {
-            if let Some(id) = &backend.container {
-                retire(&docker, component, id, backend.address, true)?;
-                eprintln!(
-                    "handoff: {}: retired {} after draining for {}",
-                    component.name,
-                    backend.address,
-                    human_duration(now.saturating_sub(backend.since_ms))
-                );
-            }
+            eprintln!(
+                "handoff: {}: retired {} after draining for {}",
+                component.name,
+                backend.address,
+                human_duration(now.saturating_sub(backend.since_ms))
+            );
         }
-        forget(ctx, &component.name, &done)
+        if !errors.is_empty() {
+            anyhow::bail!("{}", errors.join("; "));
+        }
+        Ok(())
     })();
     if let Err(error) = result {
         eprintln!(
@@ -740,4 +831,102 @@ fn reap_drained(ctx: &Context, component: &Component) {
             component.name
         );
     }
+}
+
+/// `restore`: rebuild the ruleset from the state file (after a reboot, or after our table was
+/// deleted), then resume draining. For each component the kernel does not route, the
+/// recorded active backend is routed again: an address as it is; a container started again if
+/// it is stopped (its address may have changed), or replaced by a new one if it is gone.
+pub fn restore(ctx: &Context, components: &[Component]) -> Result<()> {
+    ctx.require_root()?;
+    let needs_docker = components.iter().any(|c| c.repo.is_some());
+    let docker = if needs_docker {
+        Some(Docker::connect()?)
+    } else {
+        None
+    };
+    let mut errors = Vec::new();
+    for component in components {
+        let result = (|| -> Result<()> {
+            let _lock = ctx.lock(&format!("restore {}", component.name))?;
+            let firewall = ctx.firewall();
+            let routes = firewall.routes(&component.name)?;
+            let recorded = ctx.state.load()?.component(&component.name);
+            let Some(active) = recorded.active.clone() else {
+                return Ok(());
+            };
+            if routes.active().is_some() {
+                // Routed already: re-assert the layout and the hairpin set.
+                let state = ctx.state.load()?;
+                let address = routes.active().unwrap_or(active.address);
+                return firewall.switch(
+                    &component.name,
+                    &ports_of(component)?,
+                    address,
+                    &state.known_addresses(),
+                );
+            }
+            let (address, container) = match (&docker, &active.container) {
+                (Some(docker), Some(id)) => {
+                    let containers =
+                        docker.containers(&ctx.table, Some(&component.name), &component.network)?;
+                    match containers.iter().find(|c| &c.id == id) {
+                        Some(c) if c.running => {
+                            (c.address.unwrap_or(active.address), Some(id.clone()))
+                        }
+                        Some(c) => {
+                            eprintln!("handoff: {}: starting {} again", component.name, c.name);
+                            docker.start(id)?;
+                            let address = docker.address(id, &component.network)?;
+                            health::wait_ready(
+                                &component.name,
+                                &health::ready_checks(component),
+                                address,
+                                Duration::from_millis(component.ready_timeout),
+                            )?;
+                            (address, Some(id.clone()))
+                        }
+                        None => {
+                            let (c, address) = launch(ctx, docker, component, &component.tag)?;
+                            (address, Some(c.id))
+                        }
+                    }
+                }
+                _ => (active.address, None),
+            };
+            let switched = switch_to(
+                ctx,
+                &firewall,
+                component,
+                &ComponentRoutes::default(),
+                address,
+                container,
+                &|_| None,
+            )?;
+            println!("{}", describe_switch(&component.name, address, &switched));
+            Ok(())
+        })();
+        if let Err(error) = result {
+            eprintln!("handoff: error: restoring {}: {error:#}", component.name);
+            errors.push(component.name.clone());
+        }
+    }
+    for component in components {
+        if !ctx
+            .state
+            .load()?
+            .component(&component.name)
+            .draining
+            .is_empty()
+        {
+            if let Err(error) = finish_drain(ctx, component, None) {
+                eprintln!("handoff: error: draining {}: {error:#}", component.name);
+                errors.push(component.name.clone());
+            }
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("restore failed for: {}", errors.join(", "));
+    }
+    Ok(())
 }

@@ -92,6 +92,9 @@ enum Command {
     Stop { name: String },
     /// Like stop, without draining: remove the containers now.
     Kill { name: String },
+    /// Rebuild the ruleset from the state file (after a reboot or a deleted table) and resume
+    /// draining.
+    Restore,
     /// Run healthChecks periodically; replace an unhealthy active container through update.
     Monitor {
         name: String,
@@ -106,7 +109,7 @@ enum Command {
 
 const SUBCOMMANDS: &[&str] = &[
     "check", "switch", "drain", "flows", "list", "start", "update", "stop", "kill", "monitor",
-    "help",
+    "restore", "help",
 ];
 
 /// gantry is run as `gantry CONFIG ACTION ...`: turn a leading config path into `-c CONFIG`.
@@ -156,6 +159,7 @@ fn main() -> ProcessExitCode {
         }
         Command::Stop { name } => commands::docker::stop(&ctx, name),
         Command::Kill { name } => commands::docker::kill(&ctx, name),
+        Command::Restore => commands::docker::restore(&ctx),
         Command::Monitor {
             name,
             interval,

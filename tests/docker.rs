@@ -413,3 +413,211 @@ fn monitor_replaces_a_dead_container_through_update() {
         sandbox.containers()
     );
 }
+
+/// Where an update is interrupted with SIGKILL.
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    /// The new container exists but has not passed its ready checks.
+    BeforeReady,
+    /// The kernel's map has just been switched to the new container.
+    RightAfterTheSwitch,
+    /// The old container is draining a held connection.
+    DuringTheDrain,
+}
+
+/// Kill `update --tag v3` at `point` under new-connection load, rerun it, and check that
+/// exactly one v3 container serves, nothing is orphaned or stale, and no request failed.
+fn killed_update_converges(point: KillPoint) {
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    let old = sandbox.containers()[0].0.clone();
+    let old_address = sandbox.address_of(&old);
+    let load = sandbox
+        .client_command(&[
+            "load",
+            "--target",
+            &sandbox.target(),
+            "--connections",
+            "6",
+            "--duration-ms",
+            "9000",
+        ])
+        .spawn()
+        .expect("load");
+    let mut hold = sandbox
+        .client_command(&["hold", "--target", &sandbox.target(), "--ms", "3500"])
+        .spawn()
+        .expect("hold");
+    common::read_line(&mut hold);
+    let mut update = sandbox
+        .handoff_command(&["update", "web", "--tag", "v3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("update");
+    let reached = |sandbox: &DockerSandbox| match point {
+        KillPoint::BeforeReady => sandbox.containers().len() == 2,
+        KillPoint::RightAfterTheSwitch | KillPoint::DuringTheDrain => {
+            sandbox.routed_address().is_some_and(|a| a != old_address)
+        }
+    };
+    wait_for(
+        Duration::from_secs(20),
+        || reached(&sandbox),
+        "the kill point",
+    );
+    if let KillPoint::DuringTheDrain = point {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    update.kill().expect("SIGKILL the update");
+    let _ = update.wait();
+
+    let rerun = sandbox.handoff(&["update", "web", "--tag", "v3"]);
+    assert!(
+        rerun.status.success(),
+        "{point:?}: rerun failed: {}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let _ = hold.wait();
+    let load = finish_json(load);
+    assert_eq!(load["failed"], 0, "{point:?}: {load}");
+
+    let containers = sandbox.containers();
+    assert_eq!(
+        containers.len(),
+        1,
+        "{point:?}: exactly one container: {containers:?}"
+    );
+    assert!(
+        containers[0].1.ends_with(":v3") && containers[0].2,
+        "{point:?}: {containers:?}"
+    );
+    let address = sandbox.address_of(&containers[0].0);
+    assert_eq!(sandbox.routed_address(), Some(address.clone()), "{point:?}");
+    assert_eq!(
+        sandbox.hairpin_sources(),
+        vec![address],
+        "{point:?}: no stale hairpin entry"
+    );
+    let listed = sandbox.list_json();
+    assert_eq!(
+        listed["components"][0]["draining"],
+        serde_json::json!([]),
+        "{point:?}: {listed}"
+    );
+    let served = sandbox.client_json(&[
+        "load",
+        "--target",
+        &sandbox.target(),
+        "--connections",
+        "1",
+        "--duration-ms",
+        "200",
+    ]);
+    assert!(
+        served["by_backend"]["v3"].as_u64().unwrap_or(0) > 0,
+        "{point:?}: {served}"
+    );
+    sandbox.handoff_ok(&["kill", "web"]);
+}
+
+#[test]
+fn an_update_killed_before_ready_converges_on_rerun() {
+    require_docker!();
+    killed_update_converges(KillPoint::BeforeReady);
+}
+
+#[test]
+fn an_update_killed_right_after_the_switch_converges_on_rerun() {
+    require_docker!();
+    killed_update_converges(KillPoint::RightAfterTheSwitch);
+}
+
+#[test]
+fn an_update_killed_during_the_drain_converges_on_rerun() {
+    require_docker!();
+    killed_update_converges(KillPoint::DuringTheDrain);
+}
+
+#[test]
+fn two_concurrent_updates_serialize_and_leave_one_container() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    let load = sandbox
+        .client_command(&[
+            "load",
+            "--target",
+            &sandbox.target(),
+            "--connections",
+            "4",
+            "--duration-ms",
+            "5000",
+        ])
+        .spawn()
+        .expect("load");
+    let updates: Vec<_> = (0..2)
+        .map(|_| {
+            sandbox
+                .handoff_command(&["update", "web", "--tag", "v2"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("update")
+        })
+        .collect();
+    for update in updates {
+        let output = update.wait_with_output().expect("update");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let load = finish_json(load);
+    assert_eq!(load["failed"], 0, "{load}");
+    let containers = sandbox.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert!(containers[0].1.ends_with(":v2"), "{containers:?}");
+    sandbox.handoff_ok(&["kill", "web"]);
+}
+
+#[test]
+fn restore_brings_a_stopped_container_and_a_deleted_table_back() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    let id = sandbox.containers()[0].0.clone();
+    // What a reboot leaves: the container stopped, our table gone.
+    let stopped = std::process::Command::new("docker")
+        .args(["stop", "-t", "1", &id])
+        .output()
+        .expect("docker stop");
+    assert!(stopped.status.success());
+    let deleted = std::process::Command::new("nft")
+        .args(["delete", "table", "inet", &sandbox.table])
+        .output()
+        .expect("nft");
+    assert!(deleted.status.success());
+    sandbox.handoff_ok(&["restore"]);
+    let containers = sandbox.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0].0, id, "the same container was started again");
+    assert!(containers[0].2);
+    assert_eq!(sandbox.routed_address(), Some(sandbox.address_of(&id)));
+    let served = sandbox.client_json(&[
+        "load",
+        "--target",
+        &sandbox.target(),
+        "--connections",
+        "2",
+        "--duration-ms",
+        "300",
+    ]);
+    assert_eq!(served["failed"], 0, "{served}");
+    assert!(
+        served["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
+        "{served}"
+    );
+    sandbox.handoff_ok(&["kill", "web"]);
+}

@@ -387,3 +387,115 @@ fn a_held_lock_makes_a_switch_wait_then_fail_with_exit_5_changing_nothing() {
     sandbox.serve(&sandbox.b.clone(), "b");
     sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
 }
+
+#[test]
+fn restore_rebuilds_a_deleted_table_and_resumes_draining() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let mut hold = sandbox.spawn_netkit(
+        &sandbox.client,
+        &["hold", "--target", &gateway_80(), "--ms", "2500"],
+    );
+    read_line(&mut hold);
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    sandbox.nft("delete table inet handoff\n");
+    let broken = sandbox.requests(&sandbox.client, &gateway_80(), 300);
+    assert_eq!(
+        broken["ok"], 0,
+        "nothing is forwarded without the table: {broken}"
+    );
+
+    let started = Instant::now();
+    let restored = sandbox.handoff_ok(&["restore"]);
+    assert!(restored.contains(BACKEND_B), "{restored}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "restore resumed the drain and waited for the held flow"
+    );
+    let _ = hold.wait();
+    let after = sandbox.requests(&sandbox.client, &gateway_80(), 300);
+    assert_eq!(after["failed"], 0, "{after}");
+    assert!(
+        after["by_backend"]["b"].as_u64().unwrap_or(0) > 0,
+        "{after}"
+    );
+    let listed = sandbox.list_json();
+    assert_eq!(listed["components"][0]["active"], BACKEND_B, "{listed}");
+    assert_eq!(
+        listed["components"][0]["draining"],
+        serde_json::json!([]),
+        "{listed}"
+    );
+}
+
+#[test]
+fn a_broken_host_gets_exit_6_or_1_and_changes_nothing() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let before = sandbox.ruleset();
+    let state = std::fs::read_to_string(sandbox.state_dir().join("state.json")).unwrap();
+
+    // No nft binary, when the layout must be created (a switch of an already routed component
+    // goes over netlink alone and does not need it).
+    let output = sandbox.handoff_with_env(
+        None,
+        &["--table", "fresh", "switch", "web", "--to", BACKEND_A],
+        &[("PATH", "/nonexistent")],
+    );
+    assert_eq!(output.status.code(), Some(6), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nft binary was not found"));
+
+    // Docker not running (a component with repo needs it).
+    let docker_config = sandbox.dir.path().join("docker.json");
+    let output = sandbox.handoff_with_env(
+        Some(&docker_config),
+        &["start", "app"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert_eq!(output.status.code(), Some(6), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Docker is not reachable"));
+
+    // A config that others may write.
+    let loose = sandbox.dir.path().join("loose.json");
+    std::fs::copy(sandbox.config_path(), &loose).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = sandbox.handoff_with_env(Some(&loose), &["switch", "web", "--to", BACKEND_A], &[]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("writable by group or others"));
+
+    // A full disk under the state directory: the state cannot be written, so nothing switches.
+    let full = sandbox.dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    let _mount = common::TinyTmpfs::mount(&full);
+    std::fs::copy(
+        sandbox.state_dir().join("state.json"),
+        full.join("state.json"),
+    )
+    .unwrap();
+    common::fill(&full);
+    sandbox.serve(&sandbox.b.clone(), "b");
+    let output = sandbox.handoff_custom(
+        None,
+        Some(&full),
+        &["switch", "web", "--to", BACKEND_B],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("writing the state file"));
+
+    assert_eq!(sandbox.ruleset(), before);
+    assert_eq!(
+        std::fs::read_to_string(sandbox.state_dir().join("state.json")).unwrap(),
+        state
+    );
+    assert_eq!(
+        std::fs::read_to_string(full.join("state.json")).unwrap(),
+        state
+    );
+}

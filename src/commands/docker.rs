@@ -1,4 +1,5 @@
-//! gantry's container commands: `start`, `update`, `stop`, `kill`, `monitor`. Each is a thin
+//! gantry's container commands: `start`, `update`, `stop`, `kill`, `monitor`, and `restore`
+//! after a reboot. Each is a thin
 //! call into [`crate::deploy`], where the steps live.
 
 use std::time::Duration;
@@ -26,6 +27,11 @@ pub fn stop(ctx: &Context, name: &str) -> Result<()> {
 pub fn kill(ctx: &Context, name: &str) -> Result<()> {
     let config = ctx.config()?;
     deploy::stop(ctx, config.component(name)?, false)
+}
+
+pub fn restore(ctx: &Context) -> Result<()> {
+    let config = ctx.config()?;
+    deploy::restore(ctx, &config.components)
 }
 
 pub fn monitor(ctx: &Context, name: &str, interval: u64, failures: u32) -> Result<()> {

@@ -216,6 +216,16 @@ impl Docker {
         Ok(created.id)
     }
 
+    /// Start an existing (stopped) container again, e.g. after a reboot.
+    pub fn start(&self, id: &str) -> Result<()> {
+        self.runtime
+            .block_on(
+                self.client
+                    .start_container(id, None::<bollard::query_parameters::StartContainerOptions>),
+            )
+            .with_context(|| format!("starting container {id}"))
+    }
+
     /// The container's address on `network`, waiting briefly for Docker to assign it.
     pub fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr> {
         for _ in 0..50 {
@@ -273,6 +283,11 @@ impl Docker {
             | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(()),
+            // Another run is removing it right now: the outcome is the same.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) if message.contains("already in progress") => Ok(()),
             Err(e) => Err(anyhow::Error::new(e).context(format!("removing container {id}"))),
         }
     }

@@ -16,6 +16,11 @@ use super::{parse_json_line, HANDOFF, NETKIT};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Docker tests share one dockerd, the host's network namespace and its docker0 bridge; they
+/// run one at a time. (Run side by side under load, one request in ~60,000 once stalled for
+/// 5 s; serially this was never seen. The cause is not yet understood: see the issue note.)
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Is a Docker daemon answering? The suite needs one (scripts/test.sh starts it).
 pub fn docker_available() -> bool {
     Command::new("docker")
@@ -46,6 +51,7 @@ fn must(program: &str, args: &[&str]) -> String {
 }
 
 pub struct DockerSandbox {
+    _turn: std::sync::MutexGuard<'static, ()>,
     pub id: String,
     pub table: String,
     pub repo: String,
@@ -74,10 +80,14 @@ impl Default for ComponentOptions {
 
 impl DockerSandbox {
     pub fn new(options: ComponentOptions) -> DockerSandbox {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let id = format!("hd{}x{n}", std::process::id());
         let subnet = 1 + (std::process::id() as usize + n) % 250;
         let sandbox = DockerSandbox {
+            _turn: turn,
             table: id.clone(),
             // A registry on loopback that refuses at once: pulls fail fast and locally, and no
             // traffic leaves the machine.
@@ -94,7 +104,8 @@ impl DockerSandbox {
         sandbox
     }
 
-    /// v1 and v2 serve with their name; `broken` never listens.
+    /// v1 and v2 serve with their name; v3 too, but only two seconds after it starts (a window
+    /// to interrupt an update before its new container is ready); `broken` never listens.
     fn build_images(&self) {
         let root = self.dir.path().join("rootfs");
         for dir in [
@@ -124,6 +135,7 @@ impl DockerSandbox {
         for (tag, cmd) in [
             ("v1", serve_cmd("v1")),
             ("v2", serve_cmd("v2")),
+            ("v3", slow_serve_cmd("v3")),
             ("broken", r#"CMD ["/bin/sleep", "3600"]"#.to_string()),
         ] {
             must(
@@ -330,6 +342,46 @@ impl DockerSandbox {
         must("iptables", &["-S", "DOCKER-USER"]).contains(&format!("handoff:{}", self.table))
     }
 
+    /// The address the kernel's map sends web's new connections to.
+    pub fn routed_address(&self) -> Option<String> {
+        let output = sh(
+            "nft",
+            &["-j", "list", "map", "inet", &self.table, "backend_web"],
+        );
+        let listing: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        listing["nftables"]
+            .as_array()?
+            .iter()
+            .find_map(|o| o.get("map"))?["elem"][0][1]["concat"][0]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The hairpin set's elements.
+    pub fn hairpin_sources(&self) -> Vec<String> {
+        let output = sh(
+            "nft",
+            &["-j", "list", "set", "inet", &self.table, "hairpin_sources"],
+        );
+        let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        listing["nftables"]
+            .as_array()
+            .and_then(|a| a.iter().find_map(|o| o.get("set")))
+            .and_then(|s| s["elem"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The address of a container on the default bridge.
+    pub fn address_of(&self, id: &str) -> String {
+        must(
+            "docker",
+            &["inspect", "--format", "{{.NetworkSettings.IPAddress}}", id],
+        )
+    }
+
     pub fn table_exists(&self) -> bool {
         sh("nft", &["list", "table", "inet", &self.table])
             .status
@@ -340,6 +392,12 @@ impl DockerSandbox {
 fn serve_cmd(name: &str) -> String {
     format!(
         r#"CMD ["/usr/local/bin/handoff-netkit", "serve", "--listen", "0.0.0.0:8080", "--name", "{name}", "--record-dir", "/signals"]"#
+    )
+}
+
+fn slow_serve_cmd(name: &str) -> String {
+    format!(
+        r#"CMD ["/bin/sh", "-c", "sleep 2; exec /usr/local/bin/handoff-netkit serve --listen 0.0.0.0:8080 --name {name} --record-dir /signals"]"#
     )
 }
 
@@ -358,7 +416,7 @@ impl Drop for DockerSandbox {
                 let _ = sh("docker", &["rm", "-f", "-v", id]);
             }
         }
-        for tag in ["v1", "v2", "broken"] {
+        for tag in ["v1", "v2", "v3", "broken"] {
             let _ = sh("docker", &["rmi", "-f", &format!("{}:{tag}", self.repo)]);
         }
         let _ = sh("nft", &["delete", "table", "inet", &self.table]);

@@ -332,6 +332,55 @@ impl Sandbox {
         );
     }
 
+    /// Run handoff with extra environment (the `ip` binary is resolved before, so PATH can be
+    /// taken away from handoff itself). Also writes `docker.json`, a config with a Docker
+    /// component, next to the main config.
+    pub fn handoff_with_env(
+        &self,
+        config: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
+        self.handoff_custom(config, None, args, env)
+    }
+
+    /// Like `handoff_with_env`, with another state directory too.
+    pub fn handoff_custom(
+        &self,
+        config: Option<&Path>,
+        state: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
+        std::fs::write(
+            self.dir.path().join("docker.json"),
+            r#"{"components": [{"name": "app", "repo": "handoff-none", "pull": "never",
+                "ports": [{"external": 81, "container": 80}]}]}"#,
+        )
+        .expect("docker.json");
+        let ip = which("ip");
+        let mut command = Command::new(ip);
+        command
+            .args(["netns", "exec", &self.gateway, HANDOFF, "--config"])
+            .arg(
+                config
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| self.config_path()),
+            )
+            .arg("--state-dir")
+            .arg(
+                state
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| self.state_dir()),
+            )
+            .args(args)
+            .stdin(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("run handoff")
+    }
+
     pub fn list_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.handoff_ok(&["list", "--json"])).expect("list --json is JSON")
     }
@@ -388,4 +437,46 @@ pub fn read_line(child: &mut Child) -> String {
 
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
+}
+
+/// The absolute path of a program on PATH.
+pub fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{program} not found on PATH"))
+}
+
+/// A 64 KiB tmpfs mounted over a directory for the test's lifetime: a disk that fills up.
+pub struct TinyTmpfs(PathBuf);
+
+impl TinyTmpfs {
+    pub fn mount(dir: &Path) -> TinyTmpfs {
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", "size=64k", "tmpfs", path_str(dir)],
+        );
+        TinyTmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for TinyTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fill the filesystem holding `dir` until writes fail.
+pub fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("ballast")).expect("ballast");
+    let chunk = [0u8; 4096];
+    for _ in 0..10_000 {
+        if file.write_all(&chunk).is_err() || file.sync_all().is_err() {
+            return;
+        }
+    }
+    panic!("the tmpfs never filled up");
 }

@@ -1,0 +1,97 @@
+//! The operational files shipped with handoff: systemd units (checked with
+//! `systemd-analyze verify` when it is available) and the Vagrant VM (`vagrant validate` when
+//! vagrant is installed).
+
+use std::path::Path;
+use std::process::Command;
+
+fn available(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+const UNITS: &[&str] = &[
+    "handoff-restore.service",
+    "handoff-update@.service",
+    "handoff-monitor@.service",
+];
+
+#[test]
+fn the_units_run_the_installed_binary_with_the_right_commands() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).expect(name);
+    assert!(read("handoff-restore.service").contains("ExecStart=/usr/local/sbin/handoff restore"));
+    assert!(read("handoff-restore.service").contains("After=docker.service"));
+    assert!(read("handoff-restore.service").contains("Type=oneshot"));
+    assert!(read("handoff-update@.service").contains("ExecStart=/usr/local/sbin/handoff update %i"));
+    assert!(read("handoff-update@.service").contains("Type=oneshot"));
+    assert!(
+        read("handoff-monitor@.service").contains("ExecStart=/usr/local/sbin/handoff monitor %i")
+    );
+    assert!(read("handoff-monitor@.service").contains("Restart=always"));
+}
+
+#[test]
+fn systemd_analyze_accepts_the_units() {
+    if !available("systemd-analyze") {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    // Verify copies whose ExecStart points at the freshly built binary, so the check does not
+    // depend on an installed handoff; template units are verified as instances.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let mut paths = Vec::new();
+    for unit in UNITS {
+        let text = std::fs::read_to_string(root.join(unit))
+            .expect("unit")
+            .replace("/usr/local/sbin/handoff", env!("CARGO_BIN_EXE_handoff"));
+        let name = unit.replace("@.", "@web.");
+        std::fs::write(dir.path().join(&name), text).expect("copy unit");
+        // Templates must be present under their own name for the instance to resolve.
+        if name != *unit {
+            std::fs::write(
+                dir.path().join(unit),
+                std::fs::read_to_string(dir.path().join(&name)).expect("instance"),
+            )
+            .expect("template");
+        }
+        paths.push(dir.path().join(name));
+    }
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .expect("systemd-analyze");
+    assert!(
+        output.status.success(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn vagrant_validates_the_vm_definition() {
+    let vagrantfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/Vagrantfile");
+    let text = std::fs::read_to_string(&vagrantfile).expect("Vagrantfile");
+    assert!(text.contains("debian/bookworm64"));
+    assert!(text.contains("bash scripts/install.sh") && text.contains("bash scripts/test.sh"));
+    if !available("vagrant") {
+        eprintln!("skipped: vagrant is not installed");
+        return;
+    }
+    let output = Command::new("vagrant")
+        .arg("validate")
+        .current_dir(vagrantfile.parent().expect("dir"))
+        .output()
+        .expect("vagrant validate");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
