@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddrV4};
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -20,11 +19,11 @@ use netlink_packet_netfilter::conntrack::{
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use netlink_sys::Socket;
 use serde::Serialize;
 
 use crate::error::Failure;
+use crate::nfnetlink;
 
 /// Multicast groups of ctnetlink events (linux/netfilter/nfnetlink.h).
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
@@ -405,47 +404,27 @@ pub struct Batch {
 pub fn decode_datagram(datagram: &[u8], skipped: &mut usize) -> Result<Batch> {
     let mut changes = Vec::new();
     let mut done = false;
-    let mut offset = 0;
-    while datagram.len().saturating_sub(offset) >= 16 {
-        let rest = &datagram[offset..];
-        let length = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if length < 16 || length > rest.len() {
+    for message in nfnetlink::parse_datagram(datagram) {
+        let Some(message) = message else {
             *skipped += 1;
-            break;
-        }
-        match NetlinkMessage::<NetfilterMessage>::deserialize(&rest[..length]) {
-            Ok(message) => match message.payload {
-                NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::Conntrack(ct),
-                    ..
-                }) => changes.extend(decode(&ct)),
-                NetlinkPayload::Done(_) => done = true,
-                NetlinkPayload::Error(error) => {
-                    if let Some(code) = error.code {
-                        let io = std::io::Error::from_raw_os_error(-code.get());
-                        return Err(anyhow::Error::new(io).context("ctnetlink refused the request"));
-                    }
+            continue;
+        };
+        match message.payload {
+            NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::Conntrack(ct),
+                ..
+            }) => changes.extend(decode(&ct)),
+            NetlinkPayload::Done(_) => done = true,
+            NetlinkPayload::Error(error) => {
+                if let Some(code) = error.code {
+                    let io = std::io::Error::from_raw_os_error(-code.get());
+                    return Err(anyhow::Error::new(io).context("ctnetlink refused the request"));
                 }
-                _ => {}
-            },
-            Err(_) => *skipped += 1,
+            }
+            _ => {}
         }
-        offset += (length + 3) & !3;
     }
     Ok(Batch { changes, done })
-}
-
-fn open_socket() -> Result<Socket> {
-    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| {
-        Failure::host(format!(
-            "cannot open a netfilter netlink socket ({e}); is this Linux with nfnetlink?"
-        ))
-    })?;
-    socket.bind_auto().context("binding the ctnetlink socket")?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .context("connecting the ctnetlink socket")?;
-    Ok(socket)
 }
 
 fn receive(socket: &Socket, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
@@ -456,7 +435,7 @@ fn receive(socket: &Socket, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
 
 /// Every IPv4 TCP flow conntrack knows now (all states).
 pub fn dump() -> Result<Vec<Flow>> {
-    let socket = open_socket()?;
+    let socket = nfnetlink::open()?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = 1;
@@ -517,7 +496,7 @@ pub struct EventStream {
 impl EventStream {
     /// Subscribe. Subscribe before dumping, so that nothing ending in between is missed.
     pub fn subscribe() -> Result<Self> {
-        let socket = open_socket()?;
+        let socket = nfnetlink::open()?;
         for group in [
             NFNLGRP_CONNTRACK_NEW,
             NFNLGRP_CONNTRACK_UPDATE,
@@ -543,13 +522,8 @@ impl EventStream {
 
     /// Wait up to `timeout` for events and return all that are queued.
     pub fn wait(&mut self, timeout: Duration) -> Result<Events> {
-        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(0) => return Ok(Events::Idle),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok(Events::Idle),
-            Err(e) => return Err(anyhow::Error::new(e).context("waiting for conntrack events")),
+        if !nfnetlink::wait_readable(&self.socket, timeout)? {
+            return Ok(Events::Idle);
         }
         let mut changes = Vec::new();
         loop {

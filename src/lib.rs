@@ -9,6 +9,7 @@ pub mod drain;
 pub mod error;
 pub mod health;
 pub mod netfilter;
+pub mod nfnetlink;
 pub mod progress;
 pub mod runtime;
 pub mod state;

@@ -14,7 +14,6 @@
 //! then the port padded to 4 bytes); an `ipv4_addr` key is the 4 address bytes.
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -30,11 +29,11 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use netlink_sys::Socket;
 
 use super::Route;
 use crate::error::Failure;
+use crate::nfnetlink;
 
 /// `NFNL_SUBSYS_NFTABLES`: the batch's resource id.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -46,18 +45,6 @@ const RECV_BUFFER: usize = 256 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[error("the nftables map {0} does not exist")]
 pub struct Missing(pub String);
-
-fn open() -> Result<Socket> {
-    let mut socket = Socket::new(NETLINK_NETFILTER)
-        .map_err(|e| Failure::host(format!("cannot open a netfilter netlink socket ({e})")))?;
-    socket
-        .bind_auto()
-        .context("binding the nftables netlink socket")?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .context("connecting the nftables netlink socket")?;
-    Ok(socket)
-}
 
 fn message(
     flags: u16,
@@ -136,33 +123,21 @@ fn errno_error(code: i32, what: &str, map: &str) -> anyhow::Error {
 
 /// Wait for readable data, at most until `deadline`.
 fn wait_readable(socket: &Socket, deadline: Instant) -> Result<bool> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
-    Ok(nix::poll::poll(&mut fds, PollTimeout::from(millis)).context("waiting for nfnetlink")? > 0)
+    nfnetlink::wait_readable(socket, deadline.saturating_duration_since(Instant::now()))
 }
 
-/// Parse every netlink message of a datagram, with its sequence number.
+/// Every decodable message of a datagram, with its sequence number.
 fn messages(datagram: &[u8]) -> Vec<(u32, NetlinkPayload<NetfilterMessage>)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while datagram.len().saturating_sub(offset) >= 16 {
-        let rest = &datagram[offset..];
-        let length = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if length < 16 || length > rest.len() {
-            break;
-        }
-        if let Ok(message) = NetlinkMessage::<NetfilterMessage>::deserialize(&rest[..length]) {
-            out.push((message.header.sequence_number, message.payload));
-        }
-        offset += (length + 3) & !3;
-    }
-    out
+    nfnetlink::parse_datagram(datagram)
+        .into_iter()
+        .flatten()
+        .map(|message| (message.header.sequence_number, message.payload))
+        .collect()
 }
 
 /// The elements of backend map `map` in `table`; [`Missing`] when the map does not exist.
 pub fn read_routes(table: &str, map: &str) -> Result<Vec<Route>> {
-    let socket = open()?;
+    let socket = nfnetlink::open()?;
     let request = message(
         NLM_F_REQUEST | NLM_F_DUMP,
         1,
@@ -244,7 +219,7 @@ pub fn replace_routes(
     hairpin_set: &str,
     hairpin: &[Ipv4Addr],
 ) -> Result<()> {
-    let socket = open()?;
+    let socket = nfnetlink::open()?;
     let mut batch = message(
         NLM_F_REQUEST,
         1,
