@@ -40,6 +40,7 @@ pub struct ContainerView {
     pub id: String,
     pub name: String,
     pub image: String,
+    pub tag: String,
     pub address: Option<Ipv4Addr>,
     /// `active`, `draining`, `failed` (not running) or `idle` (running, not routed).
     pub state: &'static str,
@@ -133,11 +134,18 @@ fn container_view(
         id: container.short_id().to_string(),
         name: container.name.clone(),
         image: container.image.clone(),
+        tag: image_tag(&container.image).to_string(),
         address: container.address,
         state,
         flows,
         age_secs: (now_ms / 1000).saturating_sub(u64::try_from(container.created).unwrap_or(0)),
     }
+}
+
+/// The tag of an image reference (`registry:5000/repo:v2` -> `v2`; `latest` when none).
+fn image_tag(image: &str) -> &str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    name.split_once(':').map(|(_, tag)| tag).unwrap_or("latest")
 }
 
 fn backend_view(record: BackendRecord, since_ms: Option<u64>, flows: &[Flow]) -> BackendView {
@@ -179,5 +187,17 @@ impl FlowView {
                 .map(|start| (now_ns.saturating_sub(u128::from(start)) / 1_000_000_000) as u64),
             bytes: flow.bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_tag;
+
+    #[test]
+    fn tags_are_read_past_a_registry_port() {
+        assert_eq!(image_tag("127.0.0.1:1/handoff-test:v2"), "v2");
+        assert_eq!(image_tag("quay.io/quay/quay:latest"), "latest");
+        assert_eq!(image_tag("busybox"), "latest");
     }
 }

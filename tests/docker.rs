@@ -130,6 +130,7 @@ fn start_then_update_under_load_drops_nothing_and_retires_the_old_container() {
         "{listed}"
     );
     assert_eq!(web["containers"][0]["state"], "active", "{listed}");
+    assert_eq!(web["containers"][0]["tag"], "v2", "{listed}");
     assert_eq!(web["draining"], serde_json::json!([]), "{listed}");
     sandbox.handoff_ok(&["kill", "web"]);
 }
