@@ -476,6 +476,64 @@ pub fn dump() -> Result<Vec<Flow>> {
     }
 }
 
+/// The entry for one flow now, looked up by its original tuple: `None` when conntrack no
+/// longer has it. Costs one request per flow, whatever the size of the table.
+pub fn lookup(socket: &Socket, key: FlowKey) -> Result<Option<Flow>> {
+    let (client, destination) = key;
+    let tuple = vec![
+        Tuple::Ip(vec![
+            IPTuple::SourceAddress(IpAddr::V4(*client.ip())),
+            IPTuple::DestinationAddress(IpAddr::V4(*destination.ip())),
+        ]),
+        Tuple::Proto(vec![
+            ProtoTuple::Protocol(Protocol::Tcp),
+            ProtoTuple::SourcePort(client.port()),
+            ProtoTuple::DestinationPort(destination.port()),
+        ]),
+    ];
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    let mut request = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+            ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleOrig(tuple)]),
+        )),
+    );
+    request.finalize();
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket
+        .send(&bytes, 0)
+        .context("looking up a conntrack entry")?;
+    if !nfnetlink::wait_readable(socket, Duration::from_secs(1))? {
+        anyhow::bail!("conntrack did not answer a lookup within 1 s");
+    }
+    let mut buffer = Vec::with_capacity(RECV_CHUNK);
+    receive(socket, &mut buffer).context("reading a conntrack entry")?;
+    let mut skipped = 0;
+    match decode_datagram(&buffer, &mut skipped) {
+        Ok(batch) => Ok(batch.changes.into_iter().find_map(|change| match change {
+            Change::Present(flow) => Some(flow),
+            Change::Destroyed(_) => None,
+        })),
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                == Some(nix::libc::ENOENT) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// A socket for [`lookup`].
+pub fn lookup_socket() -> Result<Socket> {
+    nfnetlink::open()
+}
+
 /// What waiting for events produced.
 #[derive(Debug)]
 pub enum Events {

@@ -20,6 +20,12 @@ use crate::state::{now_ms, BackendRecord};
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// Longest wait between progress updates.
 const TICK: Duration = Duration::from_millis(500);
+/// How often the flows still tracked are looked up one by one: if an event was lost (a
+/// receive buffer overrun under heavy churn, an entry without the event extension), the drain
+/// still ends within about this long, at a cost bounded by the flows left, not the table.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// Above this many live flows the per-flow lookups are left to the periodic dump.
+const RECHECK_LIMIT: usize = 256;
 
 /// Does `flow` go to the draining `backend` through one of its external ports?
 pub fn belongs(flow: &Flow, backend: &BackendRecord) -> bool {
@@ -93,6 +99,23 @@ impl Watch {
         }
     }
 
+    /// Look each tracked flow up; drop the ones that ended or are gone.
+    fn recheck(&mut self, socket: &netlink_sys::Socket) -> Result<()> {
+        if self.live.len() > RECHECK_LIMIT {
+            return Ok(());
+        }
+        let keys: Vec<FlowKey> = self.live.keys().copied().collect();
+        for key in keys {
+            match conntrack::lookup(socket, key)? {
+                Some(flow) => self.observe(Change::Present(flow)),
+                None => {
+                    self.live.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn flows_of(&self, index: usize) -> Vec<Flow> {
         let mut flows: Vec<Flow> = self
             .live
@@ -119,6 +142,8 @@ pub fn wait(
     };
     watch.resync()?;
     let mut last_resync = Instant::now();
+    let lookups = conntrack::lookup_socket()?;
+    let mut last_recheck = Instant::now();
     let mut finished = vec![false; watch.targets.len()];
     let mut outcome = Outcome::default();
     loop {
@@ -183,6 +208,12 @@ pub fn wait(
         if last_resync.elapsed() >= RESYNC_EVERY {
             watch.resync()?;
             last_resync = Instant::now();
+        } else if last_recheck.elapsed() >= RECHECK_EVERY {
+            // A failed lookup only loses the shortcut: the periodic dump still follows.
+            if let Err(error) = watch.recheck(&lookups) {
+                eprintln!("handoff: warning: looking flows up failed: {error:#}");
+            }
+            last_recheck = Instant::now();
         }
     }
 }

@@ -499,3 +499,41 @@ fn a_broken_host_gets_exit_6_or_1_and_changes_nothing() {
         state
     );
 }
+
+#[test]
+fn drain_ends_within_a_second_and_a_half_even_when_flows_report_no_events() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    // Events turned off on purpose: handoff leaves the setting alone, so flows carry no event
+    // extension and only the per-flow lookups can see the last one end.
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &sandbox.gateway,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_events=0",
+        ])
+        .status()
+        .expect("sysctl");
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let mut hold = sandbox.spawn_netkit(
+        &sandbox.client,
+        &["hold", "--target", &gateway_80(), "--ms", "2000"],
+    );
+    read_line(&mut hold);
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    let mut drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
+    let _ = hold.wait();
+    let closed = Instant::now();
+    let status = drain.wait().expect("drain");
+    assert!(status.success());
+    let lag = closed.elapsed();
+    assert!(
+        lag < Duration::from_millis(1500),
+        "drain lag without events: {lag:?}"
+    );
+}
