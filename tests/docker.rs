@@ -21,6 +21,11 @@ macro_rules! require_docker {
     };
 }
 
+/// The loads here open a new connection per request from one client address. They stay below
+/// ~3,000 connections/s so that the client's 28,000 ephemeral ports do not wrap around within
+/// a test: a new SYN on a port still in TIME_WAIT with the old backend is a kernel corner
+/// (conntrack may reattach it to the old binding; the backend's PAWS check may refuse it),
+/// seen as a rare request stalled for 5 s at higher rates — see the issue note.
 #[test]
 fn start_then_update_under_load_drops_nothing_and_retires_the_old_container() {
     require_docker!();
@@ -42,7 +47,7 @@ fn start_then_update_under_load_drops_nothing_and_retires_the_old_container() {
             "--target",
             &sandbox.target(),
             "--connections",
-            "10",
+            "3",
             "--duration-ms",
             "7000",
         ])
@@ -95,7 +100,9 @@ fn start_then_update_under_load_drops_nothing_and_retires_the_old_container() {
     let lag = returned.saturating_duration_since(download_done);
     assert!(
         lag < Duration::from_secs(5),
-        "update returned {lag:?} after the download ended"
+        "update returned {lag:?} after the download ended: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
 
     let load = finish_json(load);
@@ -160,7 +167,7 @@ fn an_update_to_a_version_that_never_becomes_ready_is_refused_and_changes_nothin
             "--target",
             &sandbox.target(),
             "--connections",
-            "4",
+            "3",
             "--duration-ms",
             "4000",
         ])
@@ -439,7 +446,7 @@ fn killed_update_converges(point: KillPoint) {
             "--target",
             &sandbox.target(),
             "--connections",
-            "6",
+            "3",
             "--duration-ms",
             "9000",
         ])
@@ -551,7 +558,7 @@ fn two_concurrent_updates_serialize_and_leave_one_container() {
             "--target",
             &sandbox.target(),
             "--connections",
-            "4",
+            "3",
             "--duration-ms",
             "5000",
         ])
