@@ -79,7 +79,7 @@ pub fn switch_to(
         },
     );
     ctx.state.save(&state)?;
-    if let Err(error) = firewall.switch(name, &ports, address, &state.known_addresses()) {
+    if let Err(error) = firewall.switch(name, routes, &ports, address, &state.known_addresses()) {
         if let Err(restore) = ctx.state.save(&original) {
             eprintln!("handoff: warning: could not restore the previous state: {restore:#}");
         }
@@ -851,16 +851,16 @@ pub fn restore(ctx: &Context, components: &[Component]) -> Result<()> {
             let _lock = ctx.lock(&format!("restore {}", component.name))?;
             let firewall = ctx.firewall();
             let routes = firewall.routes(&component.name)?;
-            let recorded = ctx.state.load()?.component(&component.name);
-            let Some(active) = recorded.active.clone() else {
+            let state = ctx.state.load()?;
+            let Some(active) = state.component(&component.name).active else {
                 return Ok(());
             };
-            if routes.active().is_some() {
-                // Routed already: re-assert the layout and the hairpin set.
-                let state = ctx.state.load()?;
-                let address = routes.active().unwrap_or(active.address);
+            if let Some(address) = routes.active() {
+                // Routed already: refresh its map (the elements only, when its ports are
+                // unchanged) and the hairpin set.
                 return firewall.switch(
                     &component.name,
+                    &routes,
                     &ports_of(component)?,
                     address,
                     &state.known_addresses(),

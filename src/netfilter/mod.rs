@@ -40,9 +40,13 @@ impl ComponentRoutes {
 pub trait Firewall {
     /// Point every port of `component` at `backend` and make the hairpin set exactly
     /// `hairpin_sources`, in one transaction: either all of it happens or none.
+    ///
+    /// `current` is what the caller read of the component's routes under the lock: when it
+    /// already routes exactly these external ports, only the map's elements change.
     fn switch(
         &self,
         component: &str,
+        current: &ComponentRoutes,
         ports: &[PortPair],
         backend: Ipv4Addr,
         hairpin_sources: &[Ipv4Addr],

@@ -147,6 +147,7 @@ impl Firewall for NftFirewall {
     fn switch(
         &self,
         component: &str,
+        current: &ComponentRoutes,
         ports: &[PortPair],
         backend: Ipv4Addr,
         hairpin_sources: &[Ipv4Addr],
@@ -165,13 +166,9 @@ impl Firewall for NftFirewall {
                 backend_port: p.backend,
             })
             .collect();
-        let routed = match netlink::read_routes(&self.table, &map) {
-            Ok(current) => current,
-            Err(error) if error.downcast_ref::<netlink::Missing>().is_some() => Vec::new(),
-            Err(error) => return Err(error),
-        };
-        let same_ports = !routed.is_empty()
-            && routed
+        let same_ports = !current.routes.is_empty()
+            && current
+                .routes
                 .iter()
                 .map(|r| r.external)
                 .eq(ports.iter().map(|p| p.external));
