@@ -9,9 +9,7 @@ use std::net::{IpAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use netlink_packet_core::{
-    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{DefaultNla, NetlinkPayload, Nla, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol,
     Tuple,
@@ -43,7 +41,6 @@ const IPS_DST_NAT: u32 = 1 << 5;
 
 /// Receive buffer for events: large, so that a burst of unrelated flows rarely overruns it.
 const EVENT_RCVBUF: usize = 8 << 20;
-const RECV_CHUNK: usize = 256 * 1024;
 
 /// conntrack's TCP states (linux/netfilter/nf_conntrack_tcp.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -427,38 +424,25 @@ pub fn decode_datagram(datagram: &[u8], skipped: &mut usize) -> Result<Batch> {
     Ok(Batch { changes, done })
 }
 
-fn receive(socket: &Socket, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
-    buffer.clear();
-    buffer.reserve(RECV_CHUNK);
-    socket.recv(buffer, 0)
-}
-
 /// Every IPv4 TCP flow conntrack knows now (all states).
 pub fn dump() -> Result<Vec<Flow>> {
     let socket = nfnetlink::open()?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = 1;
-    let mut request = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-            ConntrackMessage::Get(vec![]),
-        )),
+    let request = nfnetlink::request(
+        NLM_F_REQUEST | NLM_F_DUMP,
+        1,
+        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        ConntrackMessage::Get(vec![]),
     );
-    request.finalize();
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
-    socket.send(&bytes, 0).map_err(|e| {
+    socket.send(&request, 0).map_err(|e| {
         Failure::host(format!(
             "cannot query conntrack ({e}); is the nf_conntrack module loaded?"
         ))
     })?;
     let mut flows = Vec::new();
-    let mut buffer = Vec::with_capacity(RECV_CHUNK);
+    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
     let mut skipped = 0;
     loop {
-        receive(&socket, &mut buffer).map_err(|e| {
+        nfnetlink::receive(&socket, &mut buffer).map_err(|e| {
             Failure::host(format!(
                 "reading the conntrack table failed ({e}); is the nf_conntrack_netlink module \
                  available?"
@@ -491,26 +475,20 @@ pub fn lookup(socket: &Socket, key: FlowKey) -> Result<Option<Flow>> {
             ProtoTuple::DestinationPort(destination.port()),
         ]),
     ];
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST;
-    let mut request = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-            ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleOrig(tuple)]),
-        )),
+    let request = nfnetlink::request(
+        NLM_F_REQUEST,
+        1,
+        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleOrig(tuple)]),
     );
-    request.finalize();
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
     socket
-        .send(&bytes, 0)
+        .send(&request, 0)
         .context("looking up a conntrack entry")?;
     if !nfnetlink::wait_readable(socket, Duration::from_secs(1))? {
         anyhow::bail!("conntrack did not answer a lookup within 1 s");
     }
-    let mut buffer = Vec::with_capacity(RECV_CHUNK);
-    receive(socket, &mut buffer).context("reading a conntrack entry")?;
+    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
+    nfnetlink::receive(socket, &mut buffer).context("reading a conntrack entry")?;
     let mut skipped = 0;
     match decode_datagram(&buffer, &mut skipped) {
         Ok(batch) => Ok(batch.changes.into_iter().find_map(|change| match change {
@@ -527,11 +505,6 @@ pub fn lookup(socket: &Socket, key: FlowKey) -> Result<Option<Flow>> {
         }
         Err(error) => Err(error),
     }
-}
-
-/// A socket for [`lookup`].
-pub fn lookup_socket() -> Result<Socket> {
-    nfnetlink::open()
 }
 
 /// What waiting for events produced.
@@ -573,7 +546,7 @@ impl EventStream {
             .context("making the event socket non-blocking")?;
         Ok(EventStream {
             socket,
-            buffer: Vec::with_capacity(RECV_CHUNK),
+            buffer: Vec::with_capacity(nfnetlink::RECV_BUFFER),
             skipped: 0,
         })
     }
@@ -585,7 +558,7 @@ impl EventStream {
         }
         let mut changes = Vec::new();
         loop {
-            match receive(&self.socket, &mut self.buffer) {
+            match nfnetlink::receive(&self.socket, &mut self.buffer) {
                 Ok(_) => {
                     let batch = decode_datagram(&self.buffer, &mut self.skipped)?;
                     changes.extend(batch.changes);
@@ -651,17 +624,12 @@ mod tests {
 
     /// Encode a message the way the kernel sends it: netlink header + nfgenmsg + attributes.
     fn datagram(message: ConntrackMessage) -> Vec<u8> {
-        let mut netlink = NetlinkMessage::new(
-            NetlinkHeader::default(),
-            NetlinkPayload::from(NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-                message,
-            )),
-        );
-        netlink.finalize();
-        let mut bytes = vec![0; netlink.buffer_len()];
-        netlink.serialize(&mut bytes);
-        bytes
+        nfnetlink::request(
+            0,
+            0,
+            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+            message,
+        )
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn wait(
     };
     watch.resync()?;
     let mut last_resync = Instant::now();
-    let lookups = conntrack::lookup_socket()?;
+    let lookups = crate::nfnetlink::open()?;
     let mut last_recheck = Instant::now();
     let mut finished = vec![false; watch.targets.len()];
     let mut outcome = Outcome::default();

@@ -6,8 +6,8 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use netlink_packet_core::NetlinkMessage;
-use netlink_packet_netfilter::NetfilterMessage;
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
@@ -15,6 +15,8 @@ use crate::error::Failure;
 
 /// Smallest netlink message: its header.
 const HEADER_LEN: usize = 16;
+/// Room for one received datagram (a dump sends many messages per datagram).
+pub const RECV_BUFFER: usize = 256 * 1024;
 
 /// A bound, connected NETLINK_NETFILTER socket.
 pub fn open() -> Result<Socket> {
@@ -28,6 +30,33 @@ pub fn open() -> Result<Socket> {
         .connect(&SocketAddr::new(0, 0))
         .context("connecting the nfnetlink socket")?;
     Ok(socket)
+}
+
+/// One request, serialized: netlink header (`flags`, `sequence`), nfgenmsg `header`, `inner`.
+pub fn request(
+    flags: u16,
+    sequence: u32,
+    header: NetfilterHeader,
+    inner: impl Into<NetfilterMessageInner>,
+) -> Vec<u8> {
+    let mut netlink_header = NetlinkHeader::default();
+    netlink_header.flags = flags;
+    netlink_header.sequence_number = sequence;
+    let mut message = NetlinkMessage::new(
+        netlink_header,
+        NetlinkPayload::from(NetfilterMessage::new(header, inner)),
+    );
+    message.finalize();
+    let mut bytes = vec![0; message.buffer_len()];
+    message.serialize(&mut bytes);
+    bytes
+}
+
+/// Receive one datagram into `buffer` (its previous content is discarded).
+pub fn receive(socket: &Socket, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+    buffer.clear();
+    buffer.reserve(RECV_BUFFER);
+    socket.recv(buffer, 0)
 }
 
 /// Every message of a datagram: `None` for one that cannot be decoded (a malformed length

@@ -17,10 +17,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
     SetElementMessage,
@@ -39,31 +36,11 @@ use crate::nfnetlink;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// How long to wait for the kernel's acknowledgements.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-const RECV_BUFFER: usize = 256 * 1024;
 
 /// The map (or its table) does not exist: the caller must set the component up first.
 #[derive(Debug, thiserror::Error)]
 #[error("the nftables map {0} does not exist")]
 pub struct Missing(pub String);
-
-fn message(
-    flags: u16,
-    sequence: u32,
-    header: NetfilterHeader,
-    inner: impl Into<NetfilterMessageInner>,
-) -> Vec<u8> {
-    let mut netlink_header = NetlinkHeader::default();
-    netlink_header.flags = flags;
-    netlink_header.sequence_number = sequence;
-    let mut message = NetlinkMessage::new(
-        netlink_header,
-        NetlinkPayload::from(NetfilterMessage::new(header, inner)),
-    );
-    message.finalize();
-    let mut bytes = vec![0; message.buffer_len()];
-    message.serialize(&mut bytes);
-    bytes
-}
 
 fn inet() -> NetfilterHeader {
     NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0)
@@ -138,7 +115,7 @@ fn messages(datagram: &[u8]) -> Vec<(u32, NetlinkPayload<NetfilterMessage>)> {
 /// The elements of backend map `map` in `table`; [`Missing`] when the map does not exist.
 pub fn read_routes(table: &str, map: &str) -> Result<Vec<Route>> {
     let socket = nfnetlink::open()?;
-    let request = message(
+    let request = nfnetlink::request(
         NLM_F_REQUEST | NLM_F_DUMP,
         1,
         inet(),
@@ -151,16 +128,12 @@ pub fn read_routes(table: &str, map: &str) -> Result<Vec<Route>> {
         .context("asking for the map's elements")?;
     let deadline = Instant::now() + ACK_TIMEOUT;
     let mut routes = Vec::new();
-    let mut buffer = Vec::with_capacity(RECV_BUFFER);
+    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
     loop {
         if !wait_readable(&socket, deadline)? {
             anyhow::bail!("no answer from nftables when reading map {map}");
         }
-        buffer.clear();
-        buffer.reserve(RECV_BUFFER);
-        socket
-            .recv(&mut buffer, 0)
-            .context("reading the map's elements")?;
+        nfnetlink::receive(&socket, &mut buffer).context("reading the map's elements")?;
         for (_, payload) in messages(&buffer) {
             match payload {
                 NetlinkPayload::Done(_) => {
@@ -220,7 +193,7 @@ pub fn replace_routes(
     hairpin: &[Ipv4Addr],
 ) -> Result<()> {
     let socket = nfnetlink::open()?;
-    let mut batch = message(
+    let mut batch = nfnetlink::request(
         NLM_F_REQUEST,
         1,
         NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
@@ -231,7 +204,7 @@ pub fn replace_routes(
     let mut push = |batch: &mut Vec<u8>, flags: u16, inner: NfTablesMessage| {
         sequence += 1;
         acked.push(sequence);
-        batch.extend(message(
+        batch.extend(nfnetlink::request(
             NLM_F_REQUEST | NLM_F_ACK | flags,
             sequence,
             inet(),
@@ -281,7 +254,7 @@ pub fn replace_routes(
         );
     }
     let end_sequence = sequence + 1;
-    batch.extend(message(
+    batch.extend(nfnetlink::request(
         NLM_F_REQUEST,
         end_sequence,
         NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
@@ -292,15 +265,12 @@ pub fn replace_routes(
         .context("sending the nftables batch")?;
 
     let deadline = Instant::now() + ACK_TIMEOUT;
-    let mut buffer = Vec::with_capacity(RECV_BUFFER);
+    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
     while !acked.is_empty() {
         if !wait_readable(&socket, deadline)? {
             anyhow::bail!("nftables did not acknowledge the switch within {ACK_TIMEOUT:?}");
         }
-        buffer.clear();
-        buffer.reserve(RECV_BUFFER);
-        socket
-            .recv(&mut buffer, 0)
+        nfnetlink::receive(&socket, &mut buffer)
             .context("reading the nftables acknowledgements")?;
         let mut offset = 0;
         for (acknowledged, payload) in messages(&buffer) {
