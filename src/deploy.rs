@@ -357,39 +357,41 @@ pub fn start(ctx: &Context, component: &Component) -> Result<()> {
         ))
         .into());
     }
-    let (container, address) = launch(ctx, &docker, component, &component.tag)?;
-    let switched = switch_container(
+    launch_and_switch(
         ctx,
+        &docker,
         &firewall,
         component,
         &routes,
-        &container,
-        address,
         &containers,
-    )?;
-    println!("{}", describe_switch(&component.name, address, &switched));
-    Ok(())
+        &component.tag,
+    )
 }
 
-fn switch_container(
+/// Launch a container of `tag` beside the running ones (`containers`) and, once it is
+/// ready, switch the component to it.
+fn launch_and_switch(
     ctx: &Context,
+    docker: &Docker,
     firewall: &dyn Firewall,
     component: &Component,
     routes: &ComponentRoutes,
-    container: &Container,
-    address: Ipv4Addr,
     containers: &[Container],
-) -> Result<Switched> {
+    tag: &str,
+) -> Result<()> {
+    let (container, address) = launch(ctx, docker, component, tag)?;
     let lookup = |a: Ipv4Addr| container_at(containers, a).map(|c| c.id.clone());
-    switch_to(
+    let switched = switch_to(
         ctx,
         firewall,
         component,
         routes,
         address,
-        Some(container.id.clone()),
+        Some(container.id),
         &lookup,
-    )
+    )?;
+    println!("{}", describe_switch(&component.name, address, &switched));
+    Ok(())
 }
 
 /// `update`: a new container beside the old one; switch when ready; drain and retire the old.
@@ -427,17 +429,15 @@ pub fn update(ctx: &Context, component: &Component, tag: Option<&str>, wait: boo
                 component.name, current.name
             );
         } else {
-            let (container, address) = launch(ctx, &docker, component, tag)?;
-            let switched = switch_container(
+            launch_and_switch(
                 ctx,
+                &docker,
                 &firewall,
                 component,
                 &routes,
-                &container,
-                address,
                 &containers,
+                tag,
             )?;
-            println!("{}", describe_switch(&component.name, address, &switched));
         }
     }
     if !wait {
@@ -577,9 +577,12 @@ fn forget_locked(ctx: &Context, name: &str, finished: &[BackendRecord]) -> Resul
     let mut state = ctx.state.load()?;
     state.finish_draining(name, finished);
     ctx.state.save(&state)?;
-    if ctx.firewall().routes(name)?.active().is_some() || !state.known_addresses().is_empty() {
-        ctx.firewall()
-            .set_hairpin_sources(&state.known_addresses())?;
+    // Only touch the kernel when there is something to route: set_hairpin_sources would
+    // otherwise create an empty table.
+    let known = state.known_addresses();
+    let firewall = ctx.firewall();
+    if !known.is_empty() || firewall.routes(name)?.active().is_some() {
+        firewall.set_hairpin_sources(&known)?;
     }
     Ok(())
 }
