@@ -15,9 +15,7 @@ fn gateway_80() -> String {
 fn a_switch_moves_new_connections_while_an_upload_finishes_byte_exact_on_the_old_backend() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.serve(&sandbox.a.clone(), "a");
-    sandbox.serve(&sandbox.b.clone(), "b");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    sandbox.serve_both_on_a();
 
     // 24 MB at 8 MB/s: about three seconds in flight, across the switch.
     let upload = sandbox.spawn_netkit(
@@ -58,9 +56,7 @@ fn a_switch_moves_new_connections_while_an_upload_finishes_byte_exact_on_the_old
 fn no_request_fails_during_repeated_switches_under_new_connection_load() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.serve(&sandbox.a.clone(), "a");
-    sandbox.serve(&sandbox.b.clone(), "b");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    sandbox.serve_both_on_a();
 
     let load = sandbox.spawn_netkit(
         &sandbox.client,
@@ -96,17 +92,9 @@ fn no_request_fails_during_repeated_switches_under_new_connection_load() {
 fn drain_wait_returns_within_a_second_of_the_last_flow_closing_and_not_before() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.serve(&sandbox.a.clone(), "a");
-    sandbox.serve(&sandbox.b.clone(), "b");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    sandbox.serve_both_on_a();
 
-    let mut hold = sandbox.spawn_netkit(
-        &sandbox.client,
-        &["hold", "--target", &gateway_80(), "--ms", "3000"],
-    );
-    let line = read_line(&mut hold);
-    assert!(line.contains(r#""backend":"a""#), "{line}");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    let mut hold = sandbox.hold_on_a_then_switch_to_b(3000);
     let mut drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
 
     // While the held connection lives, the drain must not return.
@@ -148,15 +136,8 @@ fn drain_wait_returns_within_a_second_of_the_last_flow_closing_and_not_before() 
 fn drain_timeout_lists_the_open_flows_and_exits_4() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.serve(&sandbox.a.clone(), "a");
-    sandbox.serve(&sandbox.b.clone(), "b");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
-    let mut hold = sandbox.spawn_netkit(
-        &sandbox.client,
-        &["hold", "--target", &gateway_80(), "--ms", "6000"],
-    );
-    read_line(&mut hold);
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    sandbox.serve_both_on_a();
+    let mut hold = sandbox.hold_on_a_then_switch_to_b(6000);
 
     let output = sandbox.handoff(&["drain", "web", "--wait", "--timeout", "1"]);
     assert_eq!(output.status.code(), Some(4), "{output:?}");
@@ -304,9 +285,7 @@ fn nothing_outside_our_own_table_changes() {
 fn hairpin_and_host_local_clients_reach_the_component() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.serve(&sandbox.a.clone(), "a");
-    sandbox.serve(&sandbox.b.clone(), "b");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    sandbox.serve_both_on_a();
     let through_bridge = format!("{BRIDGE_GATEWAY}:80");
 
     // a reaches its own component through the host: only masquerading makes this work (a
@@ -339,15 +318,8 @@ fn list_json_keeps_its_contract() {
         serde_json::json!({"name": "web", "active": null, "active_flows": null, "ports": null,
                            "active_since_ms": null, "draining": [], "containers": []})
     );
-    sandbox.serve(&sandbox.a.clone(), "a");
-    sandbox.serve(&sandbox.b.clone(), "b");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
-    let mut hold = sandbox.spawn_netkit(
-        &sandbox.client,
-        &["hold", "--target", &gateway_80(), "--ms", "5000"],
-    );
-    read_line(&mut hold);
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    sandbox.serve_both_on_a();
+    let mut hold = sandbox.hold_on_a_then_switch_to_b(5000);
     let listed = sandbox.list_json();
     let web = &listed["components"][0];
     assert_eq!(web["name"], "web");
@@ -392,15 +364,8 @@ fn a_held_lock_makes_a_switch_wait_then_fail_with_exit_5_changing_nothing() {
 fn restore_rebuilds_a_deleted_table_and_resumes_draining() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.serve(&sandbox.a.clone(), "a");
-    sandbox.serve(&sandbox.b.clone(), "b");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
-    let mut hold = sandbox.spawn_netkit(
-        &sandbox.client,
-        &["hold", "--target", &gateway_80(), "--ms", "2500"],
-    );
-    read_line(&mut hold);
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    sandbox.serve_both_on_a();
+    let mut hold = sandbox.hold_on_a_then_switch_to_b(2500);
     sandbox.nft("delete table inet handoff\n");
     let broken = sandbox.requests(&sandbox.client, &gateway_80(), 300);
     assert_eq!(
@@ -517,15 +482,8 @@ fn drain_ends_within_a_second_and_a_half_even_when_flows_report_no_events() {
         ])
         .status()
         .expect("sysctl");
-    sandbox.serve(&sandbox.a.clone(), "a");
-    sandbox.serve(&sandbox.b.clone(), "b");
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
-    let mut hold = sandbox.spawn_netkit(
-        &sandbox.client,
-        &["hold", "--target", &gateway_80(), "--ms", "2000"],
-    );
-    read_line(&mut hold);
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    sandbox.serve_both_on_a();
+    let mut hold = sandbox.hold_on_a_then_switch_to_b(2000);
     let mut drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
     let _ = hold.wait();
     let closed = Instant::now();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{parse_json_line, HANDOFF, NETKIT};
+use super::{parse_json_line, succeeded, HANDOFF, NETKIT};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -266,15 +266,7 @@ impl DockerSandbox {
     }
 
     pub fn handoff_ok(&self, args: &[&str]) -> String {
-        let output = self.handoff(args);
-        assert!(
-            output.status.success(),
-            "handoff {args:?} failed ({:?}): {}{}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        succeeded(args, self.handoff(args))
     }
 
     pub fn list_json(&self) -> serde_json::Value {

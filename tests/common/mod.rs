@@ -236,6 +236,32 @@ impl Sandbox {
         command
     }
 
+    /// Serve "a" and "b" and point web at a: where most tests start.
+    pub fn serve_both_on_a(&mut self) {
+        self.serve(&self.a.clone(), "a");
+        self.serve(&self.b.clone(), "b");
+        self.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    }
+
+    /// Open a connection to web (served by a) from the client, keep it `ms` milliseconds, and
+    /// switch web to b meanwhile: a flow that a now has to drain.
+    pub fn hold_on_a_then_switch_to_b(&self, ms: u64) -> Child {
+        let mut hold = self.spawn_netkit(
+            &self.client,
+            &[
+                "hold",
+                "--target",
+                &format!("{GATEWAY}:80"),
+                "--ms",
+                &ms.to_string(),
+            ],
+        );
+        let line = read_line(&mut hold);
+        assert!(line.contains(r#""backend":"a""#), "{line}");
+        self.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+        hold
+    }
+
     /// Run handoff in the gateway namespace and wait for it.
     pub fn handoff(&self, args: &[&str]) -> Output {
         self.handoff_command(args).output().expect("run handoff")
@@ -243,15 +269,7 @@ impl Sandbox {
 
     /// Run handoff and insist on success.
     pub fn handoff_ok(&self, args: &[&str]) -> String {
-        let output = self.handoff(args);
-        assert!(
-            output.status.success(),
-            "handoff {args:?} failed ({:?}): {}{}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        succeeded(args, self.handoff(args))
     }
 
     /// Start handoff in the gateway namespace without waiting (stdout and stderr piped).
@@ -396,6 +414,18 @@ impl Drop for Sandbox {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Insist that handoff run with `args` succeeded; its stdout.
+pub fn succeeded(args: &[&str], output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "handoff {args:?} failed ({:?}): {}{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Parse the last non-empty line of a process's stdout as JSON.
