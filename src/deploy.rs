@@ -217,22 +217,9 @@ pub fn launch(
         component.name, spec.name
     );
     let id = docker.create_and_start(&spec)?;
-    let ready = docker.address(&id, &component.network).and_then(|address| {
-        let checks = health::ready_checks(component);
-        eprintln!(
-            "handoff: {}: waiting for {address} to pass {} ready check(s) (readyTimeout {} ms)",
-            component.name,
-            checks.len(),
-            component.ready_timeout
-        );
-        health::wait_ready(
-            &component.name,
-            &checks,
-            address,
-            Duration::from_millis(component.ready_timeout),
-        )
-        .map(|()| address)
-    });
+    let ready = docker
+        .address(&id, &component.network)
+        .and_then(|address| health::wait_component_ready(component, address).map(|()| address));
     match ready {
         Ok(address) => {
             let container = docker
@@ -881,12 +868,7 @@ pub fn restore(ctx: &Context, components: &[Component]) -> Result<()> {
                             eprintln!("handoff: {}: starting {} again", component.name, c.name);
                             docker.start(id)?;
                             let address = docker.address(id, &component.network)?;
-                            health::wait_ready(
-                                &component.name,
-                                &health::ready_checks(component),
-                                address,
-                                Duration::from_millis(component.ready_timeout),
-                            )?;
+                            health::wait_component_ready(component, address)?;
                             (address, Some(id.clone()))
                         }
                         None => {

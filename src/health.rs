@@ -78,6 +78,24 @@ pub fn wait_ready(
     }
 }
 
+/// Wait until `address` passes `component`'s ready checks within its readyTimeout, saying so
+/// on stderr.
+pub fn wait_component_ready(component: &Component, address: Ipv4Addr) -> Result<()> {
+    let checks = ready_checks(component);
+    eprintln!(
+        "handoff: {}: waiting for {address} to pass {} ready check(s) (readyTimeout {} ms)",
+        component.name,
+        checks.len(),
+        component.ready_timeout
+    );
+    wait_ready(
+        &component.name,
+        &checks,
+        address,
+        Duration::from_millis(component.ready_timeout),
+    )
+}
+
 /// One attempt of one check.
 pub fn run_check(check: &Check, address: Ipv4Addr, timeout: Duration) -> Result<()> {
     let target = SocketAddr::new(IpAddr::V4(address), check.port_number());

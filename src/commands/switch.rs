@@ -4,8 +4,6 @@
 //! Everything that can be refused (config, address, readiness) is checked before anything is
 //! written, so bad input changes nothing.
 
-use std::time::Duration;
-
 use anyhow::Result;
 
 use super::{parse_backend_address, ports_of, Context};
@@ -23,18 +21,7 @@ pub fn run(ctx: &Context, name: &str, to: &str) -> Result<()> {
     let firewall = ctx.firewall();
     let routes = firewall.routes(name)?;
 
-    let checks = health::ready_checks(component);
-    eprintln!(
-        "handoff: {name}: waiting for {address} to pass {} ready check(s) (readyTimeout {} ms)",
-        checks.len(),
-        component.ready_timeout
-    );
-    health::wait_ready(
-        name,
-        &checks,
-        address,
-        Duration::from_millis(component.ready_timeout),
-    )?;
+    health::wait_component_ready(component, address)?;
     let switched = deploy::switch_to(ctx, &firewall, component, &routes, address, None, &|_| None)?;
     println!("{}", deploy::describe_switch(name, address, &switched));
     Ok(())
