@@ -12,10 +12,9 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=lib/sandbox.sh
 source scripts/lib/sandbox.sh
-require_root_and_packages wrk:wrk haproxy:haproxy /usr/bin/time:time dockerd:docker.io \
-    /bin/busybox:busybox-static iptables:iptables tar:tar
+require_root_and_packages wrk:wrk haproxy:haproxy /usr/bin/time:time
 cargo build --release --quiet --bins
 bin=$PWD/target/release
 ensure_dockerd || true
-trap '[[ -n ${started_dockerd:-} ]] && kill "$started_dockerd" 2>/dev/null; true' EXIT
+trap stop_dockerd EXIT
 python3 scripts/bench.py "$@"

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=lib/sandbox.sh
 source scripts/lib/sandbox.sh
-require_root_and_packages dockerd:docker.io /bin/busybox:busybox-static iptables:iptables tar:tar
+require_root_and_packages
 
 echo "== building handoff (release)"
 cargo build --release --quiet --bins
@@ -40,7 +40,7 @@ cleanup() {
     ip netns del "$client" 2>/dev/null
     ip link del "$host_if" 2>/dev/null
     rm -rf "$work"
-    [[ -n ${started_dockerd:-} ]] && kill "$started_dockerd" 2>/dev/null
+    stop_dockerd
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -4,7 +4,9 @@
 # same script.
 #
 #   sudo scripts/install.sh              packages, binary, units, directories
-#   sudo scripts/install.sh --deps-only  only the system packages (what scripts/test.sh uses)
+#   sudo scripts/install.sh --deps-only [TOOL:PACKAGE ...]
+#                                        only the system packages (what test.sh, demo.sh and
+#                                        bench.sh use), plus the extra ones named
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,10 +15,16 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 
-# command-or-path:package, for everything handoff, its tests, demo and units use.
+# command-or-path:package, for everything handoff, its tests, demo and units use; callers add
+# their own (demo.sh, bench.sh) after --deps-only.
+deps_only=
+if [[ ${1:-} == --deps-only ]]; then
+    deps_only=1
+    shift
+fi
 packages=(
     nft:nftables ip:iproute2 flock:util-linux iptables:iptables dockerd:docker.io
-    /bin/busybox:busybox-static tar:tar python3:python3
+    /bin/busybox:busybox-static tar:tar python3:python3 "$@"
 )
 missing=()
 for entry in "${packages[@]}"; do
@@ -28,7 +36,7 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-[[ ${1:-} == --deps-only ]] && exit 0
+[[ -n $deps_only ]] && exit 0
 
 export PATH="$HOME/.cargo/bin:/usr/local/cargo/bin:$PATH"
 cargo build --release --quiet --bin handoff

@@ -1,4 +1,4 @@
-# Shared by demo.sh and bench.sh: root check, system packages, and a sandbox of network
+# Shared by test.sh, demo.sh and bench.sh: root check, system packages, and a sandbox of network
 # namespaces torn down on exit:
 #
 #   client 10.0.2.2 -- veth -- 10.0.2.1 gateway 10.0.1.1 -- br0 -+- v1 10.0.1.11
@@ -13,16 +13,7 @@ require_root_and_packages() {
         exit 1
     fi
     export PATH="$HOME/.cargo/bin:/usr/local/cargo/bin:$PATH"
-    local missing=() tool package
-    for tool in nft:nftables ip:iproute2 python3:python3 "$@"; do
-        package=${tool#*:}
-        command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("$package")
-    done
-    if ((${#missing[@]})); then
-        echo "$(basename "$0"): installing ${missing[*]}" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    bash scripts/install.sh --deps-only "$@"
 }
 
 # Start dockerd when no daemon answers; sets $started_dockerd to its pid (empty otherwise).
@@ -59,6 +50,14 @@ build_netkit_image() {
     docker import -c "CMD [\"/usr/local/bin/handoff-netkit\", \"serve\", \"--listen\", \"0.0.0.0:8080\", \"--name\", \"$name\"]" \
         "$root.tar" "$image" >/dev/null
     rm -rf "$root" "$root.tar"
+}
+
+# Stop the dockerd that ensure_dockerd started, if it started one, and wait for it to exit.
+stop_dockerd() {
+    if [[ -n ${started_dockerd:-} ]]; then
+        kill "$started_dockerd" 2>/dev/null || true
+        wait "$started_dockerd" 2>/dev/null || true
+    fi
 }
 
 sandbox_down() {
