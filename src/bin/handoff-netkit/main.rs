@@ -1,0 +1,161 @@
+//! `handoff-netkit`: the sandbox traffic tool used by the integration tests,
+//! the demo script and the benchmarks.
+//!
+//! It runs inside Linux network namespaces (`ip netns exec NS handoff-netkit ...`)
+//! and provides:
+//!
+//! * `serve`: a tiny HTTP/1.1 server that reports which backend answered
+//!   (its `--name`), serves deterministic downloads and verifies uploads;
+//! * `load`: a load generator that counts successes per backend and failures;
+//! * `upload` / `download`: single transfers verified byte-exact against the
+//!   deterministic payload stream ([`payload::payload_byte`]);
+//! * `hold`: opens one keep-alive connection and holds it open for a while.
+//!
+//! Every client subcommand prints exactly one line of JSON on stdout; all
+//! diagnostics go to stderr. Exit status is 0 on success and 1 on failure.
+
+mod client;
+mod hold;
+mod http;
+mod load;
+mod payload;
+mod serve;
+mod transfer;
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+/// Sandbox traffic tool: servers that report which backend answered, load
+/// generators that count failures, and byte-exact verified transfers.
+#[derive(Parser, Debug)]
+#[command(name = "handoff-netkit", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an HTTP/1.1 test backend until killed.
+    Serve(ServeArgs),
+    /// Generate `GET /` load and tally answers per backend.
+    Load(LoadArgs),
+    /// POST a verified payload to `/upload`.
+    Upload(TransferArgs),
+    /// GET a payload from `/download` and verify it byte by byte.
+    Download(TransferArgs),
+    /// Open a keep-alive connection, make one request and hold it open.
+    Hold(HoldArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on, e.g. 0.0.0.0:8080.
+    #[arg(long)]
+    pub(crate) listen: SocketAddr,
+    /// Backend name reported in responses.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// File created (containing the bound address) once the socket listens.
+    #[arg(long)]
+    pub(crate) ready_file: Option<PathBuf>,
+    /// Answer every other POST with 200 and append `POST <path>` to DIR/requests.log (how
+    /// tests see that a termination signal arrived).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) record_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LoadArgs {
+    /// Server address, IP:PORT.
+    #[arg(long)]
+    pub(crate) target: SocketAddr,
+    /// Number of concurrent worker threads (one connection each).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) connections: u32,
+    /// Run for this many milliseconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) duration_ms: u64,
+    /// Stop after this many requests in total (still bounded by the duration).
+    #[arg(long)]
+    pub(crate) max_requests: Option<u64>,
+    /// Reuse one connection per worker instead of one connection per request.
+    #[arg(long)]
+    pub(crate) keepalive: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TransferArgs {
+    /// Server address, IP:PORT.
+    #[arg(long)]
+    pub(crate) target: SocketAddr,
+    /// Number of payload bytes to transfer.
+    #[arg(long)]
+    pub(crate) bytes: u64,
+    /// Pace the transfer to about this many bytes per second.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) rate: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct HoldArgs {
+    /// Server address, IP:PORT.
+    #[arg(long)]
+    pub(crate) target: SocketAddr,
+    /// How long to keep the connection open after the response, in ms.
+    #[arg(long)]
+    pub(crate) ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Usage errors exit 1 (not clap's 2); --help/--version exit 0.
+            let code = if err.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+            let _ = err.print();
+            return code;
+        }
+    };
+    let succeeded = match cli.command {
+        Command::Serve(args) => report_fatal(serve::serve(&args)),
+        Command::Load(args) => report_fatal(load::load(&args)),
+        Command::Upload(args) => transfer::upload(&args),
+        Command::Download(args) => transfer::download(&args),
+        Command::Hold(args) => hold::hold(&args),
+    };
+    if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints a fatal error on stderr; returns whether the command succeeded.
+pub(crate) fn report_fatal(result: Result<()>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(err) => {
+            eprintln!("handoff-netkit: {err:#}");
+            false
+        }
+    }
+}
+
+/// Prints `value` as the single JSON result line on stdout and flushes it.
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let line = serde_json::to_string(value).context("serializing result")?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}").context("writing result")?;
+    out.flush().context("flushing result")
+}
