@@ -1,11 +1,12 @@
 //! What every client mode shares: connecting with bounded timeouts and reading small
 //! responses.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::http::{read_head, Response};
 
@@ -18,8 +19,47 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects to `target` with the standard connect timeout and I/O `timeout`.
 pub(crate) fn connect(target: SocketAddr, timeout: Duration) -> Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)
-        .with_context(|| format!("connect {target}"))?;
+    connect_from(target, None, timeout).1
+}
+
+/// Connects to `target` from `source` (the kernel picks when `None`), with the standard connect
+/// timeout and I/O `timeout`. Also returns the local address the attempt used, known even when
+/// the connect itself failed, so that a failure can be matched with the kernel's records.
+pub(crate) fn connect_from(
+    target: SocketAddr,
+    source: Option<SocketAddr>,
+    timeout: Duration,
+) -> (Option<SocketAddr>, Result<TcpStream>) {
+    let socket = match Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    ) {
+        Ok(socket) => socket,
+        Err(e) => {
+            return (
+                None,
+                Err(anyhow::Error::new(e).context("creating a socket")),
+            )
+        }
+    };
+    if let Some(source) = source {
+        if let Err(e) = socket.bind(&source.into()) {
+            return (
+                None,
+                Err(anyhow::Error::new(e).context(format!("bind {source}"))),
+            );
+        }
+    }
+    let connected = socket.connect_timeout(&target.into(), CONNECT_TIMEOUT);
+    let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+    let stream = connected
+        .with_context(|| format!("connect {target}"))
+        .and_then(|()| configure(TcpStream::from(socket), timeout));
+    (local, stream)
+}
+
+fn configure(stream: TcpStream, timeout: Duration) -> Result<TcpStream> {
     stream
         .set_read_timeout(Some(timeout))
         .context("set read timeout")?;
@@ -86,9 +126,20 @@ pub(crate) fn get_root(reader: &mut BufReader<TcpStream>, close: bool) -> Result
     Ok((backend, response.keep_alive()))
 }
 
-/// Waits (bounded by the read timeout) for the server to close first, so the
-/// server side rather than ours keeps the TIME_WAIT state.
-pub(crate) fn await_server_close(reader: &mut impl Read) {
+/// Waits for the server to close first (so the server side, not ours, keeps the TIME_WAIT
+/// state), within the read timeout. Anything but a clean end of stream — more bytes, a reset,
+/// no FIN in time — means the exchange was cut or stalled on the way, and is an error.
+pub(crate) fn await_server_close(reader: &mut impl Read) -> Result<()> {
     let mut sink = [0u8; 512];
-    while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+    loop {
+        return match reader.read(&mut sink) {
+            Ok(0) => Ok(()),
+            Ok(n) => Err(anyhow!("{n} unexpected bytes after the response")),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(anyhow!("no FIN from the server within the read timeout"))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("waiting for the server to close")),
+        };
+    }
 }

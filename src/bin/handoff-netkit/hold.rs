@@ -66,8 +66,7 @@ pub(crate) fn hold_request(target: SocketAddr) -> Result<(String, BufReader<TcpS
 pub(crate) fn close_held(stream: TcpStream) -> Result<()> {
     check_alive(&stream)?;
     stream.shutdown(Shutdown::Write).context("shutdown")?;
-    await_server_close(&mut &stream);
-    Ok(())
+    await_server_close(&mut &stream)
 }
 
 /// Fails if the peer has closed or reset `stream`.

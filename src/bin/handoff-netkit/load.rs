@@ -1,24 +1,68 @@
 //! `load`: many requests from a few concurrent workers, tallied per backend that answered.
+//!
+//! A request is ok only when the whole exchange completed within its timeouts: the connect,
+//! the response and — with a new connection per request — the server's FIN (the server closes
+//! first, so a missing FIN means the connection was cut or stalled on the way). Every failure
+//! is kept with its client address and start time, so that it can be matched with a conntrack
+//! event log, and the slowest attempt is reported: a stall shows even when it ends in success.
+//!
+//! The report also says how often the client reused a tuple (local address and port) that the
+//! run had used before: under a steady new-connection load to one destination, the kernel's
+//! ephemeral ports wrap around after a few thousand connections, and a reused tuple is what
+//! meets stale kernel state. `--unique-sources` takes the choice of port away from the kernel
+//! so that no tuple repeats within a run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::BufReader;
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
-use crate::client::{await_server_close, connect, get_root, REQUEST_TIMEOUT};
+use crate::client::{await_server_close, connect_from, get_root, REQUEST_TIMEOUT};
 use crate::{print_json, LoadArgs};
 
 /// How many error strings `load` keeps.
 const MAX_ERRORS: usize = 5;
+/// How many failures are reported in full (address, time, phase).
+const MAX_FAILURE_RECORDS: usize = 100;
 /// Pause after a failed `load` request, so a refusing target does not turn
 /// the workers into busy loops that starve the machine.
 const FAILURE_BACKOFF: Duration = Duration::from_millis(1);
+/// The first local port `--unique-sources` hands out (below it, many systems run services).
+const FIRST_UNIQUE_PORT: u16 = 10_000;
+
+/// Set by SIGTERM or SIGINT: finish the requests in flight, then report.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Which step of a request failed.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Phase {
+    Connect,
+    Response,
+    Close,
+}
+
+/// One failed request, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FailureRecord {
+    /// When the request started, µs since the epoch (conntrack's event timestamps are too).
+    pub(crate) started_us: u64,
+    /// The client's address and port, when the kernel got as far as choosing one.
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) phase: Phase,
+    pub(crate) error: String,
+    pub(crate) elapsed_ms: u64,
+}
 
 /// Per-worker (and merged) results of `load`.
 #[derive(Default)]
@@ -27,7 +71,12 @@ pub(crate) struct LoadStats {
     pub(crate) failed: u64,
     pub(crate) by_backend: BTreeMap<String, u64>,
     pub(crate) errors: Vec<String>,
+    pub(crate) failures: Vec<FailureRecord>,
     pub(crate) latencies_us: Vec<u32>,
+    /// The longest attempt, ok or not.
+    pub(crate) slowest: Duration,
+    /// (µs since the run started, local address) of every connection.
+    pub(crate) tuples: Vec<(u64, SocketAddr)>,
 }
 
 impl LoadStats {
@@ -36,12 +85,17 @@ impl LoadStats {
         *self.by_backend.entry(backend).or_default() += 1;
         let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
         self.latencies_us.push(micros);
+        self.slowest = self.slowest.max(latency);
     }
 
-    pub(crate) fn record_failure(&mut self, err: &anyhow::Error) {
+    pub(crate) fn record_failure(&mut self, failure: FailureRecord, took: Duration) {
         self.failed += 1;
+        self.slowest = self.slowest.max(took);
         if self.errors.len() < MAX_ERRORS {
-            self.errors.push(format!("{err:#}"));
+            self.errors.push(failure.error.clone());
+        }
+        if self.failures.len() < MAX_FAILURE_RECORDS {
+            self.failures.push(failure);
         }
     }
 
@@ -53,7 +107,42 @@ impl LoadStats {
         }
         let room = MAX_ERRORS.saturating_sub(self.errors.len());
         self.errors.extend(other.errors.into_iter().take(room));
+        let room = MAX_FAILURE_RECORDS.saturating_sub(self.failures.len());
+        self.failures.extend(other.failures.into_iter().take(room));
         self.latencies_us.extend(other.latencies_us);
+        self.slowest = self.slowest.max(other.slowest);
+        self.tuples.extend(other.tuples);
+    }
+}
+
+/// How often the run's client tuples repeated.
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub(crate) struct TupleReuse {
+    /// Connections whose local address and port an earlier connection of the run had used.
+    pub(crate) reused: u64,
+    /// The shortest time between two uses of one tuple.
+    pub(crate) min_gap_ms: Option<u64>,
+    /// The median number of connections opened between two uses of one tuple.
+    pub(crate) median_gap_connections: Option<u64>,
+}
+
+/// Reuse statistics of `tuples` ((µs since start, local address), any order).
+pub(crate) fn tuple_reuse(mut tuples: Vec<(u64, SocketAddr)>) -> TupleReuse {
+    tuples.sort_unstable();
+    let mut last_use: HashMap<SocketAddr, (u64, usize)> = HashMap::with_capacity(tuples.len());
+    let mut gaps_us = Vec::new();
+    let mut gaps_connections = Vec::new();
+    for (index, (at_us, local)) in tuples.into_iter().enumerate() {
+        if let Some((previous_us, previous_index)) = last_use.insert(local, (at_us, index)) {
+            gaps_us.push(at_us - previous_us);
+            gaps_connections.push((index - previous_index) as u64);
+        }
+    }
+    gaps_connections.sort_unstable();
+    TupleReuse {
+        reused: gaps_us.len() as u64,
+        min_gap_ms: gaps_us.iter().min().map(|us| us / 1000),
+        median_gap_connections: gaps_connections.get(gaps_connections.len() / 2).copied(),
     }
 }
 
@@ -65,10 +154,58 @@ pub(crate) struct LoadReport {
     pub(crate) failed: u64,
     pub(crate) by_backend: BTreeMap<String, u64>,
     pub(crate) errors: Vec<String>,
+    /// The first failures in full.
+    pub(crate) failures: Vec<FailureRecord>,
     pub(crate) elapsed_ms: u64,
     pub(crate) requests_per_sec: f64,
     pub(crate) latency_p50_us: u64,
     pub(crate) latency_p99_us: u64,
+    /// The longest attempt of the run, failed ones included.
+    pub(crate) slowest_ms: u64,
+    pub(crate) tuples: TupleReuse,
+    /// Stopped early by SIGTERM or SIGINT.
+    pub(crate) stopped: bool,
+}
+
+/// Where each worker's connections come from.
+#[derive(Debug, Clone)]
+pub(crate) enum Sources {
+    /// The kernel picks the local port (it walks the ephemeral range).
+    Kernel,
+    /// Worker `worker` of `workers` binds its k-th connection to the tuple numbered
+    /// `worker + k * workers` over `addresses` × ports from [`FIRST_UNIQUE_PORT`]: no tuple repeats.
+    Unique {
+        addresses: Vec<IpAddr>,
+        worker: usize,
+        workers: usize,
+    },
+}
+
+impl Sources {
+    /// The local address of connection `k` of this worker (`Ok(None)`: the kernel's choice).
+    pub(crate) fn nth(&self, k: u64) -> Result<Option<SocketAddr>> {
+        let Sources::Unique {
+            addresses,
+            worker,
+            workers,
+        } = self
+        else {
+            return Ok(None);
+        };
+        let index = *worker as u64 + k * *workers as u64;
+        let count = addresses.len() as u64;
+        let port = u64::from(FIRST_UNIQUE_PORT) + index / count;
+        let port = u16::try_from(port).map_err(|_| {
+            anyhow!(
+                "--unique-sources: all {} tuples used; give more addresses",
+                count * u64::from(u16::MAX - FIRST_UNIQUE_PORT)
+            )
+        })?;
+        Ok(Some(SocketAddr::new(
+            addresses[(index % count) as usize],
+            port,
+        )))
+    }
 }
 
 /// Shared stop conditions for the load workers.
@@ -79,9 +216,9 @@ pub(crate) struct LoadLimits {
 }
 
 impl LoadLimits {
-    /// Claims the next request slot; false once time or budget is used up.
+    /// Claims the next request slot; false once time or budget is used up, or a stop was asked.
     pub(crate) fn next_request(&self) -> bool {
-        if Instant::now() >= self.deadline {
+        if Instant::now() >= self.deadline || STOP.load(Ordering::Relaxed) {
             return false;
         }
         match self.max_requests {
@@ -93,25 +230,48 @@ impl LoadLimits {
 
 /// Runs the load workers and prints the merged report.
 pub(crate) fn load(args: &LoadArgs) -> Result<()> {
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::Handler(request_stop))
+        }
+        .context("installing the stop handler")?;
+    }
+    if args.keepalive && !args.unique_sources.is_empty() {
+        bail!("--unique-sources applies to a new connection per request, not --keepalive");
+    }
     let start = Instant::now();
     let limits = Arc::new(LoadLimits {
         deadline: start + Duration::from_millis(args.duration_ms),
         max_requests: args.max_requests,
         issued: AtomicU64::new(0),
     });
-    let mut workers = Vec::new();
-    for i in 0..args.connections {
+    let workers = args.connections as usize;
+    let mut handles = Vec::new();
+    for worker in 0..workers {
         let limits = Arc::clone(&limits);
         let (target, keepalive) = (args.target, args.keepalive);
-        let worker = thread::Builder::new()
-            .name(format!("load-{i}"))
-            .spawn(move || load_worker(target, keepalive, &limits))
+        let sources = if args.unique_sources.is_empty() {
+            Sources::Kernel
+        } else {
+            Sources::Unique {
+                addresses: args.unique_sources.clone(),
+                worker,
+                workers,
+            }
+        };
+        let handle = thread::Builder::new()
+            .name(format!("load-{worker}"))
+            .spawn(move || load_worker(target, keepalive, &sources, start, &limits))
             .context("spawning load worker")?;
-        workers.push(worker);
+        handles.push(handle);
     }
     let mut stats = LoadStats::default();
-    for worker in workers {
-        let worker_stats = worker.join().map_err(|_| anyhow!("load worker panicked"))?;
+    for handle in handles {
+        let worker_stats = handle.join().map_err(|_| anyhow!("load worker panicked"))?;
         stats.merge(worker_stats);
     }
     print_json(&load_report(stats, start.elapsed()))
@@ -120,6 +280,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
 /// Turns merged stats into the printed report.
 pub(crate) fn load_report(mut stats: LoadStats, elapsed: Duration) -> LoadReport {
     stats.latencies_us.sort_unstable();
+    stats.failures.sort_by_key(|f| f.started_us);
     let total = stats.ok + stats.failed;
     let secs = elapsed.as_secs_f64();
     LoadReport {
@@ -128,9 +289,13 @@ pub(crate) fn load_report(mut stats: LoadStats, elapsed: Duration) -> LoadReport
         requests_per_sec: if secs > 0.0 { total as f64 / secs } else { 0.0 },
         latency_p50_us: percentile(&stats.latencies_us, 50),
         latency_p99_us: percentile(&stats.latencies_us, 99),
+        slowest_ms: stats.slowest.as_millis() as u64,
+        tuples: tuple_reuse(stats.tuples),
         by_backend: stats.by_backend,
         errors: stats.errors,
+        failures: stats.failures,
         elapsed_ms: elapsed.as_millis() as u64,
+        stopped: STOP.load(Ordering::Relaxed),
     }
 }
 
@@ -142,21 +307,69 @@ pub(crate) fn percentile(sorted: &[u32], pct: usize) -> u64 {
     }
 }
 
+fn epoch_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 /// One load worker: issues requests until the limits say stop.
-pub(crate) fn load_worker(target: SocketAddr, keepalive: bool, limits: &LoadLimits) -> LoadStats {
+pub(crate) fn load_worker(
+    target: SocketAddr,
+    keepalive: bool,
+    sources: &Sources,
+    run_start: Instant,
+    limits: &LoadLimits,
+) -> LoadStats {
     let mut stats = LoadStats::default();
     let mut conn: Option<BufReader<TcpStream>> = None;
+    let mut k = 0;
     while limits.next_request() {
+        let started_us = epoch_us();
         let begin = Instant::now();
-        let result = if keepalive {
+        let outcome = if keepalive {
             keepalive_request(target, &mut conn)
         } else {
-            fresh_request(target)
+            match sources.nth(k) {
+                Ok(source) => {
+                    k += 1;
+                    let outcome = fresh_request(target, source, REQUEST_TIMEOUT);
+                    if let Some(local) = outcome.local {
+                        let at = begin.saturating_duration_since(run_start).as_micros() as u64;
+                        stats.tuples.push((at, local));
+                    }
+                    outcome
+                }
+                Err(error) => {
+                    stats.record_failure(
+                        FailureRecord {
+                            started_us,
+                            local: None,
+                            phase: Phase::Connect,
+                            error: format!("{error:#}"),
+                            elapsed_ms: 0,
+                        },
+                        Duration::ZERO,
+                    );
+                    break;
+                }
+            }
         };
-        match result {
-            Ok(backend) => stats.record_ok(backend, begin.elapsed()),
-            Err(err) => {
-                stats.record_failure(&err);
+        let took = begin.elapsed();
+        match outcome.result {
+            Ok(backend) => stats.record_ok(backend, took),
+            Err((phase, error)) => {
+                stats.record_failure(
+                    FailureRecord {
+                        started_us,
+                        local: outcome.local,
+                        phase,
+                        error: format!("{error:#}"),
+                        elapsed_ms: took.as_millis() as u64,
+                    },
+                    took,
+                );
                 thread::sleep(FAILURE_BACKOFF);
             }
         }
@@ -164,12 +377,26 @@ pub(crate) fn load_worker(target: SocketAddr, keepalive: bool, limits: &LoadLimi
     stats
 }
 
+/// What one request produced: the backend that answered, or the failed phase.
+pub(crate) struct Outcome {
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) result: Result<String, (Phase, anyhow::Error)>,
+}
+
 /// One `GET /` on a new connection that the server closes.
-pub(crate) fn fresh_request(target: SocketAddr) -> Result<String> {
-    let mut reader = BufReader::new(connect(target, REQUEST_TIMEOUT)?);
-    let (backend, _) = get_root(&mut reader, true)?;
-    await_server_close(&mut reader);
-    Ok(backend)
+pub(crate) fn fresh_request(
+    target: SocketAddr,
+    source: Option<SocketAddr>,
+    timeout: Duration,
+) -> Outcome {
+    let (local, stream) = connect_from(target, source, timeout);
+    let result = (|| {
+        let mut reader = BufReader::new(stream.map_err(|e| (Phase::Connect, e))?);
+        let (backend, _) = get_root(&mut reader, true).map_err(|e| (Phase::Response, e))?;
+        await_server_close(&mut reader).map_err(|e| (Phase::Close, e))?;
+        Ok(backend)
+    })();
+    Outcome { local, result }
 }
 
 /// One `GET /` on the worker's persistent connection, (re)connecting as
@@ -177,16 +404,24 @@ pub(crate) fn fresh_request(target: SocketAddr) -> Result<String> {
 pub(crate) fn keepalive_request(
     target: SocketAddr,
     conn: &mut Option<BufReader<TcpStream>>,
-) -> Result<String> {
-    let mut reader = match conn.take() {
-        Some(reader) => reader,
-        None => BufReader::new(connect(target, REQUEST_TIMEOUT)?),
+) -> Outcome {
+    let (local, reader) = match conn.take() {
+        Some(reader) => (reader.get_ref().local_addr().ok(), Ok(reader)),
+        None => {
+            let (local, stream) = connect_from(target, None, REQUEST_TIMEOUT);
+            (local, stream.map(BufReader::new))
+        }
     };
-    let (backend, keep) = get_root(&mut reader, false)?;
-    if keep {
-        *conn = Some(reader);
-    }
-    Ok(backend)
+    let result = reader
+        .map_err(|e| (Phase::Connect, e))
+        .and_then(|mut reader| {
+            let (backend, keep) = get_root(&mut reader, false).map_err(|e| (Phase::Response, e))?;
+            if keep {
+                *conn = Some(reader);
+            }
+            Ok(backend)
+        });
+    Outcome { local, result }
 }
 
 #[cfg(test)]
@@ -199,5 +434,80 @@ mod tests {
         let samples: Vec<u32> = (1..=100).collect();
         assert_eq!(percentile(&samples, 50), 50);
         assert_eq!(percentile(&samples, 99), 99);
+    }
+
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 2], port))
+    }
+
+    #[test]
+    fn reused_tuples_are_counted_with_their_gaps() {
+        assert_eq!(tuple_reuse(Vec::new()), TupleReuse::default());
+        // Ports 1, 2, 3, then 1 again 3 connections and 3 ms later, then 2 again.
+        let tuples = vec![
+            (4_000, at(1)),
+            (0, at(1)),
+            (1_000, at(2)),
+            (2_000, at(3)),
+            (9_000, at(2)),
+        ];
+        assert_eq!(
+            tuple_reuse(tuples),
+            TupleReuse {
+                reused: 2,
+                min_gap_ms: Some(4),
+                median_gap_connections: Some(3),
+            }
+        );
+    }
+
+    #[test]
+    fn unique_sources_never_repeat_a_tuple_across_workers() {
+        let addresses: Vec<IpAddr> = vec![[10, 0, 0, 2].into(), [10, 0, 0, 3].into()];
+        let mut seen = std::collections::HashSet::new();
+        for worker in 0..3 {
+            let sources = Sources::Unique {
+                addresses: addresses.clone(),
+                worker,
+                workers: 3,
+            };
+            for k in 0..1000 {
+                let tuple = sources.nth(k).unwrap().unwrap();
+                assert!(tuple.port() >= FIRST_UNIQUE_PORT);
+                assert!(seen.insert(tuple), "{tuple} twice");
+            }
+        }
+        let last = Sources::Unique {
+            addresses,
+            worker: 0,
+            workers: 1,
+        };
+        assert!(last.nth(2 * 55_535).unwrap().is_some());
+        assert!(last.nth(2 * 55_536).is_err(), "ports run out: an error");
+        assert_eq!(Sources::Kernel.nth(5).unwrap(), None);
+    }
+
+    #[test]
+    fn a_server_that_never_closes_fails_the_request() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 256];
+            let _ = stream.read(&mut request).unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv1")
+                .unwrap();
+            // No close: keep the connection open past the client's read timeout.
+            thread::sleep(Duration::from_millis(600));
+        });
+        let outcome = fresh_request(target, None, Duration::from_millis(200));
+        let Err((phase, error)) = outcome.result else {
+            panic!("a request without the server's FIN counted as ok")
+        };
+        assert!(matches!(phase, Phase::Close), "{phase:?}: {error:#}");
+        assert!(outcome.local.is_some());
+        server.join().unwrap();
     }
 }

@@ -23,7 +23,7 @@ mod serve;
 mod transfer;
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -88,6 +88,11 @@ pub(crate) struct LoadArgs {
     /// Reuse one connection per worker instead of one connection per request.
     #[arg(long)]
     pub(crate) keepalive: bool,
+    /// Bind every connection to its own local address and port from these addresses, so that
+    /// no client tuple repeats within the run (the kernel's choice wraps around after a few
+    /// thousand connections to one destination).
+    #[arg(long, value_delimiter = ',', value_name = "IP,...")]
+    pub(crate) unique_sources: Vec<IpAddr>,
 }
 
 #[derive(Args, Debug)]
