@@ -51,7 +51,6 @@ pub fn switch_to(
     let started = Instant::now();
     let name = &component.name;
     let ports = ports_of(component)?;
-    conntrack::ensure_events_for_new_flows()?;
     let original = ctx.state.load()?;
     let now = now_ms();
     // The kernel says what is active; the state's record only stands in when our table was
@@ -86,6 +85,10 @@ pub fn switch_to(
         return Err(error).context(format!(
             "switching {name} to {address}; nothing was changed"
         ));
+    }
+    // After the transaction: by now the NAT ruleset has loaded conntrack for sure.
+    if let Some(warning) = conntrack::ensure_events_for_new_flows().warning() {
+        eprintln!("handoff: warning: {warning}");
     }
     Ok(Switched {
         previous,
@@ -470,7 +473,12 @@ pub fn finish_drain(ctx: &Context, component: &Component, timeout: Option<Durati
         })
         .collect();
     let mut progress = DrainProgress::new(name);
-    let outcome = drain::wait(targets, timeout, &mut progress)?;
+    let outcome = drain::wait(
+        &mut conntrack::Netlink::new(),
+        targets,
+        timeout,
+        &mut progress,
+    )?;
     progress.finish();
 
     for backend in &outcome.drained {
@@ -532,20 +540,40 @@ fn retire_finished(
 ) -> Result<Vec<String>> {
     let name = &component.name;
     let _lock = ctx.lock(&format!("retire {name}"))?;
-    let still_draining = ctx.state.load()?.component(name).draining;
+    let state = ctx.state.load()?;
+    let still_draining = state.component(name).draining;
     let mine: Vec<BackendRecord> = finished
         .iter()
         .filter(|b| still_draining.contains(b))
         .cloned()
         .collect();
     let mut errors = Vec::new();
+    // An address backend may be a container or a host that someone else stops later (and
+    // dockerd would then clear its entries by their original tuple): forget its finished
+    // flows now, unless the address serves again.
+    let serving: Vec<Ipv4Addr> = state
+        .components
+        .values()
+        .filter_map(|c| c.active.as_ref().map(|a| a.address))
+        .collect();
+    for backend in mine
+        .iter()
+        .filter(|b| b.container.is_none() && !serving.contains(&b.address))
+    {
+        if let Err(error) = drain::forget_flows(&mut conntrack::Netlink::new(), backend, false) {
+            eprintln!(
+                "handoff: warning: {name}: could not clear the conntrack entries of {}: {error:#}",
+                backend.address
+            );
+        }
+    }
     if mine.iter().any(|b| b.container.is_some()) {
         let docker = Docker::connect()?;
         for backend in &mine {
             let Some(id) = &backend.container else {
                 continue;
             };
-            match retire(&docker, component, id, backend.address, graceful) {
+            match retire(&docker, component, id, backend, graceful) {
                 Ok(()) => println!(
                     "{name}: container {} at {} removed",
                     &id[..id.len().min(12)],
@@ -574,16 +602,36 @@ fn forget_locked(ctx: &Context, name: &str, finished: &[BackendRecord]) -> Resul
     Ok(())
 }
 
-/// Send the termination signals (when `graceful`), stop with the grace period, remove. Keeps
-/// going past a failing step, like any teardown, and reports every failure at the end.
+/// Forget the backend's conntrack entries while its container still holds the address (see
+/// [`drain::forget_flows`]), send the termination signals (when `graceful`), stop with the
+/// grace period, remove. Keeps going past a failing step, like any teardown, and reports every
+/// failure at the end.
 pub fn retire(
     docker: &Docker,
     component: &Component,
     id: &str,
-    address: Ipv4Addr,
+    backend: &BackendRecord,
     graceful: bool,
 ) -> Result<()> {
+    let address = backend.address;
     let mut errors = Vec::new();
+    // Only while the container runs at that address: once it stopped, dockerd has already
+    // cleaned up, and Docker may have given the address to another container whose flows
+    // must not be touched.
+    match docker.running_address(id, &component.network) {
+        Ok(Some(current)) if current == address => {
+            if let Err(error) =
+                drain::forget_flows(&mut conntrack::Netlink::new(), backend, !graceful)
+            {
+                eprintln!(
+                    "handoff: warning: {}: could not clear the conntrack entries of {address}: {error:#}",
+                    component.name
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(error) => errors.push(format!("{error:#}")),
+    }
     if graceful {
         for signal in &component.termination_signals {
             let timeout = Duration::from_secs(signal.timeout);

@@ -6,13 +6,20 @@
 //! that it is driven by events (a backend is declared drained within one event of its last
 //! flow ending), with a periodic dump as a safety net and a full resync when the kernel
 //! reports that events were dropped.
+//!
+//! A flow leaves the tracked set only when the kernel confirms it: an event saying that a
+//! tracked key ended is checked with a lookup. A key (zone and original tuple) is not unique
+//! over time — a client that reuses a tuple gets a new entry, with the same id as often as not
+//! — so an event about an earlier use of the tuple (a late DESTROY, redelivered by the kernel)
+//! must not end a newer flow that still lives.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::conntrack::{self, Change, EventStream, Events, Flow, FlowKey};
+use crate::conntrack::{Change, Conntrack, Events, Flow, FlowKey};
 use crate::state::{now_ms, BackendRecord};
 
 /// How often the table is dumped again even though events are flowing: a safety net for flows
@@ -45,6 +52,62 @@ pub fn live_flows<'a>(flows: &'a [Flow], backend: &BackendRecord) -> Vec<&'a Flo
         .collect()
 }
 
+/// What [`forget_flows`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Entries deleted.
+    pub deleted: usize,
+    /// Entries that were gone by the time their delete arrived.
+    pub already_gone: usize,
+    /// Live flows left in place (`include_live` was false).
+    pub live_kept: usize,
+}
+
+/// Set to skip [`forget_flows`]: only for `scripts/update-stall-proof.sh`, whose control arms
+/// show what happens without it. Never set it in production.
+pub const SKIP_FORGET_ENV: &str = "HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP";
+
+/// Delete the conntrack entries of a backend that is about to be retired, so that nothing else
+/// later deletes them by a tuple that a client has reused since.
+///
+/// Why: when a container stops, dockerd deletes the entries of its address by their *original*
+/// tuple (client -> host:port) and the id it dumped. A client reusing that tuple for a new
+/// connection (Linux walks its ephemeral ports, so one client's tuple towards one host port
+/// comes back after a few thousand connections) gets a new entry with the same original tuple
+/// — and often the same id, which hashes the entry's memory address and original tuple, and
+/// the allocator hands the freed entry's memory straight back. dockerd then deletes the new
+/// connection, which went to the new backend, and its packets stop being translated: the
+/// request hangs. Deleted here first, by their *reply* tuple (which names the retired backend
+/// and so cannot match a connection that went elsewhere), the entries are gone before dockerd
+/// looks.
+///
+/// Only flows of `backend` through its external ports are touched. Finished ones (TIME_WAIT,
+/// CLOSE) always; live ones only with `include_live` (a backend retired without draining):
+/// otherwise flows given up on after drainTimeout keep their binding for the stop's grace.
+pub fn forget_flows(
+    conntrack: &mut dyn Conntrack,
+    backend: &BackendRecord,
+    include_live: bool,
+) -> Result<Forgotten> {
+    let mut forgotten = Forgotten::default();
+    if std::env::var_os(SKIP_FORGET_ENV).is_some() {
+        return Ok(forgotten);
+    }
+    for flow in conntrack.dump()? {
+        if !belongs(&flow, backend) {
+            continue;
+        }
+        if flow.is_live() && !include_live {
+            forgotten.live_kept += 1;
+        } else if conntrack.delete(&flow)? {
+            forgotten.deleted += 1;
+        } else {
+            forgotten.already_gone += 1;
+        }
+    }
+    Ok(forgotten)
+}
+
 /// A draining backend and the moment after which it is given up on (drainTimeout).
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -75,43 +138,69 @@ struct Watch {
 }
 
 impl Watch {
-    fn resync(&mut self) -> Result<()> {
-        let flows = conntrack::dump()?;
+    fn target_of(&self, flow: &Flow) -> Option<usize> {
+        self.targets.iter().position(|t| belongs(flow, &t.backend))
+    }
+
+    fn resync(&mut self, conntrack: &mut dyn Conntrack) -> Result<()> {
+        let flows = conntrack.dump()?;
         self.live.clear();
         for flow in flows {
-            self.observe(Change::Present(flow));
+            self.track(flow);
         }
         Ok(())
     }
 
-    fn observe(&mut self, change: Change) {
-        let flow = change.flow();
-        let Some(index) = self.targets.iter().position(|t| belongs(flow, &t.backend)) else {
-            return;
-        };
-        match change {
-            Change::Present(flow) if flow.is_live() => {
+    /// Track `flow` if it is live and belongs to a target; forget its key otherwise.
+    fn track(&mut self, flow: Flow) {
+        match self.target_of(&flow) {
+            Some(index) if flow.is_live() => {
                 self.live.insert(flow.key(), (index, flow));
             }
-            Change::Present(flow) | Change::Destroyed(flow) => {
+            _ => {
                 self.live.remove(&flow.key());
             }
         }
     }
 
+    /// Apply one event. A flow appearing is taken as it is; a tracked key said to have ended
+    /// is looked up first (see the module comment).
+    fn observe(&mut self, conntrack: &mut dyn Conntrack, change: Change) -> Result<()> {
+        match change {
+            Change::Present(flow) if flow.is_live() => {
+                if self.target_of(&flow).is_some() {
+                    self.track(flow);
+                }
+                Ok(())
+            }
+            Change::Present(flow) | Change::Destroyed(flow) => {
+                let key = flow.key();
+                if self.live.contains_key(&key) {
+                    self.recheck_one(conntrack, key)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn recheck_one(&mut self, conntrack: &mut dyn Conntrack, key: FlowKey) -> Result<()> {
+        match conntrack.lookup(key)? {
+            Some(flow) => self.track(flow),
+            None => {
+                self.live.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
     /// Look each tracked flow up; drop the ones that ended or are gone.
-    fn recheck(&mut self, socket: &netlink_sys::Socket) -> Result<()> {
+    fn recheck(&mut self, conntrack: &mut dyn Conntrack) -> Result<()> {
         if self.live.len() > RECHECK_LIMIT {
             return Ok(());
         }
         let keys: Vec<FlowKey> = self.live.keys().copied().collect();
         for key in keys {
-            match conntrack::lookup(socket, key)? {
-                Some(flow) => self.observe(Change::Present(flow)),
-                None => {
-                    self.live.remove(&key);
-                }
-            }
+            self.recheck_one(conntrack, key)?;
         }
         Ok(())
     }
@@ -130,19 +219,22 @@ impl Watch {
 
 /// Wait until every target has drained or been given up on, or `timeout` expires.
 pub fn wait(
+    conntrack: &mut dyn Conntrack,
     targets: Vec<Target>,
     timeout: Option<Duration>,
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let mut events = EventStream::subscribe()?;
+    let mut addresses: Vec<Ipv4Addr> = targets.iter().map(|t| t.backend.address).collect();
+    addresses.sort();
+    addresses.dedup();
+    conntrack.subscribe(&addresses)?;
     let mut watch = Watch {
         targets,
         live: HashMap::new(),
     };
-    watch.resync()?;
+    watch.resync(conntrack)?;
     let mut last_resync = Instant::now();
-    let lookups = crate::nfnetlink::open()?;
     let mut last_recheck = Instant::now();
     let mut finished = vec![false; watch.targets.len()];
     let mut outcome = Outcome::default();
@@ -193,24 +285,29 @@ pub fn wait(
             .min()
             .unwrap_or(u64::MAX);
         pause = pause.min(Duration::from_millis(next_give_up.max(1)));
-        match events.wait(pause)? {
+        match conntrack.events(pause)? {
             Events::Changes(changes) => {
                 for change in changes {
-                    watch.observe(change);
+                    // A failed lookup only loses the shortcut: the recheck and the periodic
+                    // dump still follow.
+                    if let Err(error) = watch.observe(conntrack, change) {
+                        eprintln!("handoff: warning: looking a flow up failed: {error:#}");
+                    }
                 }
             }
             Events::Idle => {}
             Events::Overrun => {
-                watch.resync()?;
+                // What is still queued is older than the dump that follows.
+                conntrack.discard_queued()?;
+                watch.resync(conntrack)?;
                 last_resync = Instant::now();
             }
         }
         if last_resync.elapsed() >= RESYNC_EVERY {
-            watch.resync()?;
+            watch.resync(conntrack)?;
             last_resync = Instant::now();
         } else if last_recheck.elapsed() >= RECHECK_EVERY {
-            // A failed lookup only loses the shortcut: the periodic dump still follows.
-            if let Err(error) = watch.recheck(&lookups) {
+            if let Err(error) = watch.recheck(conntrack) {
                 eprintln!("handoff: warning: looking flows up failed: {error:#}");
             }
             last_recheck = Instant::now();
@@ -222,8 +319,12 @@ pub fn wait(
 mod tests {
     use super::*;
     use crate::config::PortPair;
+    use crate::conntrack::fake::{event, FakeConntrack};
     use crate::conntrack::TcpState;
-    use std::net::Ipv4Addr;
+
+    const OLD: &str = "10.0.1.11:8080";
+    const NEW: &str = "10.0.1.12:8080";
+    const DNAT: u32 = 1 << 5;
 
     fn backend() -> BackendRecord {
         BackendRecord {
@@ -237,60 +338,148 @@ mod tests {
         }
     }
 
-    fn flow(destination: &str, backend: &str, state: TcpState, status: u32) -> Flow {
+    /// Client 10.0.2.2:`port` -> host 10.0.2.1:80, answered by `backend`.
+    fn flow(port: u16, backend: &str, state: TcpState) -> Flow {
         Flow {
-            id: None,
-            client: "10.0.2.2:40000".parse().unwrap(),
-            destination: destination.parse().unwrap(),
+            id: Some(7),
+            client: format!("10.0.2.2:{port}").parse().unwrap(),
+            destination: "10.0.2.1:80".parse().unwrap(),
             backend: backend.parse().unwrap(),
+            reply_to: format!("10.0.2.2:{port}").parse().unwrap(),
+            zone: 0,
             state,
             timeout_secs: None,
-            status,
+            status: DNAT,
             bytes: None,
             start_ns: None,
         }
     }
 
-    const DNAT: u32 = 1 << 5;
+    fn with_state(flow: &Flow, state: TcpState) -> Flow {
+        Flow {
+            state,
+            ..flow.clone()
+        }
+    }
+
+    struct Silent;
+    impl Progress for Silent {
+        fn update(&mut self, _: usize, _: Duration) {}
+    }
+
+    fn drain(fake: &mut FakeConntrack) -> Outcome {
+        let target = Target {
+            backend: backend(),
+            give_up_at_ms: u64::MAX,
+        };
+        wait(
+            fake,
+            vec![target],
+            Some(Duration::from_secs(10)),
+            &mut Silent,
+        )
+        .unwrap()
+    }
 
     #[test]
     fn only_dnat_flows_through_the_components_ports_belong() {
         let b = backend();
-        assert!(belongs(
-            &flow("10.0.2.1:80", "10.0.1.11:8080", TcpState::Established, DNAT),
-            &b
-        ));
+        let mut f = flow(40000, OLD, TcpState::Established);
+        assert!(belongs(&f, &b));
         // Straight to the backend, not through us.
-        assert!(!belongs(
-            &flow("10.0.1.11:8080", "10.0.1.11:8080", TcpState::Established, 0),
-            &b
-        ));
+        f.status = 0;
+        assert!(!belongs(&f, &b));
         // Another external port, another backend port, another address.
+        let mut f = flow(40000, OLD, TcpState::Established);
+        f.destination = "10.0.2.1:81".parse().unwrap();
+        assert!(!belongs(&f, &b));
         assert!(!belongs(
-            &flow("10.0.2.1:81", "10.0.1.11:8080", TcpState::Established, DNAT),
+            &flow(40000, "10.0.1.11:9090", TcpState::Established),
             &b
         ));
-        assert!(!belongs(
-            &flow("10.0.2.1:80", "10.0.1.11:9090", TcpState::Established, DNAT),
-            &b
-        ));
-        assert!(!belongs(
-            &flow("10.0.2.1:80", "10.0.1.12:8080", TcpState::Established, DNAT),
-            &b
-        ));
+        assert!(!belongs(&flow(40000, NEW, TcpState::Established), &b));
     }
 
     #[test]
     fn finished_flows_are_not_live() {
         let flows = vec![
-            flow("10.0.2.1:80", "10.0.1.11:8080", TcpState::Established, DNAT),
-            flow("10.0.2.1:80", "10.0.1.11:8080", TcpState::TimeWait, DNAT),
+            flow(40000, OLD, TcpState::Established),
+            flow(40001, OLD, TcpState::TimeWait),
         ];
         assert_eq!(live_flows(&flows, &backend()).len(), 1);
     }
 
     #[test]
-    fn events_add_and_remove_flows() {
+    fn the_drain_subscribes_to_its_backends_before_it_dumps() {
+        let mut fake = FakeConntrack::default();
+        let outcome = drain(&mut fake);
+        assert_eq!(outcome.drained, vec![backend()]);
+        assert_eq!(fake.calls[..2], ["subscribe 10.0.1.11", "dump"]);
+    }
+
+    #[test]
+    fn a_backend_drains_when_its_last_flow_ends() {
+        let open = flow(40000, OLD, TcpState::Established);
+        let closing = with_state(&open, TcpState::TimeWait);
+        let mut fake = FakeConntrack::with_table(vec![open.clone()]).then(move |table| {
+            table[0] = closing.clone();
+            vec![event(Change::Present(closing))]
+        });
+        assert_eq!(drain(&mut fake).drained, vec![backend()]);
+        assert!(fake.played_all());
+    }
+
+    #[test]
+    fn a_late_destroy_of_an_earlier_use_of_a_tuple_does_not_end_the_flow_that_reuses_it() {
+        // The client reused port 40000 while OLD still took new connections: the earlier
+        // entry (TIME_WAIT) was destroyed and a new one, with the same tuple and the same id,
+        // carries a live request. The earlier entry's DESTROY reaches us late.
+        let earlier = flow(40000, OLD, TcpState::TimeWait);
+        let reused = flow(40000, OLD, TcpState::Established);
+        let reused_done = with_state(&reused, TcpState::TimeWait);
+        let mut fake = FakeConntrack::with_table(vec![reused.clone()])
+            .then(move |_| vec![event(Change::Destroyed(earlier))])
+            .then(move |table| {
+                table[0] = reused_done.clone();
+                vec![event(Change::Present(reused_done))]
+            });
+        let outcome = drain(&mut fake);
+        assert_eq!(outcome.drained, vec![backend()]);
+        assert!(
+            fake.played_all(),
+            "the drain ended on the late DESTROY while the reusing flow was live"
+        );
+    }
+
+    #[test]
+    fn events_queued_before_an_overrun_are_dropped_not_replayed_over_the_new_dump() {
+        // The flow ended while the socket overflowed; a stale "live" event for it was still
+        // queued. Replayed after the fresh dump, it would keep the drain waiting for a flow
+        // that is gone until the next per-flow recheck.
+        let open = flow(40000, OLD, TcpState::Established);
+        let stale = open.clone();
+        let mut fake = FakeConntrack::with_table(vec![open]).then(move |table| {
+            table.clear();
+            vec![Events::Overrun, event(Change::Present(stale))]
+        });
+        let outcome = drain(&mut fake);
+        assert_eq!(outcome.drained, vec![backend()]);
+        assert!(fake.calls.contains(&"discard".to_string()));
+        assert!(
+            !fake.calls.contains(&"lookup".to_string()),
+            "the drain waited for a recheck: the stale event was replayed ({:?})",
+            fake.calls
+        );
+    }
+
+    #[test]
+    fn flows_in_different_zones_are_different_flows() {
+        let in_zone_0 = flow(40000, OLD, TcpState::Established);
+        let in_zone_5 = Flow {
+            zone: 5,
+            ..in_zone_0.clone()
+        };
+        let mut fake = FakeConntrack::with_table(vec![in_zone_0, in_zone_5]);
         let mut watch = Watch {
             targets: vec![Target {
                 backend: backend(),
@@ -298,15 +487,41 @@ mod tests {
             }],
             live: HashMap::new(),
         };
-        let open = flow("10.0.2.1:80", "10.0.1.11:8080", TcpState::Established, DNAT);
-        watch.observe(Change::Present(open.clone()));
-        assert_eq!(watch.flows_of(0).len(), 1);
-        let mut closing = open.clone();
-        closing.state = TcpState::TimeWait;
-        watch.observe(Change::Present(closing));
-        assert!(watch.flows_of(0).is_empty());
-        watch.observe(Change::Present(open.clone()));
-        watch.observe(Change::Destroyed(open));
-        assert!(watch.flows_of(0).is_empty());
+        watch.resync(&mut fake).unwrap();
+        assert_eq!(watch.flows_of(0).len(), 2);
+    }
+
+    #[test]
+    fn forgetting_a_retired_backend_deletes_its_finished_entries_by_reply_tuple_only() {
+        // Port 40000: the retired backend's TIME_WAIT entry, and the same client tuple reused
+        // since for a live request to the new backend (same original tuple, same id).
+        let finished = flow(40000, OLD, TcpState::TimeWait);
+        let reused = flow(40000, NEW, TcpState::Established);
+        let live = flow(40001, OLD, TcpState::Established);
+        let mut unrelated = flow(40002, OLD, TcpState::TimeWait);
+        unrelated.destination = "10.0.2.1:81".parse().unwrap();
+        let table = vec![
+            finished.clone(),
+            reused.clone(),
+            live.clone(),
+            unrelated.clone(),
+        ];
+        let mut fake = FakeConntrack::with_table(table);
+        let forgotten = forget_flows(&mut fake, &backend(), false).unwrap();
+        assert_eq!(
+            forgotten,
+            Forgotten {
+                deleted: 1,
+                already_gone: 0,
+                live_kept: 1
+            }
+        );
+        assert_eq!(fake.deleted, vec![finished]);
+        let forgotten = forget_flows(&mut fake, &backend(), true).unwrap();
+        assert_eq!(
+            forgotten.deleted, 1,
+            "without a drain the live flow goes too"
+        );
+        assert_eq!(fake.table, vec![reused, unrelated]);
     }
 }

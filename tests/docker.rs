@@ -629,3 +629,78 @@ fn restore_brings_a_stopped_container_and_a_deleted_table_back() {
     );
     sandbox.handoff_ok(&["kill", "web"]);
 }
+
+/// The regression guard for the update stall (README, "Known limits"): when a container stops,
+/// dockerd deletes its conntrack entries by their original tuple, and a client that reused
+/// such a tuple for a new connection to the new container lost that connection. With the
+/// client's ports narrowed so that tuples come back within about a second, the race meets
+/// nearly every update: without handoff's clean-up at retirement, 30 updates fail several
+/// requests (scripts/update-stall-proof.sh, arm B); here 50 must fail none.
+#[test]
+fn fifty_back_to_back_updates_under_new_connection_load_fail_no_request() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.narrow_client_ports(40_000, 43_999);
+    sandbox.handoff_ok(&["start", "web"]);
+    let load = sandbox
+        .client_command(&[
+            "load",
+            "--target",
+            &sandbox.target(),
+            "--connections",
+            "3",
+            "--duration-ms",
+            "300000",
+        ])
+        .spawn()
+        .expect("load");
+    let pid = nix::unistd::Pid::from_raw(load.id() as i32);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut updates = Vec::new();
+    for round in 0..50 {
+        let tag = if round % 2 == 0 { "v2" } else { "v1" };
+        let started = Instant::now();
+        let output = sandbox.handoff(&["update", "web", "--tag", tag]);
+        updates.push(started.elapsed());
+        if !output.status.success() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            panic!(
+                "update {round} to {tag} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    // `ip netns exec` replaces itself with netkit: the signal reaches the load generator,
+    // which finishes the requests in flight and reports.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("stop the load");
+    let load = finish_json(load);
+    assert_eq!(load["failed"], 0, "{load}");
+    assert!(
+        load["slowest_ms"].as_u64().unwrap_or(u64::MAX) < 1000,
+        "a request stalled: {load}"
+    );
+    let requests = load["ok"].as_u64().unwrap_or(0);
+    let seconds = load["elapsed_ms"].as_u64().unwrap_or(1) as f64 / 1000.0;
+    assert!(
+        requests as f64 / seconds > 1000.0,
+        "the load must be steady new connections, thousands a second: {load}"
+    );
+    assert!(
+        load["tuples"]["reused"].as_u64().unwrap_or(0) > 10_000,
+        "client tuples must come back during the run, or the race is never met: {load}"
+    );
+    for tag in ["v1", "v2"] {
+        assert!(
+            load["by_backend"][tag].as_u64().unwrap_or(0) > 0,
+            "{tag} served: {load}"
+        );
+    }
+    let remaining = sandbox.containers();
+    assert_eq!(remaining.len(), 1, "{remaining:?}");
+    assert!(
+        remaining[0].1.ends_with(":v1") && remaining[0].2,
+        "{remaining:?}"
+    );
+    sandbox.handoff_ok(&["kill", "web"]);
+}

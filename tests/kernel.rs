@@ -495,3 +495,88 @@ fn drain_ends_within_a_second_and_a_half_even_when_flows_report_no_events() {
         "drain lag without events: {lag:?}"
     );
 }
+
+#[test]
+fn a_drain_waits_for_flows_in_a_non_default_conntrack_zone() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    // Every packet through the gateway is tracked in zone 5 (as on hosts that sort flows into
+    // zones): a lookup that names no zone would find none of them and end the drain early.
+    sandbox.nft(
+        "table inet zones {
+            chain pre { type filter hook prerouting priority raw; ct zone set 5; }
+            chain out { type filter hook output priority raw; ct zone set 5; }
+        }",
+    );
+    sandbox.serve_both_on_a();
+    let hold = sandbox.hold_on_a_then_switch_to_b(2500);
+    let drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
+    let lag = drain_outlives_hold(hold, drain, Duration::from_secs(20));
+    assert!(lag < Duration::from_secs(2), "drain lag {lag:?}");
+}
+
+/// Run `f` on a thread inside the network namespace `ns` (sockets it opens live there).
+fn in_namespace<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("namespace file");
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+#[test]
+fn the_event_socket_gets_its_whole_buffer_and_only_the_watched_backends_events() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    // Routed by handoff, so that the gateway namespace tracks connections at all.
+    sandbox.serve_both_on_a();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watcher = std::thread::spawn({
+        let gateway = sandbox.gateway.clone();
+        move || {
+            in_namespace(&gateway, move || {
+                let watched = BACKEND_A.parse().unwrap();
+                let mut events =
+                    handoff::conntrack::EventStream::subscribe(&[watched]).expect("subscribe");
+                let buffer = events.receive_buffer().expect("SO_RCVBUF");
+                ready_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                let mut backends = std::collections::BTreeSet::new();
+                loop {
+                    match events.wait(Duration::from_millis(200)).expect("events") {
+                        handoff::conntrack::Events::Changes(changes) => {
+                            backends.extend(changes.iter().map(|c| *c.flow().backend.ip()))
+                        }
+                        handoff::conntrack::Events::Idle => break,
+                        handoff::conntrack::Events::Overrun => {
+                            panic!("the filtered socket overran")
+                        }
+                    }
+                }
+                (buffer, backends)
+            })
+        }
+    });
+    ready_rx.recv().unwrap();
+    // Straight to each backend through the gateway (routed, not NAT'd): the reply source is
+    // the backend either way.
+    for backend in [BACKEND_A, BACKEND_B] {
+        let result = sandbox.requests(&sandbox.client, &format!("{backend}:8080"), 300);
+        assert_eq!(result["failed"], 0, "{result}");
+    }
+    done_tx.send(()).unwrap();
+    let (buffer, backends) = watcher.join().expect("watcher");
+    // The kernel reports twice the size set; net.core.rmem_max (usually far smaller) does not
+    // cap it, because root forces it.
+    assert!(
+        buffer >= 2 * handoff::conntrack::EVENT_RCVBUF,
+        "receive buffer {buffer}"
+    );
+    let expected: std::collections::BTreeSet<std::net::Ipv4Addr> =
+        [BACKEND_A.parse().unwrap()].into();
+    assert_eq!(backends, expected, "events seen per backend");
+}

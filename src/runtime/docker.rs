@@ -252,6 +252,30 @@ impl Docker {
         anyhow::bail!("container {id} has no IPv4 address on network {network:?}")
     }
 
+    /// The container's address on `network` while it runs; `None` when it is stopped, gone,
+    /// or has no address there.
+    pub fn running_address(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>> {
+        let inspect = match self
+            .runtime
+            .block_on(self.client.inspect_container(id, None))
+        {
+            Ok(inspect) => inspect,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting {id}"))),
+        };
+        if inspect.state.and_then(|s| s.running) != Some(true) {
+            return Ok(None);
+        }
+        Ok(inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(network).cloned())
+            .and_then(|e| e.ip_address)
+            .and_then(|ip| ip.parse().ok()))
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&self, id: &str, grace: Duration) -> Result<()> {
         let options = StopContainerOptionsBuilder::default()

@@ -273,6 +273,23 @@ impl DockerSandbox {
         serde_json::from_str(&self.handoff_ok(&["list", "--json"])).expect("list --json")
     }
 
+    /// Narrow the client's ephemeral ports to `low..=high`: one client tuple comes back after
+    /// a few thousand connections instead of tens of thousands, so that under load a tuple
+    /// that went to the old container is reused while that container is being retired.
+    pub fn narrow_client_ports(&self, low: u16, high: u16) {
+        must(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.client,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.ip_local_port_range={low} {high}"),
+            ],
+        );
+    }
+
     /// netkit in the client namespace.
     pub fn client_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("ip");

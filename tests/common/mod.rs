@@ -439,6 +439,76 @@ pub fn parse_json_line(stdout: &[u8]) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
 }
 
+/// How long after `drain --wait` returns a held connection may still take to report that it
+/// closed: the drain sees the flow end in conntrack as the FINs pass, a moment before the
+/// hold process exits.
+const HOLD_EXIT_GRACE: Duration = Duration::from_millis(200);
+
+/// Watch a held connection and a `drain --wait` started after the switch: the hold must end
+/// cleanly (it proves its connection survived, see netkit `hold`), the drain must not return
+/// while the hold is open, and must exit 0. Returns the drain's lag after the hold closed
+/// (zero when the drain was first by less than [`HOLD_EXIT_GRACE`]). Both are killed on failure.
+pub fn drain_outlives_hold(mut hold: Child, mut drain: Child, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let kill_both = |hold: &mut Child, drain: &mut Child| {
+        for child in [hold, drain] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    };
+    loop {
+        if started.elapsed() > limit {
+            kill_both(&mut hold, &mut drain);
+            panic!("neither the hold nor the drain ended within {limit:?}");
+        }
+        if let Some(hold_status) = hold.try_wait().expect("hold") {
+            let closed = Instant::now();
+            let output = hold.wait_with_output().expect("hold output");
+            assert!(
+                hold_status.success(),
+                "the held connection did not survive: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return finish_drain_after(drain, closed, limit);
+        }
+        if drain.try_wait().expect("drain").is_some() {
+            let returned = Instant::now();
+            while returned.elapsed() < HOLD_EXIT_GRACE {
+                if hold.try_wait().expect("hold").is_some() {
+                    return finish_drain_after(drain, Instant::now(), limit);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            kill_both(&mut hold, &mut drain);
+            panic!("drain --wait returned while the held flow was still open");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Wait for the drain after the hold closed at `hold_closed`; insist it exits 0.
+fn finish_drain_after(mut drain: Child, hold_closed: Instant, limit: Duration) -> Duration {
+    loop {
+        if let Some(status) = drain.try_wait().expect("drain") {
+            let lag = hold_closed.elapsed();
+            let output = drain.wait_with_output().expect("drain output");
+            assert!(
+                status.success(),
+                "drain --wait failed ({status}): {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return lag;
+        }
+        if hold_closed.elapsed() > limit {
+            let _ = drain.kill();
+            let _ = drain.wait();
+            panic!("drain --wait did not return within {limit:?} of the last flow closing");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Wait for a spawned child and parse its JSON line.
 pub fn finish_json(child: Child) -> serde_json::Value {
     let output = child.wait_with_output().expect("wait");

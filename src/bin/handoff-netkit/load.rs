@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +24,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::client::{await_server_close, connect_from, get_root, REQUEST_TIMEOUT};
-use crate::{print_json, LoadArgs};
+use crate::{install_stop_handler, print_json, stop_requested, LoadArgs};
 
 /// How many error strings `load` keeps.
 const MAX_ERRORS: usize = 5;
@@ -35,13 +35,6 @@ const MAX_FAILURE_RECORDS: usize = 100;
 const FAILURE_BACKOFF: Duration = Duration::from_millis(1);
 /// The first local port `--unique-sources` hands out (below it, many systems run services).
 const FIRST_UNIQUE_PORT: u16 = 10_000;
-
-/// Set by SIGTERM or SIGINT: finish the requests in flight, then report.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
 
 /// Which step of a request failed.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -218,7 +211,7 @@ pub(crate) struct LoadLimits {
 impl LoadLimits {
     /// Claims the next request slot; false once time or budget is used up, or a stop was asked.
     pub(crate) fn next_request(&self) -> bool {
-        if Instant::now() >= self.deadline || STOP.load(Ordering::Relaxed) {
+        if Instant::now() >= self.deadline || stop_requested() {
             return false;
         }
         match self.max_requests {
@@ -230,16 +223,7 @@ impl LoadLimits {
 
 /// Runs the load workers and prints the merged report.
 pub(crate) fn load(args: &LoadArgs) -> Result<()> {
-    for signal in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGINT,
-    ] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::Handler(request_stop))
-        }
-        .context("installing the stop handler")?;
-    }
+    install_stop_handler()?;
     if args.keepalive && !args.unique_sources.is_empty() {
         bail!("--unique-sources applies to a new connection per request, not --keepalive");
     }
@@ -295,7 +279,7 @@ pub(crate) fn load_report(mut stats: LoadStats, elapsed: Duration) -> LoadReport
         errors: stats.errors,
         failures: stats.failures,
         elapsed_ms: elapsed.as_millis() as u64,
-        stopped: STOP.load(Ordering::Relaxed),
+        stopped: stop_requested(),
     }
 }
 

@@ -15,6 +15,7 @@
 //! diagnostics go to stderr. Exit status is 0 on success and 1 on failure.
 
 mod client;
+mod ct_deletes;
 mod hold;
 mod http;
 mod load;
@@ -26,6 +27,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -52,6 +54,19 @@ enum Command {
     Download(TransferArgs),
     /// Open a keep-alive connection, make one request and hold it open.
     Hold(HoldArgs),
+    /// Print the conntrack entries userspace deletes (dockerd, conntrack -D, handoff), one
+    /// JSON line each, until SIGTERM.
+    CtDeletes(CtDeletesArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CtDeletesArgs {
+    /// Only entries whose client (original source) address starts with this text.
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) client_prefix: Option<String>,
+    /// File created once the subscription stands.
+    #[arg(long)]
+    pub(crate) ready_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +153,7 @@ fn main() -> ExitCode {
         Command::Upload(args) => transfer::upload(&args),
         Command::Download(args) => transfer::download(&args),
         Command::Hold(args) => hold::hold(&args),
+        Command::CtDeletes(args) => report_fatal(ct_deletes::ct_deletes(&args)),
     };
     if succeeded {
         ExitCode::SUCCESS
@@ -155,6 +171,33 @@ pub(crate) fn report_fatal(result: Result<()>) -> bool {
             false
         }
     }
+}
+
+/// Set by SIGTERM or SIGINT in the modes that run until told to stop.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// On SIGTERM or SIGINT, [`stop_requested`] turns true: the mode finishes what is in flight
+/// and reports, instead of dying with nothing said.
+pub(crate) fn install_stop_handler() -> Result<()> {
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::Handler(request_stop))
+        }
+        .context("installing the stop handler")?;
+    }
+    Ok(())
+}
+
+pub(crate) fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
 }
 
 /// Prints `value` as the single JSON result line on stdout and flushes it.

@@ -1,15 +1,12 @@
-//! The kernel's connection tracking table, read through ctnetlink: a dump of the flows that
-//! exist now, and NEW/UPDATE/DESTROY events that say the moment one ends.
-//!
-//! Decoding uses `netlink-packet-netfilter`; the attributes it leaves raw (flow id, byte
-//! counters, start timestamp) are decoded here. No `/proc` parsing and no `conntrack` binary.
+//! ctnetlink messages: decoding what the kernel sends (dump entries, events, errors) and
+//! building what handoff asks (a lookup, a delete). `netlink-packet-netfilter` does the
+//! framing; the attributes it leaves raw (id, zone, byte counters, start timestamp) are decoded
+//! here. Never panics, whatever the bytes.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddrV4};
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use netlink_packet_core::{DefaultNla, NetlinkPayload, Nla, NLM_F_DUMP, NLM_F_REQUEST};
+use anyhow::Result;
+use netlink_packet_core::{DefaultNla, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol,
     Tuple,
@@ -17,199 +14,18 @@ use netlink_packet_netfilter::conntrack::{
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
-use netlink_sys::Socket;
-use serde::Serialize;
 
-use crate::error::Failure;
+use super::flow::{Change, Flow, FlowKey, TcpState};
 use crate::nfnetlink;
-
-/// Multicast groups of ctnetlink events (linux/netfilter/nfnetlink.h).
-const NFNLGRP_CONNTRACK_NEW: u32 = 1;
-const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
-const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 
 /// Attributes the crate leaves undecoded (linux/netfilter/nfnetlink_conntrack.h).
 const CTA_COUNTERS_ORIG: u16 = 9;
 const CTA_COUNTERS_REPLY: u16 = 10;
 const CTA_ID: u16 = 12;
+const CTA_ZONE: u16 = 18;
 const CTA_TIMESTAMP: u16 = 20;
 const CTA_COUNTERS_BYTES: u16 = 2;
 const CTA_TIMESTAMP_START: u16 = 1;
-
-/// `IPS_DST_NAT` in the conntrack status bits: the flow was DNAT'd.
-const IPS_DST_NAT: u32 = 1 << 5;
-
-/// Receive buffer for events: large, so that a burst of unrelated flows rarely overruns it.
-const EVENT_RCVBUF: usize = 8 << 20;
-
-/// conntrack's TCP states (linux/netfilter/nf_conntrack_tcp.h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TcpState {
-    None,
-    SynSent,
-    SynRecv,
-    Established,
-    FinWait,
-    CloseWait,
-    LastAck,
-    TimeWait,
-    Close,
-    SynSent2,
-    Unknown,
-}
-
-impl TcpState {
-    pub fn from_kernel(value: u8) -> Self {
-        match value {
-            0 => TcpState::None,
-            1 => TcpState::SynSent,
-            2 => TcpState::SynRecv,
-            3 => TcpState::Established,
-            4 => TcpState::FinWait,
-            5 => TcpState::CloseWait,
-            6 => TcpState::LastAck,
-            7 => TcpState::TimeWait,
-            8 => TcpState::Close,
-            9 => TcpState::SynSent2,
-            _ => TcpState::Unknown,
-        }
-    }
-
-    /// Finished flows only wait for their entry to expire; every other state may still carry
-    /// data.
-    pub fn is_live(self) -> bool {
-        !matches!(self, TcpState::TimeWait | TcpState::Close)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TcpState::None => "NONE",
-            TcpState::SynSent => "SYN_SENT",
-            TcpState::SynRecv => "SYN_RECV",
-            TcpState::Established => "ESTABLISHED",
-            TcpState::FinWait => "FIN_WAIT",
-            TcpState::CloseWait => "CLOSE_WAIT",
-            TcpState::LastAck => "LAST_ACK",
-            TcpState::TimeWait => "TIME_WAIT",
-            TcpState::Close => "CLOSE",
-            TcpState::SynSent2 => "SYN_SENT2",
-            TcpState::Unknown => "UNKNOWN",
-        }
-    }
-
-    /// The sysctl holding this state's full timeout, to tell idle time from the time left.
-    fn timeout_sysctl(self) -> Option<&'static str> {
-        Some(match self {
-            TcpState::SynSent | TcpState::SynSent2 => "nf_conntrack_tcp_timeout_syn_sent",
-            TcpState::SynRecv => "nf_conntrack_tcp_timeout_syn_recv",
-            TcpState::Established => "nf_conntrack_tcp_timeout_established",
-            TcpState::FinWait => "nf_conntrack_tcp_timeout_fin_wait",
-            TcpState::CloseWait => "nf_conntrack_tcp_timeout_close_wait",
-            TcpState::LastAck => "nf_conntrack_tcp_timeout_last_ack",
-            TcpState::TimeWait => "nf_conntrack_tcp_timeout_time_wait",
-            TcpState::Close => "nf_conntrack_tcp_timeout_close",
-            TcpState::None | TcpState::Unknown => return None,
-        })
-    }
-}
-
-/// One IPv4 TCP flow as conntrack sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Flow {
-    /// conntrack's id for the entry (stable for its lifetime).
-    pub id: Option<u32>,
-    /// The client: source of the original direction.
-    pub client: SocketAddrV4,
-    /// What the client connected to (the host's external address and port).
-    pub destination: SocketAddrV4,
-    /// Where the flow really goes: source of the reply direction (after DNAT, the backend).
-    pub backend: SocketAddrV4,
-    pub state: TcpState,
-    /// Seconds until the entry expires unless a packet refreshes it.
-    pub timeout_secs: Option<u32>,
-    pub status: u32,
-    /// Bytes in both directions, when `nf_conntrack_acct` is on.
-    pub bytes: Option<u64>,
-    /// Start time in ns (CLOCK_REALTIME), when `nf_conntrack_timestamp` is on.
-    pub start_ns: Option<u64>,
-}
-
-/// Identifies a flow across dump and events: its original tuple.
-pub type FlowKey = (SocketAddrV4, SocketAddrV4);
-
-impl Flow {
-    pub fn key(&self) -> FlowKey {
-        (self.client, self.destination)
-    }
-
-    pub fn is_live(&self) -> bool {
-        self.state.is_live()
-    }
-
-    pub fn is_dnat(&self) -> bool {
-        self.status & IPS_DST_NAT != 0
-    }
-
-    /// Seconds since the last packet, derived from the state's configured timeout and the time
-    /// left (`None` when either is unknown).
-    pub fn idle_secs(&self, timeouts: &StateTimeouts) -> Option<u32> {
-        let full = timeouts.get(self.state)?;
-        Some(full.saturating_sub(self.timeout_secs?))
-    }
-}
-
-/// The configured per-state TCP timeouts of this network namespace.
-#[derive(Debug, Default, Clone)]
-pub struct StateTimeouts(HashMap<&'static str, u32>);
-
-impl StateTimeouts {
-    pub fn read() -> Self {
-        let mut timeouts = HashMap::new();
-        for state in [
-            TcpState::SynSent,
-            TcpState::SynRecv,
-            TcpState::Established,
-            TcpState::FinWait,
-            TcpState::CloseWait,
-            TcpState::LastAck,
-            TcpState::TimeWait,
-            TcpState::Close,
-        ] {
-            if let Some(name) = state.timeout_sysctl() {
-                let path = format!("/proc/sys/net/netfilter/{name}");
-                if let Some(value) = std::fs::read_to_string(path)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                {
-                    timeouts.insert(name, value);
-                }
-            }
-        }
-        StateTimeouts(timeouts)
-    }
-
-    fn get(&self, state: TcpState) -> Option<u32> {
-        self.0.get(state.timeout_sysctl()?).copied()
-    }
-}
-
-/// What a ctnetlink message says about a flow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The flow exists (dump entry, NEW or UPDATE event) in the state given.
-    Present(Flow),
-    /// The entry was destroyed.
-    Destroyed(Flow),
-}
-
-impl Change {
-    pub fn flow(&self) -> &Flow {
-        match self {
-            Change::Present(flow) | Change::Destroyed(flow) => flow,
-        }
-    }
-}
 
 fn default_nla_bytes(nla: &DefaultNla) -> Vec<u8> {
     let mut value = vec![0; nla.value_len()];
@@ -292,6 +108,7 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
     let mut id = None;
     let mut bytes: Option<u64> = None;
     let mut start_ns = None;
+    let mut zone = 0;
     for attribute in attributes {
         match attribute {
             ConntrackAttribute::CtaTupleOrig(tuple) => original = decode_tuple(tuple),
@@ -313,6 +130,12 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
                 let value = default_nla_bytes(nla);
                 match nla.kind() & 0x3fff {
                     CTA_ID => id = be_u32(&value),
+                    CTA_ZONE => {
+                        zone = value
+                            .get(..2)
+                            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                            .unwrap_or(0)
+                    }
                     CTA_COUNTERS_ORIG | CTA_COUNTERS_REPLY => {
                         for (kind, counter) in nested(&value) {
                             if kind == CTA_COUNTERS_BYTES {
@@ -338,12 +161,14 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
     if protocol != Protocol::Tcp {
         return None;
     }
-    let (backend, _, _) = reply?;
+    let (backend, reply_to, _) = reply?;
     let flow = Flow {
         id,
         client,
         destination,
         backend,
+        reply_to,
+        zone,
         // Events for a destroyed entry may omit the state; an UPDATE always carries it.
         state: state.unwrap_or(if destroyed {
             TcpState::Close
@@ -360,32 +185,6 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
     } else {
         Change::Present(flow)
     })
-}
-
-const EVENTS_SYSCTL: &str = "/proc/sys/net/netfilter/nf_conntrack_events";
-
-/// Make sure flows created from now on report their end.
-///
-/// With `nf_conntrack_events = 2` (the kernel's default: "only when someone listens"), a flow
-/// created while no ctnetlink listener exists never reports its end, and a drain started later
-/// could only poll. Setting it to 1 gives every new flow the (small) event extension. A value
-/// of 0 means events were turned off on purpose: it is left alone and drains fall back to
-/// periodic dumps. Returns the value found.
-pub fn ensure_events_for_new_flows() -> Result<u8> {
-    let current = std::fs::read_to_string(EVENTS_SYSCTL).map_err(|e| {
-        Failure::host(format!(
-            "cannot read {EVENTS_SYSCTL} ({e}); is nf_conntrack loaded?"
-        ))
-    })?;
-    let current: u8 = current.trim().parse().unwrap_or(2);
-    if current == 2 {
-        std::fs::write(EVENTS_SYSCTL, "1").map_err(|e| {
-            Failure::host(format!(
-                "cannot enable conntrack events in {EVENTS_SYSCTL}: {e}"
-            ))
-        })?;
-    }
-    Ok(current)
 }
 
 /// What one read from a ctnetlink socket produced.
@@ -424,159 +223,70 @@ pub fn decode_datagram(datagram: &[u8], skipped: &mut usize) -> Result<Batch> {
     Ok(Batch { changes, done })
 }
 
-/// Every IPv4 TCP flow conntrack knows now (all states).
-pub fn dump() -> Result<Vec<Flow>> {
-    let socket = nfnetlink::open()?;
-    let request = nfnetlink::request(
-        NLM_F_REQUEST | NLM_F_DUMP,
-        1,
-        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-        ConntrackMessage::Get(vec![]),
-    );
-    socket.send(&request, 0).map_err(|e| {
-        Failure::host(format!(
-            "cannot query conntrack ({e}); is the nf_conntrack module loaded?"
-        ))
-    })?;
-    let mut flows = Vec::new();
-    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
-    let mut skipped = 0;
-    loop {
-        nfnetlink::receive(&socket, &mut buffer).map_err(|e| {
-            Failure::host(format!(
-                "reading the conntrack table failed ({e}); is the nf_conntrack_netlink module \
-                 available?"
-            ))
-        })?;
-        let batch = decode_datagram(&buffer, &mut skipped)
-            .map_err(|e| Failure::host(format!("cannot dump conntrack: {e:#}")))?;
-        flows.extend(batch.changes.into_iter().filter_map(|change| match change {
-            Change::Present(flow) => Some(flow),
-            Change::Destroyed(_) => None,
-        }));
-        if batch.done {
-            return Ok(flows);
-        }
-    }
-}
-
-/// The entry for one flow now, looked up by its original tuple: `None` when conntrack no
-/// longer has it. Costs one request per flow, whatever the size of the table.
-pub fn lookup(socket: &Socket, key: FlowKey) -> Result<Option<Flow>> {
-    let (client, destination) = key;
-    let tuple = vec![
+fn tcp_tuple(source: SocketAddrV4, destination: SocketAddrV4) -> Vec<Tuple> {
+    vec![
         Tuple::Ip(vec![
-            IPTuple::SourceAddress(IpAddr::V4(*client.ip())),
+            IPTuple::SourceAddress(IpAddr::V4(*source.ip())),
             IPTuple::DestinationAddress(IpAddr::V4(*destination.ip())),
         ]),
         Tuple::Proto(vec![
             ProtoTuple::Protocol(Protocol::Tcp),
-            ProtoTuple::SourcePort(client.port()),
+            ProtoTuple::SourcePort(source.port()),
             ProtoTuple::DestinationPort(destination.port()),
         ]),
-    ];
-    let request = nfnetlink::request(
+    ]
+}
+
+/// The zone attribute; zone 0 is the kernel's default and needs none.
+fn zone_attribute(zone: u16) -> Option<ConntrackAttribute> {
+    (zone != 0)
+        .then(|| ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, zone.to_be_bytes().to_vec())))
+}
+
+/// The request that looks one entry up by its zone and original tuple.
+pub fn lookup_request(key: FlowKey) -> Vec<u8> {
+    let (zone, client, destination) = key;
+    let mut attributes = vec![ConntrackAttribute::CtaTupleOrig(tcp_tuple(
+        client,
+        destination,
+    ))];
+    attributes.extend(zone_attribute(zone));
+    nfnetlink::request(
         NLM_F_REQUEST,
         1,
         NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-        ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleOrig(tuple)]),
-    );
-    socket
-        .send(&request, 0)
-        .context("looking up a conntrack entry")?;
-    if !nfnetlink::wait_readable(socket, Duration::from_secs(1))? {
-        anyhow::bail!("conntrack did not answer a lookup within 1 s");
-    }
-    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
-    nfnetlink::receive(socket, &mut buffer).context("reading a conntrack entry")?;
-    let mut skipped = 0;
-    match decode_datagram(&buffer, &mut skipped) {
-        Ok(batch) => Ok(batch.changes.into_iter().find_map(|change| match change {
-            Change::Present(flow) => Some(flow),
-            Change::Destroyed(_) => None,
-        })),
-        Err(error)
-            if error
-                .downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::raw_os_error)
-                == Some(nix::libc::ENOENT) =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    }
+        ConntrackMessage::Get(attributes),
+    )
 }
 
-/// What waiting for events produced.
-#[derive(Debug)]
-pub enum Events {
-    Changes(Vec<Change>),
-    /// Nothing arrived within the timeout.
-    Idle,
-    /// The kernel dropped events (receive buffer full): the caller must dump again.
-    Overrun,
-}
-
-/// A subscription to conntrack NEW, UPDATE and DESTROY events.
-pub struct EventStream {
-    socket: Socket,
-    buffer: Vec<u8>,
-    skipped: usize,
-}
-
-impl EventStream {
-    /// Subscribe. Subscribe before dumping, so that nothing ending in between is missed.
-    pub fn subscribe() -> Result<Self> {
-        let socket = nfnetlink::open()?;
-        for group in [
-            NFNLGRP_CONNTRACK_NEW,
-            NFNLGRP_CONNTRACK_UPDATE,
-            NFNLGRP_CONNTRACK_DESTROY,
-        ] {
-            socket.add_membership(group).map_err(|e| {
-                Failure::host(format!(
-                    "cannot subscribe to conntrack events ({e}); handoff must run as root"
-                ))
-            })?;
-        }
-        // Best effort: a smaller buffer only means more resyncs.
-        let _ = socket.set_rx_buf_sz(EVENT_RCVBUF);
-        socket
-            .set_non_blocking(true)
-            .context("making the event socket non-blocking")?;
-        Ok(EventStream {
-            socket,
-            buffer: Vec::with_capacity(nfnetlink::RECV_BUFFER),
-            skipped: 0,
-        })
+/// The request that deletes `flow`'s entry by its *reply* tuple (backend -> client), with its
+/// zone and id. The reply tuple names the backend, so the request cannot reach an entry that a
+/// client opened later with the same original tuple towards another backend; the id narrows it
+/// to the entry that was seen.
+pub fn delete_request(flow: &Flow) -> Vec<u8> {
+    let mut attributes = vec![ConntrackAttribute::CtaTupleReply(tcp_tuple(
+        flow.backend,
+        flow.reply_to,
+    ))];
+    attributes.extend(zone_attribute(flow.zone));
+    if let Some(id) = flow.id {
+        attributes.push(ConntrackAttribute::Other(DefaultNla::new(
+            CTA_ID,
+            id.to_be_bytes().to_vec(),
+        )));
     }
-
-    /// Wait up to `timeout` for events and return all that are queued.
-    pub fn wait(&mut self, timeout: Duration) -> Result<Events> {
-        if !nfnetlink::wait_readable(&self.socket, timeout)? {
-            return Ok(Events::Idle);
-        }
-        let mut changes = Vec::new();
-        loop {
-            match nfnetlink::receive(&self.socket, &mut self.buffer) {
-                Ok(_) => {
-                    let batch = decode_datagram(&self.buffer, &mut self.skipped)?;
-                    changes.extend(batch.changes);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                    return Ok(Events::Overrun)
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context("reading conntrack events")),
-            }
-        }
-        Ok(Events::Changes(changes))
-    }
+    nfnetlink::request(
+        NLM_F_REQUEST | NLM_F_ACK,
+        1,
+        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        ConntrackMessage::Delete(attributes),
+    )
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::conntrack::StateTimeouts;
     use netlink_packet_core::{NetlinkSerializable, ParseableParametrized};
     use netlink_packet_netfilter::conntrack::Status;
     use std::net::Ipv4Addr;
@@ -606,7 +316,7 @@ mod tests {
     }
 
     /// A DNAT'd flow: client 10.0.2.2:40000 -> host 10.0.2.1:80, answered by 10.0.1.11:8080.
-    fn dnat_flow_attributes(state: u8) -> Vec<ConntrackAttribute> {
+    pub(crate) fn dnat_flow_attributes(state: u8) -> Vec<ConntrackAttribute> {
         vec![
             ConntrackAttribute::CtaTupleOrig(tuple([10, 0, 2, 2], 40000, [10, 0, 2, 1], 80)),
             ConntrackAttribute::CtaTupleReply(tuple([10, 0, 1, 11], 8080, [10, 0, 2, 2], 40000)),
@@ -623,7 +333,7 @@ mod tests {
     }
 
     /// Encode a message the way the kernel sends it: netlink header + nfgenmsg + attributes.
-    fn datagram(message: ConntrackMessage) -> Vec<u8> {
+    pub(crate) fn datagram(message: ConntrackMessage) -> Vec<u8> {
         nfnetlink::request(
             0,
             0,
@@ -737,5 +447,67 @@ mod tests {
         );
         let kind = message.message_type();
         assert!(NetfilterMessage::parse_with_param(&[2, 0, 0, 0], kind).is_ok());
+    }
+
+    /// The attributes of a request built by us, decoded back.
+    fn attributes_of(request: &[u8]) -> Vec<ConntrackAttribute> {
+        let message = nfnetlink::parse_datagram(request).remove(0).unwrap();
+        match message.payload {
+            NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner:
+                    NetfilterMessageInner::Conntrack(
+                        ConntrackMessage::Get(attributes) | ConntrackMessage::Delete(attributes),
+                    ),
+                ..
+            }) => attributes,
+            other => panic!("not a conntrack request: {other:?}"),
+        }
+    }
+
+    fn kinds(attributes: &[ConntrackAttribute]) -> Vec<u16> {
+        attributes.iter().map(|a| a.kind() & 0x3fff).collect()
+    }
+
+    #[test]
+    fn a_delete_names_the_entry_by_its_reply_tuple_zone_and_id() {
+        let bytes = datagram(ConntrackMessage::New(dnat_flow_attributes(7)));
+        let mut skipped = 0;
+        let Change::Present(mut flow) =
+            decode_datagram(&bytes, &mut skipped).unwrap().changes[0].clone()
+        else {
+            panic!("not decoded")
+        };
+        flow.zone = 5;
+        let attributes = attributes_of(&delete_request(&flow));
+        // Never the original tuple: a client may have reused it for a flow elsewhere.
+        assert_eq!(kinds(&attributes), vec![2, CTA_ZONE, CTA_ID]);
+        assert_eq!(
+            attributes[0],
+            ConntrackAttribute::CtaTupleReply(tuple([10, 0, 1, 11], 8080, [10, 0, 2, 2], 40000))
+        );
+        let ConntrackAttribute::Other(zone) = &attributes[1] else {
+            panic!("zone")
+        };
+        assert_eq!(default_nla_bytes(zone), vec![0, 5]);
+        let ConntrackAttribute::Other(id) = &attributes[2] else {
+            panic!("id")
+        };
+        assert_eq!(default_nla_bytes(id), 77u32.to_be_bytes().to_vec());
+    }
+
+    #[test]
+    fn a_lookup_carries_the_zone_unless_it_is_the_default() {
+        let client = "10.0.2.2:40000".parse().unwrap();
+        let host = "10.0.2.1:80".parse().unwrap();
+        assert_eq!(
+            kinds(&attributes_of(&lookup_request((0, client, host)))),
+            vec![1]
+        );
+        let in_zone = attributes_of(&lookup_request((9, client, host)));
+        assert_eq!(kinds(&in_zone), vec![1, CTA_ZONE]);
+        assert_eq!(
+            in_zone[0],
+            ConntrackAttribute::CtaTupleOrig(tuple([10, 0, 2, 2], 40000, [10, 0, 2, 1], 80))
+        );
     }
 }

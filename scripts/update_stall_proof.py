@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Why a request stalls during `handoff update` under steady new-connection load, arm by arm.
+
+Run by scripts/update-stall-proof.sh (which builds and starts dockerd when none answers).
+
+Set-up per arm, fresh each time: a Docker component serving busybox `httpd` (it closes first
+after each response), readyChecks http, one external port; a client network namespace that
+reaches this host over a veth; `handoff-netkit load` with 3 workers, a new connection per
+request, 5-s timeouts (a request counts as ok only if the server's FIN arrives in time); a
+capture of every conntrack entry of the client's flows that userspace deletes, with the program
+that asked (`handoff-netkit ct-deletes`, in the host namespace, where the DNAT happens).
+--port-range narrows the client's ephemeral ports, so that its tuples come back sooner.
+
+Arms (each runs --updates updates, tags alternating, back to back):
+  A  the load alone, no update, for as long as B took (control)
+  B  updates, with handoff's conntrack clean-up at retirement turned off (the suspected cause
+     left in place: dockerd deletes the stopped container's entries by their original tuple)
+  C  updates as handoff runs them (the clean-up on)
+  D  B with no client tuple ever reused (every connection binds its own address and port)
+
+For every failed request the capture is searched for deletes of its client tuple around the
+request, and every live entry that dockerd deleted is counted: that is the deletion that cuts
+a new connection. Prints one Markdown table and writes the raw material
+(load reports, captures, failure histories) to --out.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+HANDOFF = os.path.join(BIN, "handoff")
+NETKIT = os.path.join(BIN, "handoff-netkit")
+SKIP_CLEANUP = "HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP"
+# (arm, description, updates?, clean-up on?, unique client tuples?)
+ARMS = {
+    "A": ("load only, no update", False, True, False),
+    "B": ("updates, clean-up off", True, False, False),
+    "C": ("updates, clean-up on (handoff as shipped)", True, True, False),
+    "D": ("updates, clean-up off, no tuple reuse", True, False, True),
+}
+UNIQUE_SOURCES = 64
+LIVE_STATES = ("SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
+               "SYN_SENT2", "NONE", "UNKNOWN")
+
+
+def sh(*args, check=True, env=None, timeout=300):
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+def build_image(repo, workdir):
+    """busybox httpd serving its tag's name; imported, no registry."""
+    for tag in ("v1", "v2"):
+        root = os.path.join(workdir, f"rootfs-{tag}")
+        os.makedirs(os.path.join(root, "bin"))
+        os.makedirs(os.path.join(root, "www"))
+        shutil.copy("/bin/busybox", os.path.join(root, "bin", "busybox"))
+        with open(os.path.join(root, "www", "index.html"), "w") as page:
+            page.write(tag)
+        tarball = root + ".tar"
+        sh("tar", "-C", root, "-cf", tarball, ".")
+        # As PID 1, httpd would ignore SIGTERM and every stop would wait out its grace.
+        cmd = ('["/bin/busybox", "sh", "-c", "trap \'exit 0\' TERM; '
+               '/bin/busybox httpd -f -p 8080 -h /www & wait"]')
+        sh("docker", "import", "-c", f"CMD {cmd}", tarball, f"{repo}:{tag}")
+
+
+class Arm:
+    def __init__(self, name, index, args, workdir):
+        self.name, self.args = name, args
+        self.description, self.updates, self.cleanup, self.unique = ARMS[name]
+        tag = f"hsp{os.getpid() % 100000}{name.lower()}"
+        self.table, self.client, self.host_if = tag, f"{tag}-c", f"{tag}h"
+        self.subnet = 100 + index
+        self.host = f"10.75.{self.subnet}.1"
+        self.client_ip = f"10.75.{self.subnet}.2"
+        self.port = 28000 + index
+        self.dir = os.path.join(workdir, f"arm-{name}")
+        os.makedirs(self.dir)
+        self.procs = []
+
+    # --- set-up and tear-down -------------------------------------------------------------
+    def handoff(self, *args, check=True, cleanup=True):
+        env = dict(os.environ)
+        if not cleanup:
+            env[SKIP_CLEANUP] = "1"
+        return sh(HANDOFF, "--config", os.path.join(self.dir, "handoff.json"),
+                  "--state-dir", os.path.join(self.dir, "state"), "--table", self.table,
+                  *args, check=check, env=env)
+
+    def up(self, repo):
+        sh("ip", "netns", "add", self.client)
+        sh("ip", "-n", self.client, "link", "set", "lo", "up")
+        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", "eth0", "netns",
+           self.client)
+        sh("ip", "addr", "add", f"{self.host}/24", "dev", self.host_if)
+        sh("ip", "link", "set", self.host_if, "up")
+        for n in range(UNIQUE_SOURCES if self.unique else 1):
+            sh("ip", "-n", self.client, "addr", "add", f"10.75.{self.subnet}.{2 + n}/24",
+               "dev", "eth0")
+        sh("ip", "-n", self.client, "link", "set", "eth0", "up")
+        sh("ip", "-n", self.client, "route", "add", "default", "via", self.host)
+        if self.args.port_range:
+            low, high = self.args.port_range.split("-")
+            sh("ip", "netns", "exec", self.client, "sysctl", "-qw",
+               f"net.ipv4.ip_local_port_range={low} {high}")
+        config = {"components": [{
+            "name": "web", "repo": repo, "tag": "v1", "pull": "never",
+            "ports": [{"external": self.port, "container": 8080}],
+            "readyChecks": [{"kind": "http", "port": 8080, "path": "/"}],
+            "readyTimeout": 10000, "drainTimeout": 60000, "stopTimeout": 2,
+        }]}
+        path = os.path.join(self.dir, "handoff.json")
+        with open(path, "w") as out:
+            json.dump(config, out)
+        os.chmod(path, 0o600)
+        self.handoff("start", "web")
+
+    def down(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.handoff("kill", "web", check=False)
+        containers = sh("docker", "ps", "-aq", "--filter", f"label=handoff.table={self.table}",
+                        check=False).stdout.split()
+        if containers:
+            sh("docker", "rm", "-f", *containers, check=False)
+        sh("nft", "delete", "table", "inet", self.table, check=False)
+        sh("ip", "netns", "del", self.client, check=False)
+        sh("ip", "link", "del", self.host_if, check=False)
+
+    # --- the run ----------------------------------------------------------------------------
+    def run(self, duration_s):
+        # Who deletes which entry: netkit's capture receives only the events that a userspace
+        # request caused (dockerd's clean-up, handoff's), so unlike `conntrack -E` it loses
+        # none under load.
+        capture_path = os.path.join(self.dir, "conntrack-deletes.jsonl")
+        ready = os.path.join(self.dir, "capture.ready")
+        capture = subprocess.Popen(
+            [NETKIT, "ct-deletes", "--client-prefix", f"10.75.{self.subnet}.",
+             "--ready-file", ready],
+            stdout=open(capture_path, "w"), stderr=open(capture_path + ".err", "w"))
+        self.procs.append(capture)
+        for _ in range(100):
+            if os.path.exists(ready):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        load_cmd = ["ip", "netns", "exec", self.client, NETKIT, "load", "--target",
+                    f"{self.host}:{self.port}", "--connections", str(self.args.workers),
+                    "--duration-ms", str(3_600_000)]
+        if self.unique:
+            load_cmd += ["--unique-sources", ",".join(
+                f"10.75.{self.subnet}.{2 + n}" for n in range(UNIQUE_SOURCES))]
+        load = subprocess.Popen(load_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        self.procs.append(load)
+        time.sleep(2)
+        updates, started = [], time.time()
+        if self.updates:
+            for i in range(self.args.updates):
+                tag = "v2" if i % 2 == 0 else "v1"
+                t0 = time.time()
+                result = self.handoff("update", "web", "--tag", tag, check=False,
+                                      cleanup=self.cleanup)
+                updates.append({"tag": tag, "rc": result.returncode, "start": t0,
+                                 "seconds": round(time.time() - t0, 3),
+                                 "stderr": result.stderr[-400:] if result.returncode else ""})
+        else:
+            time.sleep(duration_s)
+        busy = time.time() - started
+        time.sleep(3)
+        load.send_signal(signal.SIGTERM)
+        out, err = load.communicate(timeout=60)
+        capture.send_signal(signal.SIGTERM)
+        capture.wait(timeout=10)
+        report = json.loads(out.strip().splitlines()[-1])
+        with open(os.path.join(self.dir, "load.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(self.dir, "updates.json"), "w") as f:
+            json.dump(updates, f, indent=1)
+        events = parse_events(capture_path)
+        return summarize(self, report, updates, events, busy)
+
+
+def parse_events(path):
+    with open(path) as capture:
+        return [json.loads(line) for line in capture if line.strip()]
+
+
+def summarize(arm, report, updates, events, busy):
+    by_client = {}
+    for e in events:
+        by_client.setdefault(e["client"], []).append(e)
+    dockerd = [e for e in events if e["program"] == "dockerd"]
+    dockerd_live = [e for e in dockerd if e["state"] in LIVE_STATES]
+    histories, attributed = [], 0
+    for failure in report.get("failures", []):
+        local = failure.get("local")
+        start = failure["started_us"]
+        window = [e for e in by_client.get(local, [])
+                  if start - 10_000_000 <= e["at_us"] <= start + 7_000_000]
+        cut_by_dockerd = any(e["program"] == "dockerd" and e["state"] in LIVE_STATES
+                             and e["at_us"] >= start for e in window)
+        attributed += cut_by_dockerd
+        histories.append({"failure": failure, "cut_by_dockerd": cut_by_dockerd,
+                          "deletes": window})
+    with open(os.path.join(arm.dir, "failure-histories.json"), "w") as f:
+        json.dump(histories, f, indent=1)
+    with open(os.path.join(arm.dir, "dockerd-live-deletes.json"), "w") as f:
+        json.dump(dockerd_live, f, indent=1)
+    capture_warnings = open(os.path.join(arm.dir, "conntrack-deletes.jsonl.err")).read()
+    return {
+        "arm": arm.name, "what": arm.description,
+        "updates": len(updates), "updates_failed": sum(1 for u in updates if u["rc"] != 0),
+        "seconds": round(busy, 1),
+        "requests": report["ok"] + report["failed"], "failed": report["failed"],
+        "slowest_ms": report["slowest_ms"],
+        "tuples_reused": report["tuples"]["reused"],
+        "reuse_gap": report["tuples"]["median_gap_connections"],
+        "dockerd_deletes": len(dockerd), "dockerd_live_deletes": len(dockerd_live),
+        "handoff_deletes": sum(1 for e in events if e["program"] != "dockerd"),
+        "failures_cut_by_dockerd": attributed,
+        "capture_overruns": capture_warnings.count("ENOBUFS"),
+    }
+
+
+def table(rows):
+    head = ("arm", "what", "updates (failed)", "s", "requests", "failed", "slowest ms",
+            "tuples reused (median gap, conns)", "entries dockerd deleted (live ones)",
+            "entries handoff deleted", "failures cut by dockerd")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(x) for x in (
+            r["arm"], r["what"], f"{r['updates']} ({r['updates_failed']})", r["seconds"],
+            r["requests"], r["failed"], r["slowest_ms"],
+            f"{r['tuples_reused']} ({r['reuse_gap']})",
+            f"{r['dockerd_deletes']} ({r['dockerd_live_deletes']})", r["handoff_deletes"],
+            r["failures_cut_by_dockerd"])) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--port-range", default=None, metavar="LOW-HIGH",
+                        help="the client's ephemeral ports (default: the kernel's); a narrow "
+                             "range brings a tuple back sooner")
+    parser.add_argument("--arms", default="A,B,C,D")
+    parser.add_argument("--out", default=None, help="keep the raw material here")
+    args = parser.parse_args()
+    names = [a.strip().upper() for a in args.arms.split(",") if a.strip()]
+    for name in names:
+        if name not in ARMS:
+            sys.exit(f"unknown arm {name!r} (A, B, C, D)")
+    workdir = args.out or tempfile.mkdtemp(prefix="handoff-stall-proof-")
+    os.makedirs(workdir, exist_ok=True)
+    repo = f"handoff-stall-proof-{os.getpid()}"
+    build_image(repo, workdir)
+    rows, duration = [], 1.0 * args.updates
+    try:
+        for index, name in enumerate(names):
+            arm = Arm(name, index, args, workdir)
+            print(f"arm {name}: {arm.description} ...", file=sys.stderr, flush=True)
+            try:
+                arm.up(repo)
+                row = arm.run(duration)
+            finally:
+                arm.down()
+            if ARMS[name][1]:
+                duration = row["seconds"]
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        sh("docker", "rmi", "-f", f"{repo}:v1", f"{repo}:v2", check=False)
+    print(table(rows))
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    print(f"\nraw material: {workdir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+//! The kernel's connection tracking table, read through ctnetlink: a dump of the flows that
+//! exist now, one entry looked up or deleted, and NEW/UPDATE/DESTROY events that say the moment
+//! one ends. No `/proc` parsing and no `conntrack` binary.
+//!
+//! Split by concern: [`flow`] (the model), [`message`] (ctnetlink messages both ways),
+//! [`socket`] (requests and the event subscription), [`sysctl`] (timeouts and event delivery).
+//! The drain and the retirement talk to the [`Conntrack`] trait, so that their decisions can be
+//! tested against [`fake::FakeConntrack`] as well as against the kernel.
+
+pub mod filter;
+mod flow;
+mod message;
+mod socket;
+mod sysctl;
+
+#[cfg(test)]
+pub mod fake;
+
+pub use flow::{Change, Flow, FlowKey, TcpState};
+pub use message::{decode, decode_datagram, delete_request, lookup_request, Batch};
+pub use socket::{delete, dump, lookup, EventStream, Events, Netlink, EVENT_RCVBUF};
+pub use sysctl::{ensure_events_for_new_flows, EventsSetting, StateTimeouts};
+
+use anyhow::Result;
+use std::time::Duration;
+
+/// What the drain and the retirement need of the kernel's conntrack.
+pub trait Conntrack {
+    /// Every IPv4 TCP flow now, all states.
+    fn dump(&mut self) -> Result<Vec<Flow>>;
+    /// One entry now, by zone and original tuple; `None` when it is gone.
+    fn lookup(&mut self, key: FlowKey) -> Result<Option<Flow>>;
+    /// Delete one entry by its reply tuple and id; `false` when it was already gone.
+    fn delete(&mut self, flow: &Flow) -> Result<bool>;
+    /// Start receiving events about flows answered by `backends` (called before the first
+    /// dump, so that nothing ending in between is missed).
+    fn subscribe(&mut self, backends: &[std::net::Ipv4Addr]) -> Result<()>;
+    /// Wait up to `timeout` for events and return all that are queued.
+    fn events(&mut self, timeout: Duration) -> Result<Events>;
+    /// Drop every queued event: after an overrun they are older than the next dump, and
+    /// replaying them on top of it could resurrect a flow or end one that lives.
+    fn discard_queued(&mut self) -> Result<()>;
+}
