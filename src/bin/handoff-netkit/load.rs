@@ -4,7 +4,9 @@
 //! the response and — with a new connection per request — the server's FIN (the server closes
 //! first, so a missing FIN means the connection was cut or stalled on the way). Every failure
 //! is kept with its client address and start time, so that it can be matched with a conntrack
-//! event log, and the slowest attempt is reported: a stall shows even when it ends in success.
+//! event log. A request that succeeds but takes longer than `--stall-ms` (a lost SYN costs a
+//! second before it is sent again) is kept the same way, and the slowest attempt is reported:
+//! a stall shows even when it ends in success.
 //!
 //! The report also says how often the client reused a tuple (local address and port) that the
 //! run had used before: under a steady new-connection load to one destination, the kernel's
@@ -45,14 +47,15 @@ pub(crate) enum Phase {
     Close,
 }
 
-/// One failed request, as reported.
+/// One failed or stalled request, as reported.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct FailureRecord {
     /// When the request started, µs since the epoch (conntrack's event timestamps are too).
     pub(crate) started_us: u64,
     /// The client's address and port, when the kernel got as far as choosing one.
     pub(crate) local: Option<SocketAddr>,
-    pub(crate) phase: Phase,
+    /// The step that failed; `None` for a request that succeeded, slowly.
+    pub(crate) phase: Option<Phase>,
     pub(crate) error: String,
     pub(crate) elapsed_ms: u64,
 }
@@ -65,6 +68,8 @@ pub(crate) struct LoadStats {
     pub(crate) by_backend: BTreeMap<String, u64>,
     pub(crate) errors: Vec<String>,
     pub(crate) failures: Vec<FailureRecord>,
+    /// Requests that succeeded after more than the stall threshold.
+    pub(crate) stalls: Vec<FailureRecord>,
     pub(crate) latencies_us: Vec<u32>,
     /// The longest attempt, ok or not.
     pub(crate) slowest: Duration,
@@ -102,6 +107,8 @@ impl LoadStats {
         self.errors.extend(other.errors.into_iter().take(room));
         let room = MAX_FAILURE_RECORDS.saturating_sub(self.failures.len());
         self.failures.extend(other.failures.into_iter().take(room));
+        let room = MAX_FAILURE_RECORDS.saturating_sub(self.stalls.len());
+        self.stalls.extend(other.stalls.into_iter().take(room));
         self.latencies_us.extend(other.latencies_us);
         self.slowest = self.slowest.max(other.slowest);
         self.tuples.extend(other.tuples);
@@ -149,6 +156,8 @@ pub(crate) struct LoadReport {
     pub(crate) errors: Vec<String>,
     /// The first failures in full.
     pub(crate) failures: Vec<FailureRecord>,
+    /// Requests that succeeded after more than `--stall-ms`, in full.
+    pub(crate) stalls: Vec<FailureRecord>,
     pub(crate) elapsed_ms: u64,
     pub(crate) requests_per_sec: f64,
     pub(crate) latency_p50_us: u64,
@@ -238,6 +247,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
     for worker in 0..workers {
         let limits = Arc::clone(&limits);
         let (target, keepalive) = (args.target, args.keepalive);
+        let stall = Duration::from_millis(args.stall_ms);
         let sources = if args.unique_sources.is_empty() {
             Sources::Kernel
         } else {
@@ -249,7 +259,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
         };
         let handle = thread::Builder::new()
             .name(format!("load-{worker}"))
-            .spawn(move || load_worker(target, keepalive, &sources, start, &limits))
+            .spawn(move || load_worker(target, keepalive, stall, &sources, start, &limits))
             .context("spawning load worker")?;
         handles.push(handle);
     }
@@ -265,6 +275,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
 pub(crate) fn load_report(mut stats: LoadStats, elapsed: Duration) -> LoadReport {
     stats.latencies_us.sort_unstable();
     stats.failures.sort_by_key(|f| f.started_us);
+    stats.stalls.sort_by_key(|f| f.started_us);
     let total = stats.ok + stats.failed;
     let secs = elapsed.as_secs_f64();
     LoadReport {
@@ -278,6 +289,7 @@ pub(crate) fn load_report(mut stats: LoadStats, elapsed: Duration) -> LoadReport
         by_backend: stats.by_backend,
         errors: stats.errors,
         failures: stats.failures,
+        stalls: stats.stalls,
         elapsed_ms: elapsed.as_millis() as u64,
         stopped: stop_requested(),
     }
@@ -302,6 +314,7 @@ fn epoch_us() -> u64 {
 pub(crate) fn load_worker(
     target: SocketAddr,
     keepalive: bool,
+    stall: Duration,
     sources: &Sources,
     run_start: Instant,
     limits: &LoadLimits,
@@ -330,7 +343,7 @@ pub(crate) fn load_worker(
                         FailureRecord {
                             started_us,
                             local: None,
-                            phase: Phase::Connect,
+                            phase: Some(Phase::Connect),
                             error: format!("{error:#}"),
                             elapsed_ms: 0,
                         },
@@ -342,13 +355,24 @@ pub(crate) fn load_worker(
         };
         let took = begin.elapsed();
         match outcome.result {
-            Ok(backend) => stats.record_ok(backend, took),
+            Ok(backend) => {
+                if took > stall && stats.stalls.len() < MAX_FAILURE_RECORDS {
+                    stats.stalls.push(FailureRecord {
+                        started_us,
+                        local: outcome.local,
+                        phase: None,
+                        error: format!("answered by {backend} after a stall"),
+                        elapsed_ms: took.as_millis() as u64,
+                    });
+                }
+                stats.record_ok(backend, took);
+            }
             Err((phase, error)) => {
                 stats.record_failure(
                     FailureRecord {
                         started_us,
                         local: outcome.local,
-                        phase,
+                        phase: Some(phase),
                         error: format!("{error:#}"),
                         elapsed_ms: took.as_millis() as u64,
                     },

@@ -108,6 +108,10 @@ pub(crate) struct LoadArgs {
     /// thousand connections to one destination).
     #[arg(long, value_delimiter = ',', value_name = "IP,...")]
     pub(crate) unique_sources: Vec<IpAddr>,
+    /// A request that succeeds after more than this is reported as a stall (with its client
+    /// address and start time), though it counts as ok.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub(crate) stall_ms: u64,
 }
 
 #[derive(Args, Debug)]
