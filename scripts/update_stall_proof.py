@@ -218,6 +218,17 @@ def summarize(arm, report, updates, events, busy):
                           "deletes": window})
     with open(os.path.join(arm.dir, "failure-histories.json"), "w") as f:
         json.dump(histories, f, indent=1)
+    # A request that succeeded after a stall (a lost SYN is sent again after 1 s): was its
+    # client tuple's previous entry deleted by someone at the moment it was reused?
+    stalls, stalls_at_a_delete = [], 0
+    for stall in report.get("stalls", []):
+        start = stall["started_us"]
+        near = [e for e in by_client.get(stall.get("local"), [])
+                if start - 50_000 <= e["at_us"] <= start + 50_000]
+        stalls_at_a_delete += bool(near)
+        stalls.append({"stall": stall, "deletes_within_50ms": near})
+    with open(os.path.join(arm.dir, "stall-histories.json"), "w") as f:
+        json.dump(stalls, f, indent=1)
     with open(os.path.join(arm.dir, "dockerd-live-deletes.json"), "w") as f:
         json.dump(dockerd_live, f, indent=1)
     capture_warnings = open(os.path.join(arm.dir, "conntrack-deletes.jsonl.err")).read()
@@ -232,14 +243,168 @@ def summarize(arm, report, updates, events, busy):
         "dockerd_deletes": len(dockerd), "dockerd_live_deletes": len(dockerd_live),
         "handoff_deletes": sum(1 for e in events if e["program"] != "dockerd"),
         "failures_cut_by_dockerd": attributed,
+        "stalls": len(report.get("stalls", [])), "stalls_at_a_delete": stalls_at_a_delete,
         "capture_overruns": capture_warnings.count("ENOBUFS"),
     }
+
+
+# --- the reopen race (arms R0, RD, RX) ------------------------------------------------------
+#
+# The first fix deleted the retired backend's entries; arm C then showed a rare request that
+# took 1 s instead of milliseconds: a SYN sent again. Suspected: the delete races with a SYN
+# that reopens that very tuple (client port reused while its entry sits in TIME_WAIT). The
+# kernel's TCP tracker, finding the entry killed under it, drops the SYN ("if (nf_ct_kill(ct))
+# return -NF_REPEAT; return NF_DROP;"). These arms provoke it: a client reconnects from one
+# fixed port, each time after the map was switched to the other backend, while a hammer asks
+# ctnetlink, around the SYN, to delete (RD) or to expire (RX) the old backend's entry of that
+# tuple, or does nothing (R0). A connect that takes over 0.5 s is a dropped SYN.
+
+RACE_ARMS = {"R0": None, "RD": "delete", "RX": "expire"}
+CLONE_NEWNET = 0x40000000
+
+
+def setns(ns):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+    finally:
+        os.close(fd)
+
+
+def nla(kind, payload):
+    import struct
+    length = 4 + len(payload)
+    return struct.pack("HH", length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+
+
+def ct_request(mode, backend, client, port):
+    """ctnetlink: delete, or set timeout 0, of the entry whose reply is backend:8080 ->
+    client:port (no ack asked: the hammer does not wait)."""
+    import socket as so
+    import struct
+    nested = 0x8000
+    ip = nla(1 | nested, nla(1, so.inet_aton(backend)) + nla(2, so.inet_aton(client)))
+    proto = nla(2 | nested, nla(1, bytes([6])) + nla(2, struct.pack(">H", 8080))
+                + nla(3, struct.pack(">H", port)))
+    attributes = nla(2 | nested, ip + proto)
+    kind = 2  # IPCTNL_MSG_CT_DELETE
+    if mode == "expire":
+        kind = 0  # IPCTNL_MSG_CT_NEW without NLM_F_CREATE: change an existing entry
+        attributes += nla(7, struct.pack(">I", 0))
+    body = struct.pack("BBH", 2, 0, 0) + attributes
+    return struct.pack("IHHII", 16 + len(body), (1 << 8) | kind, 1, 0, 0) + body
+
+
+def hammer_loop(gw, flag, target, mode):
+    """In its own process on the other CPU: whenever `flag` is raised, send the request for
+    the tuple in `target` as fast as possible until it is lowered."""
+    import socket as so
+    os.sched_setaffinity(0, {1})
+    setns(gw)
+    hammer = so.socket(so.AF_NETLINK, so.SOCK_RAW, 12)
+    hammer.setblocking(False)
+    while flag.value >= 0:
+        if flag.value == 0:
+            continue
+        request = ct_request(mode, target.value.decode(), CLIENT_IP, RACE_PORT)
+        while flag.value == 1:
+            hammer.send(request)
+            try:
+                while hammer.recv(65536):
+                    pass
+            except BlockingIOError:
+                pass
+
+
+CLIENT_IP, RACE_PORT = "10.0.2.2", 47001
+
+
+def reopen_race(args, workdir):
+    import multiprocessing
+    import select
+    import socket as so
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench
+    rows = []
+    for name, mode in RACE_ARMS.items():
+        with bench.Sandbox(bench.web_config(1)) as box:
+            box.serve(box.a, "a")
+            box.serve(box.b, "b")
+            box.handoff("switch", "web", "--to", bench.A)
+            flag = multiprocessing.Value("i", 0, lock=False)
+            target = multiprocessing.Array("c", 16, lock=False)
+            hammer = None
+            if mode:
+                hammer = multiprocessing.Process(target=hammer_loop,
+                                                 args=(box.gw, flag, target, mode))
+                hammer.start()
+            pid = os.fork()
+            if pid == 0:
+                # The client, in its own process pinned to the first CPU: the SYN passes the
+                # gateway's conntrack inside its connect(), while the hammer runs beside it.
+                status = 1
+                try:
+                    os.sched_setaffinity(0, {0})
+                    setns(box.client)
+                    stalls, slowest, done = 0, 0.0, 0
+                    active, other = bench.A, bench.B
+                    for _ in range(args.reopens):
+                        sh(*box.handoff_args("switch", "web", "--to", other))
+                        target.value = active.encode()
+                        c = so.socket()
+                        c.setsockopt(so.SOL_SOCKET, so.SO_REUSEADDR, 1)
+                        c.bind((CLIENT_IP, RACE_PORT))
+                        c.setblocking(False)
+                        flag.value = 1
+                        began = time.monotonic()
+                        c.connect_ex((bench.GATEWAY, 80))
+                        time.sleep(0.0005)
+                        flag.value = 0
+                        select.select([], [c], [], 5)
+                        took = time.monotonic() - began
+                        slowest = max(slowest, took)
+                        stalls += took > 0.5
+                        c.setblocking(True)
+                        c.settimeout(5)
+                        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        while c.recv(4096):
+                            pass
+                        c.close()
+                        done += 1
+                        time.sleep(0.005)
+                        active, other = other, active
+                    with open(os.path.join(workdir, f"race-{name}.json"), "w") as f:
+                        json.dump({"reopens": done, "stalls": stalls,
+                                   "slowest_ms": round(slowest * 1000)}, f)
+                    status = 0
+                finally:
+                    os._exit(status)
+            os.waitpid(pid, 0)
+            flag.value = -1
+            if hammer:
+                hammer.join()
+            with open(os.path.join(workdir, f"race-{name}.json")) as f:
+                row = {"arm": name, "hammer": mode or "none", **json.load(f)}
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+    with open(os.path.join(workdir, "reopen-race.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    lines = ["| arm | around each reopening SYN | reopens | SYNs dropped (connect > 0.5 s) "
+             "| slowest connect ms |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {r['hammer']} | {r['reopens']} | {r['stalls']} "
+                     f"| {r['slowest_ms']} |")
+    return "\n".join(lines)
 
 
 def table(rows):
     head = ("arm", "what", "updates (failed)", "s", "requests", "failed", "slowest ms",
             "tuples reused (median gap, conns)", "entries dockerd deleted (live ones)",
-            "entries handoff deleted", "failures cut by dockerd")
+            "entries handoff deleted", "failures cut by dockerd",
+            "stalls > 0.5 s (at a delete of their tuple)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(str(x) for x in (
@@ -247,7 +412,7 @@ def table(rows):
             r["requests"], r["failed"], r["slowest_ms"],
             f"{r['tuples_reused']} ({r['reuse_gap']})",
             f"{r['dockerd_deletes']} ({r['dockerd_live_deletes']})", r["handoff_deletes"],
-            r["failures_cut_by_dockerd"])) + " |")
+            r["failures_cut_by_dockerd"], f"{r['stalls']} ({r['stalls_at_a_delete']})")) + " |")
     return "\n".join(lines)
 
 
@@ -260,13 +425,20 @@ def main():
                              "range brings a tuple back sooner")
     parser.add_argument("--arms", default="A,B,C,D")
     parser.add_argument("--out", default=None, help="keep the raw material here")
+    parser.add_argument("--reopens", type=int, default=0,
+                        help="also run the reopen race (arms R0, RD, RX) with this many "
+                             "reopens each")
     args = parser.parse_args()
     names = [a.strip().upper() for a in args.arms.split(",") if a.strip()]
+    workdir = args.out or tempfile.mkdtemp(prefix="handoff-stall-proof-")
+    os.makedirs(workdir, exist_ok=True)
+    if args.reopens:
+        print(reopen_race(args, workdir) + "\n")
     for name in names:
         if name not in ARMS:
             sys.exit(f"unknown arm {name!r} (A, B, C, D)")
-    workdir = args.out or tempfile.mkdtemp(prefix="handoff-stall-proof-")
-    os.makedirs(workdir, exist_ok=True)
+    if not names:
+        return
     repo = f"handoff-stall-proof-{os.getpid()}"
     build_image(repo, workdir)
     rows, duration = [], 1.0 * args.updates

@@ -55,9 +55,9 @@ pub fn live_flows<'a>(flows: &'a [Flow], backend: &BackendRecord) -> Vec<&'a Flo
 /// What [`forget_flows`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Forgotten {
-    /// Entries deleted.
-    pub deleted: usize,
-    /// Entries that were gone by the time their delete arrived.
+    /// Entries expired.
+    pub expired: usize,
+    /// Entries that were gone by the time their expiry arrived.
     pub already_gone: usize,
     /// Live flows left in place (`include_live` was false).
     pub live_kept: usize,
@@ -67,7 +67,7 @@ pub struct Forgotten {
 /// show what happens without it. Never set it in production.
 pub const SKIP_FORGET_ENV: &str = "HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP";
 
-/// Delete the conntrack entries of a backend that is about to be retired, so that nothing else
+/// Expire the conntrack entries of a backend that is about to be retired, so that nothing else
 /// later deletes them by a tuple that a client has reused since.
 ///
 /// Why: when a container stops, dockerd deletes the entries of its address by their *original*
@@ -77,9 +77,9 @@ pub const SKIP_FORGET_ENV: &str = "HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP";
 /// — and often the same id, which hashes the entry's memory address and original tuple, and
 /// the allocator hands the freed entry's memory straight back. dockerd then deletes the new
 /// connection, which went to the new backend, and its packets stop being translated: the
-/// request hangs. Deleted here first, by their *reply* tuple (which names the retired backend
-/// and so cannot match a connection that went elsewhere), the entries are gone before dockerd
-/// looks.
+/// request hangs. Expired here first, found by their *reply* tuple (which names the retired
+/// backend and so cannot match a connection that went elsewhere), the entries are gone from
+/// dockerd's dump. Expired rather than deleted: see [`crate::conntrack::expire_request`].
 ///
 /// Only flows of `backend` through its external ports are touched. Finished ones (TIME_WAIT,
 /// CLOSE) always; live ones only with `include_live` (a backend retired without draining):
@@ -99,8 +99,8 @@ pub fn forget_flows(
         }
         if flow.is_live() && !include_live {
             forgotten.live_kept += 1;
-        } else if conntrack.delete(&flow)? {
-            forgotten.deleted += 1;
+        } else if conntrack.expire(&flow)? {
+            forgotten.expired += 1;
         } else {
             forgotten.already_gone += 1;
         }
@@ -492,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_a_retired_backend_deletes_its_finished_entries_by_reply_tuple_only() {
+    fn forgetting_a_retired_backend_expires_its_finished_entries_by_reply_tuple_only() {
         // Port 40000: the retired backend's TIME_WAIT entry, and the same client tuple reused
         // since for a live request to the new backend (same original tuple, same id).
         let finished = flow(40000, OLD, TcpState::TimeWait);
@@ -511,15 +511,15 @@ mod tests {
         assert_eq!(
             forgotten,
             Forgotten {
-                deleted: 1,
+                expired: 1,
                 already_gone: 0,
                 live_kept: 1
             }
         );
-        assert_eq!(fake.deleted, vec![finished]);
+        assert_eq!(fake.expired, vec![finished]);
         let forgotten = forget_flows(&mut fake, &backend(), true).unwrap();
         assert_eq!(
-            forgotten.deleted, 1,
+            forgotten.expired, 1,
             "without a drain the live flow goes too"
         );
         assert_eq!(fake.table, vec![reused, unrelated]);

@@ -580,3 +580,87 @@ fn the_event_socket_gets_its_whole_buffer_and_only_the_watched_backends_events()
         [BACKEND_A.parse().unwrap()].into();
     assert_eq!(backends, expected, "events seen per backend");
 }
+
+#[test]
+fn a_drained_address_backend_leaves_no_conntrack_entry_behind() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve_both_on_a();
+    // Finished flows through a: their entries wait in TIME_WAIT for two minutes.
+    let served = sandbox.requests(&sandbox.client, &gateway_80(), 300);
+    assert_eq!(served["failed"], 0, "{served}");
+    let entries_of_a = |sandbox: &Sandbox| {
+        in_namespace(&sandbox.gateway, || {
+            handoff::conntrack::dump()
+                .expect("dump")
+                .into_iter()
+                .filter(|f| f.is_dnat() && f.backend.to_string() == format!("{BACKEND_A}:8080"))
+                .count()
+        })
+    };
+    assert!(entries_of_a(&sandbox) > 10, "the load left entries of a");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    sandbox.handoff_ok(&["drain", "web", "--wait", "--timeout", "10"]);
+    // Whoever stops a later (dockerd, for a container) finds nothing to delete by a tuple
+    // that a client may have reused since.
+    assert_eq!(entries_of_a(&sandbox), 0);
+}
+
+/// handoff in the gateway, in a mount namespace of its own where /proc/sys is read-only (as in
+/// containers used as hosts, or hardened hosts).
+fn handoff_with_read_only_sysctls(sandbox: &Sandbox, args: &[&str]) -> std::process::Child {
+    let command = format!(
+        "mount -o bind,ro /proc/sys /proc/sys && exec {HANDOFF} --config {} --state-dir {} {}",
+        sandbox.config_path().display(),
+        sandbox.state_dir().display(),
+        args.join(" ")
+    );
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &sandbox.gateway,
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+        ])
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("handoff under a read-only /proc/sys")
+}
+
+#[test]
+fn a_read_only_proc_sys_costs_a_warning_not_a_switch_and_drains_still_end() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    let switched = handoff_with_read_only_sysctls(&sandbox, &["switch", "web", "--to", BACKEND_A])
+        .wait_with_output()
+        .expect("switch");
+    let stderr = String::from_utf8_lossy(&switched.stderr);
+    assert!(switched.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("nf_conntrack_events"),
+        "{stderr}"
+    );
+    let events = std::process::Command::new("ip")
+        .args(["netns", "exec", &sandbox.gateway, "sysctl", "-n"])
+        .arg("net.netfilter.nf_conntrack_events")
+        .output()
+        .expect("sysctl");
+    assert_eq!(
+        String::from_utf8_lossy(&events.stdout).trim(),
+        "2",
+        "the read-only setting was left as it was"
+    );
+    let hold = sandbox.hold_on_a_then_switch_to_b(2000);
+    let drain =
+        handoff_with_read_only_sysctls(&sandbox, &["drain", "web", "--wait", "--timeout", "30"]);
+    let lag = drain_outlives_hold(hold, drain, Duration::from_secs(20));
+    assert!(lag < Duration::from_secs(2), "drain lag {lag:?}");
+}

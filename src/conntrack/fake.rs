@@ -23,8 +23,8 @@ pub struct FakeConntrack {
     pub queued: VecDeque<Events>,
     /// Every call, in order, for tests that care about the sequence.
     pub calls: Vec<String>,
-    /// Entries `delete` removed.
-    pub deleted: Vec<Flow>,
+    /// Entries `expire` removed.
+    pub expired: Vec<Flow>,
 }
 
 impl FakeConntrack {
@@ -64,18 +64,16 @@ impl Conntrack for FakeConntrack {
         Ok(self.table.iter().find(|f| f.key() == key).cloned())
     }
 
-    fn delete(&mut self, flow: &Flow) -> Result<bool> {
-        self.calls.push("delete".into());
-        // As the kernel does: find the entry by reply tuple and zone, then compare the id.
+    fn expire(&mut self, flow: &Flow) -> Result<bool> {
+        self.calls.push("expire".into());
+        // As the kernel does: find the entry by reply tuple and zone. Expired, it is gone for
+        // every later lookup and dump.
         let found = self.table.iter().position(|f| {
-            f.zone == flow.zone
-                && f.backend == flow.backend
-                && f.reply_to == flow.reply_to
-                && (flow.id.is_none() || f.id == flow.id)
+            f.zone == flow.zone && f.backend == flow.backend && f.reply_to == flow.reply_to
         });
         Ok(match found {
             Some(index) => {
-                self.deleted.push(self.table.remove(index));
+                self.expired.push(self.table.remove(index));
                 true
             }
             None => false,

@@ -1,5 +1,5 @@
 //! ctnetlink messages: decoding what the kernel sends (dump entries, events, errors) and
-//! building what handoff asks (a lookup, a delete). `netlink-packet-netfilter` does the
+//! building what handoff asks (a lookup, an expiry). `netlink-packet-netfilter` does the
 //! framing; the attributes it leaves raw (id, zone, byte counters, start timestamp) are decoded
 //! here. Never panics, whatever the bytes.
 
@@ -259,27 +259,28 @@ pub fn lookup_request(key: FlowKey) -> Vec<u8> {
     )
 }
 
-/// The request that deletes `flow`'s entry by its *reply* tuple (backend -> client), with its
-/// zone and id. The reply tuple names the backend, so the request cannot reach an entry that a
-/// client opened later with the same original tuple towards another backend; the id narrows it
-/// to the entry that was seen.
-pub fn delete_request(flow: &Flow) -> Vec<u8> {
+/// The request that expires `flow`'s entry now: found by its *reply* tuple (backend ->
+/// client) and zone, its timeout set to 0.
+///
+/// Why expire rather than delete: the reply tuple names the backend, so the request cannot
+/// reach an entry that a client opened later with the same original tuple towards another
+/// backend. And an expired entry is handled gracefully by everyone else: a packet that looks
+/// it up skips it (and a new SYN starts a new entry), a dump (dockerd's) does not list it. A
+/// delete instead races with a SYN that is reopening that very tuple: the kernel, finding the
+/// entry killed under it, drops the SYN, and the client waits a second to send it again.
+pub fn expire_request(flow: &Flow) -> Vec<u8> {
     let mut attributes = vec![ConntrackAttribute::CtaTupleReply(tcp_tuple(
         flow.backend,
         flow.reply_to,
     ))];
     attributes.extend(zone_attribute(flow.zone));
-    if let Some(id) = flow.id {
-        attributes.push(ConntrackAttribute::Other(DefaultNla::new(
-            CTA_ID,
-            id.to_be_bytes().to_vec(),
-        )));
-    }
+    attributes.push(ConntrackAttribute::CtaTimeout(0));
+    // No NLM_F_CREATE: only an existing entry is changed; ENOENT when it is gone.
     nfnetlink::request(
         NLM_F_REQUEST | NLM_F_ACK,
         1,
         NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-        ConntrackMessage::Delete(attributes),
+        ConntrackMessage::New(attributes),
     )
 }
 
@@ -456,7 +457,7 @@ pub(crate) mod tests {
             NetlinkPayload::InnerMessage(NetfilterMessage {
                 inner:
                     NetfilterMessageInner::Conntrack(
-                        ConntrackMessage::Get(attributes) | ConntrackMessage::Delete(attributes),
+                        ConntrackMessage::Get(attributes) | ConntrackMessage::New(attributes),
                     ),
                 ..
             }) => attributes,
@@ -469,7 +470,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_delete_names_the_entry_by_its_reply_tuple_zone_and_id() {
+    fn an_expiry_names_the_entry_by_its_reply_tuple_and_zone_and_sets_no_time_left() {
         let bytes = datagram(ConntrackMessage::New(dnat_flow_attributes(7)));
         let mut skipped = 0;
         let Change::Present(mut flow) =
@@ -478,9 +479,10 @@ pub(crate) mod tests {
             panic!("not decoded")
         };
         flow.zone = 5;
-        let attributes = attributes_of(&delete_request(&flow));
+        let request = expire_request(&flow);
         // Never the original tuple: a client may have reused it for a flow elsewhere.
-        assert_eq!(kinds(&attributes), vec![2, CTA_ZONE, CTA_ID]);
+        let attributes = attributes_of(&request);
+        assert_eq!(kinds(&attributes), vec![2, CTA_ZONE, 7]);
         assert_eq!(
             attributes[0],
             ConntrackAttribute::CtaTupleReply(tuple([10, 0, 1, 11], 8080, [10, 0, 2, 2], 40000))
@@ -489,10 +491,10 @@ pub(crate) mod tests {
             panic!("zone")
         };
         assert_eq!(default_nla_bytes(zone), vec![0, 5]);
-        let ConntrackAttribute::Other(id) = &attributes[2] else {
-            panic!("id")
-        };
-        assert_eq!(default_nla_bytes(id), 77u32.to_be_bytes().to_vec());
+        assert_eq!(attributes[2], ConntrackAttribute::CtaTimeout(0));
+        // A change of an existing entry, never a creation.
+        let flags = u16::from_ne_bytes([request[6], request[7]]);
+        assert_eq!(flags & netlink_packet_core::NLM_F_CREATE, 0);
     }
 
     #[test]

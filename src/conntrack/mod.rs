@@ -1,5 +1,5 @@
 //! The kernel's connection tracking table, read through ctnetlink: a dump of the flows that
-//! exist now, one entry looked up or deleted, and NEW/UPDATE/DESTROY events that say the moment
+//! exist now, one entry looked up or expired, and NEW/UPDATE/DESTROY events that say the moment
 //! one ends. No `/proc` parsing and no `conntrack` binary.
 //!
 //! Split by concern: [`flow`] (the model), [`message`] (ctnetlink messages both ways),
@@ -17,8 +17,8 @@ mod sysctl;
 pub mod fake;
 
 pub use flow::{Change, Flow, FlowKey, TcpState};
-pub use message::{decode, decode_datagram, delete_request, lookup_request, Batch};
-pub use socket::{delete, dump, lookup, EventStream, Events, Netlink, EVENT_RCVBUF};
+pub use message::{decode, decode_datagram, expire_request, lookup_request, Batch};
+pub use socket::{dump, expire, lookup, EventStream, Events, Netlink, EVENT_RCVBUF};
 pub use sysctl::{ensure_events_for_new_flows, EventsSetting, StateTimeouts};
 
 use anyhow::Result;
@@ -30,8 +30,9 @@ pub trait Conntrack {
     fn dump(&mut self) -> Result<Vec<Flow>>;
     /// One entry now, by zone and original tuple; `None` when it is gone.
     fn lookup(&mut self, key: FlowKey) -> Result<Option<Flow>>;
-    /// Delete one entry by its reply tuple and id; `false` when it was already gone.
-    fn delete(&mut self, flow: &Flow) -> Result<bool>;
+    /// Expire one entry now, found by its reply tuple and zone; `false` when it was already
+    /// gone.
+    fn expire(&mut self, flow: &Flow) -> Result<bool>;
     /// Start receiving events about flows answered by `backends` (called before the first
     /// dump, so that nothing ending in between is missed).
     fn subscribe(&mut self, backends: &[std::net::Ipv4Addr]) -> Result<()>;

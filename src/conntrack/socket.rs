@@ -1,4 +1,4 @@
-//! The sockets: one-shot requests (dump, lookup, delete) and the event subscription.
+//! The sockets: one-shot requests (dump, lookup, expiry) and the event subscription.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use nix::sys::socket::{getsockopt, setsockopt, sockopt};
 
 use super::filter;
 use super::flow::{Change, Flow, FlowKey};
-use super::message::{decode_datagram, delete_request, lookup_request};
+use super::message::{decode_datagram, expire_request, lookup_request};
 use super::Conntrack;
 use crate::error::Failure;
 use crate::nfnetlink;
@@ -105,10 +105,10 @@ pub fn lookup(socket: &Socket, key: FlowKey) -> Result<Option<Flow>> {
     )
 }
 
-/// Delete `flow`'s entry by its reply tuple and id (see [`delete_request`]). `false` when it
-/// was already gone.
-pub fn delete(socket: &Socket, flow: &Flow) -> Result<bool> {
-    Ok(ask(socket, &delete_request(flow), "deleting a conntrack entry")?.is_some())
+/// Expire `flow`'s entry now, found by its reply tuple (see [`expire_request`]). `false` when
+/// it was already gone.
+pub fn expire(socket: &Socket, flow: &Flow) -> Result<bool> {
+    Ok(ask(socket, &expire_request(flow), "expiring a conntrack entry")?.is_some())
 }
 
 /// What waiting for events produced.
@@ -245,8 +245,8 @@ impl Conntrack for Netlink {
         lookup(self.requests()?, key)
     }
 
-    fn delete(&mut self, flow: &Flow) -> Result<bool> {
-        delete(self.requests()?, flow)
+    fn expire(&mut self, flow: &Flow) -> Result<bool> {
+        expire(self.requests()?, flow)
     }
 
     fn subscribe(&mut self, backends: &[Ipv4Addr]) -> Result<()> {
