@@ -7,8 +7,8 @@ Set-up per arm, fresh each time: a Docker component serving busybox `httpd` (it 
 after each response), readyChecks http, one external port; a client network namespace that
 reaches this host over a veth; `handoff-netkit load` with 3 workers, a new connection per
 request, 5-s timeouts (a request counts as ok only if the server's FIN arrives in time); a
-capture of every conntrack entry of the client's flows that userspace deletes, with the program
-that asked (`handoff-netkit ct-deletes`, in the host namespace, where the DNAT happens).
+capture of every conntrack entry of the client's flows that userspace deletes or expires, with
+the program that asked (`handoff-netkit ct-requests`, in the host namespace, where the DNAT happens).
 --port-range narrows the client's ephemeral ports, so that its tuples come back sooner.
 
 Arms (each runs --updates updates, tags alternating, back to back):
@@ -142,13 +142,13 @@ class Arm:
 
     # --- the run ----------------------------------------------------------------------------
     def run(self, duration_s):
-        # Who deletes which entry: netkit's capture receives only the events that a userspace
-        # request caused (dockerd's clean-up, handoff's), so unlike `conntrack -E` it loses
-        # none under load.
-        capture_path = os.path.join(self.dir, "conntrack-deletes.jsonl")
+        # Who deletes or expires which entry: netkit's capture receives only the events that a
+        # userspace request caused (dockerd's clean-up, handoff's), so unlike `conntrack -E`
+        # it loses none under load.
+        capture_path = os.path.join(self.dir, "conntrack-requests.jsonl")
         ready = os.path.join(self.dir, "capture.ready")
         capture = subprocess.Popen(
-            [NETKIT, "ct-deletes", "--client-prefix", f"10.75.{self.subnet}.",
+            [NETKIT, "ct-requests", "--client-prefix", f"10.75.{self.subnet}.",
              "--ready-file", ready],
             stdout=open(capture_path, "w"), stderr=open(capture_path + ".err", "w"))
         self.procs.append(capture)
@@ -203,7 +203,7 @@ def summarize(arm, report, updates, events, busy):
     by_client = {}
     for e in events:
         by_client.setdefault(e["client"], []).append(e)
-    dockerd = [e for e in events if e["program"] == "dockerd"]
+    dockerd = [e for e in events if e["program"] == "dockerd" and e["action"] == "deleted"]
     dockerd_live = [e for e in dockerd if e["state"] in LIVE_STATES]
     histories, attributed = [], 0
     for failure in report.get("failures", []):
@@ -211,8 +211,9 @@ def summarize(arm, report, updates, events, busy):
         start = failure["started_us"]
         window = [e for e in by_client.get(local, [])
                   if start - 10_000_000 <= e["at_us"] <= start + 7_000_000]
-        cut_by_dockerd = any(e["program"] == "dockerd" and e["state"] in LIVE_STATES
-                             and e["at_us"] >= start for e in window)
+        cut_by_dockerd = any(e["program"] == "dockerd" and e["action"] == "deleted"
+                             and e["state"] in LIVE_STATES and e["at_us"] >= start
+                             for e in window)
         attributed += cut_by_dockerd
         histories.append({"failure": failure, "cut_by_dockerd": cut_by_dockerd,
                           "deletes": window})
@@ -231,7 +232,7 @@ def summarize(arm, report, updates, events, busy):
         json.dump(stalls, f, indent=1)
     with open(os.path.join(arm.dir, "dockerd-live-deletes.json"), "w") as f:
         json.dump(dockerd_live, f, indent=1)
-    capture_warnings = open(os.path.join(arm.dir, "conntrack-deletes.jsonl.err")).read()
+    capture_warnings = open(os.path.join(arm.dir, "conntrack-requests.jsonl.err")).read()
     return {
         "arm": arm.name, "what": arm.description,
         "updates": len(updates), "updates_failed": sum(1 for u in updates if u["rc"] != 0),
@@ -241,7 +242,7 @@ def summarize(arm, report, updates, events, busy):
         "tuples_reused": report["tuples"]["reused"],
         "reuse_gap": report["tuples"]["median_gap_connections"],
         "dockerd_deletes": len(dockerd), "dockerd_live_deletes": len(dockerd_live),
-        "handoff_deletes": sum(1 for e in events if e["program"] != "dockerd"),
+        "handoff_expired": sum(1 for e in events if e["action"] == "expired"),
         "failures_cut_by_dockerd": attributed,
         "stalls": len(report.get("stalls", [])), "stalls_at_a_delete": stalls_at_a_delete,
         "capture_overruns": capture_warnings.count("ENOBUFS"),
@@ -403,7 +404,7 @@ def reopen_race(args, workdir):
 def table(rows):
     head = ("arm", "what", "updates (failed)", "s", "requests", "failed", "slowest ms",
             "tuples reused (median gap, conns)", "entries dockerd deleted (live ones)",
-            "entries handoff deleted", "failures cut by dockerd",
+            "entries handoff expired", "failures cut by dockerd",
             "stalls > 0.5 s (at a delete of their tuple)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -411,7 +412,7 @@ def table(rows):
             r["arm"], r["what"], f"{r['updates']} ({r['updates_failed']})", r["seconds"],
             r["requests"], r["failed"], r["slowest_ms"],
             f"{r['tuples_reused']} ({r['reuse_gap']})",
-            f"{r['dockerd_deletes']} ({r['dockerd_live_deletes']})", r["handoff_deletes"],
+            f"{r['dockerd_deletes']} ({r['dockerd_live_deletes']})", r["handoff_expired"],
             r["failures_cut_by_dockerd"], f"{r['stalls']} ({r['stalls_at_a_delete']})")) + " |")
     return "\n".join(lines)
 

@@ -155,7 +155,7 @@ const NLMSG_PID: u32 = 12;
 
 /// The program accepting only events that a userspace request caused (a `conntrack -D`, a
 /// ctnetlink delete by dockerd or by handoff): the kernel stamps them with the requester's
-/// port id. For captures of who deleted what (`handoff-netkit ct-deletes`); the volume is
+/// port id. For captures of who deleted what (`handoff-netkit ct-requests`); the volume is
 /// tiny next to the kernel's own events, so such a capture does not overrun.
 pub fn requested_by_userspace() -> Vec<Instruction> {
     vec![

@@ -15,7 +15,7 @@
 //! diagnostics go to stderr. Exit status is 0 on success and 1 on failure.
 
 mod client;
-mod ct_deletes;
+mod ct_requests;
 mod hold;
 mod http;
 mod load;
@@ -54,13 +54,13 @@ enum Command {
     Download(TransferArgs),
     /// Open a keep-alive connection, make one request and hold it open.
     Hold(HoldArgs),
-    /// Print the conntrack entries userspace deletes (dockerd, conntrack -D, handoff), one
-    /// JSON line each, until SIGTERM.
-    CtDeletes(CtDeletesArgs),
+    /// Print the conntrack entries that userspace deletes or expires (dockerd, conntrack -D,
+    /// handoff), one JSON line each, until SIGTERM.
+    CtRequests(CtRequestsArgs),
 }
 
 #[derive(Args, Debug)]
-pub(crate) struct CtDeletesArgs {
+pub(crate) struct CtRequestsArgs {
     /// Only entries whose client (original source) address starts with this text.
     #[arg(long, value_name = "PREFIX")]
     pub(crate) client_prefix: Option<String>,
@@ -157,7 +157,7 @@ fn main() -> ExitCode {
         Command::Upload(args) => transfer::upload(&args),
         Command::Download(args) => transfer::download(&args),
         Command::Hold(args) => hold::hold(&args),
-        Command::CtDeletes(args) => report_fatal(ct_deletes::ct_deletes(&args)),
+        Command::CtRequests(args) => report_fatal(ct_requests::ct_requests(&args)),
     };
     if succeeded {
         ExitCode::SUCCESS

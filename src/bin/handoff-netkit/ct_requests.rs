@@ -1,7 +1,7 @@
-//! `ct-deletes`: who deleted which conntrack entry. One JSON line per entry that a userspace
-//! request deleted — dockerd clearing a stopped container's address, `conntrack -D`, handoff's
-//! own clean-up — with the entry's state and tuples, the requester's netlink port id and, when
-//! it can still be found, its program name.
+//! `ct-requests`: who deleted or expired which conntrack entry. One JSON line per entry that a
+//! userspace request deleted or changed — dockerd clearing a stopped container's address,
+//! `conntrack -D`, handoff's own clean-up (which expires entries) — with the entry's state and
+//! tuples, the requester's netlink port id and, when it can still be found, its program name.
 //!
 //! This is the evidence behind the update stall (README, "Known limits"): a live entry of the
 //! *new* backend deleted by dockerd. `conntrack -E` can show the same, but it receives every
@@ -22,16 +22,19 @@ use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner};
 use nix::sys::socket::{setsockopt, sockopt};
 use serde::Serialize;
 
-use crate::{install_stop_handler, stop_requested, CtDeletesArgs};
+use crate::{install_stop_handler, stop_requested, CtRequestsArgs};
 
-/// ctnetlink's DESTROY event group (linux/netfilter/nfnetlink.h).
+/// ctnetlink's UPDATE and DESTROY event groups (linux/netfilter/nfnetlink.h).
+const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 /// Netlink protocol number of NETLINK_NETFILTER, as /proc/net/netlink lists it.
 const NETLINK_NETFILTER: &str = "12";
 
 #[derive(Serialize)]
-struct Deleted {
+struct Requested {
     at_us: u64,
+    /// `deleted`, `expired` (timeout set to 0) or `changed`.
+    action: &'static str,
     portid: u32,
     program: String,
     state: &'static str,
@@ -42,14 +45,16 @@ struct Deleted {
     backend: String,
 }
 
-pub(crate) fn ct_deletes(args: &CtDeletesArgs) -> Result<()> {
+pub(crate) fn ct_requests(args: &CtRequestsArgs) -> Result<()> {
     install_stop_handler()?;
     let socket = nfnetlink::open()?;
     filter::attach(&socket, &filter::requested_by_userspace())
         .context("filtering conntrack events")?;
-    socket
-        .add_membership(NFNLGRP_CONNTRACK_DESTROY)
-        .context("subscribing to conntrack DESTROY events (root needed)")?;
+    for group in [NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY] {
+        socket
+            .add_membership(group)
+            .context("subscribing to conntrack events (root needed)")?;
+    }
     let _ = setsockopt(&socket, sockopt::RcvBufForce, &(8usize << 20));
     socket
         .set_non_blocking(true)
@@ -69,7 +74,7 @@ pub(crate) fn ct_deletes(args: &CtDeletesArgs) -> Result<()> {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                    eprintln!("handoff-netkit: ct-deletes: events were lost (ENOBUFS)");
+                    eprintln!("handoff-netkit: ct-requests: events were lost (ENOBUFS)");
                     continue;
                 }
                 Err(e) => return Err(anyhow::Error::new(e).context("reading conntrack events")),
@@ -87,8 +92,13 @@ pub(crate) fn ct_deletes(args: &CtDeletesArgs) -> Result<()> {
                 else {
                     continue;
                 };
-                let Some(Change::Destroyed(flow)) = conntrack::decode(ct) else {
-                    continue;
+                let (action, flow) = match conntrack::decode(ct) {
+                    Some(Change::Destroyed(flow)) => ("deleted", flow),
+                    Some(Change::Present(flow)) if flow.timeout_secs == Some(0) => {
+                        ("expired", flow)
+                    }
+                    Some(Change::Present(flow)) => ("changed", flow),
+                    None => continue,
                 };
                 let client = flow.client.to_string();
                 if args
@@ -102,8 +112,9 @@ pub(crate) fn ct_deletes(args: &CtDeletesArgs) -> Result<()> {
                     .entry(portid)
                     .or_insert_with(|| program_of(portid))
                     .clone();
-                let line = serde_json::to_string(&Deleted {
+                let line = serde_json::to_string(&Requested {
                     at_us,
+                    action,
                     portid,
                     program,
                     state: flow.state.name(),
