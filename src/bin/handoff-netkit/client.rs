@@ -44,6 +44,10 @@ pub(crate) fn connect_from(
         }
     };
     if let Some(source) = source {
+        // A chosen port may still be held by the connection that used it last (closing):
+        // the kernel lets the bind through, and refuses the connect only if the whole tuple is
+        // still taken.
+        let _ = socket.set_reuse_address(true);
         if let Err(e) = socket.bind(&source.into()) {
             return (
                 None,

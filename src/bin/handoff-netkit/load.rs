@@ -174,6 +174,8 @@ pub(crate) struct LoadReport {
 pub(crate) enum Sources {
     /// The kernel picks the local port (it walks the ephemeral range).
     Kernel,
+    /// Always this local address and port.
+    Fixed(SocketAddr),
     /// Worker `worker` of `workers` binds its k-th connection to the tuple numbered
     /// `worker + k * workers` over `addresses` × ports from [`FIRST_UNIQUE_PORT`]: no tuple repeats.
     Unique {
@@ -186,13 +188,14 @@ pub(crate) enum Sources {
 impl Sources {
     /// The local address of connection `k` of this worker (`Ok(None)`: the kernel's choice).
     pub(crate) fn nth(&self, k: u64) -> Result<Option<SocketAddr>> {
-        let Sources::Unique {
-            addresses,
-            worker,
-            workers,
-        } = self
-        else {
-            return Ok(None);
+        let (addresses, worker, workers) = match self {
+            Sources::Kernel => return Ok(None),
+            Sources::Fixed(source) => return Ok(Some(*source)),
+            Sources::Unique {
+                addresses,
+                worker,
+                workers,
+            } => (addresses, worker, workers),
         };
         let index = *worker as u64 + k * *workers as u64;
         let count = addresses.len() as u64;
@@ -233,8 +236,10 @@ impl LoadLimits {
 /// Runs the load workers and prints the merged report.
 pub(crate) fn load(args: &LoadArgs) -> Result<()> {
     install_stop_handler()?;
-    if args.keepalive && !args.unique_sources.is_empty() {
-        bail!("--unique-sources applies to a new connection per request, not --keepalive");
+    if args.keepalive && (!args.unique_sources.is_empty() || args.source.is_some()) {
+        bail!(
+            "--unique-sources and --source apply to a new connection per request, not --keepalive"
+        );
     }
     let start = Instant::now();
     let limits = Arc::new(LoadLimits {
@@ -248,14 +253,14 @@ pub(crate) fn load(args: &LoadArgs) -> Result<()> {
         let limits = Arc::clone(&limits);
         let (target, keepalive) = (args.target, args.keepalive);
         let stall = Duration::from_millis(args.stall_ms);
-        let sources = if args.unique_sources.is_empty() {
-            Sources::Kernel
-        } else {
-            Sources::Unique {
+        let sources = match args.source {
+            Some(source) => Sources::Fixed(source),
+            None if args.unique_sources.is_empty() => Sources::Kernel,
+            None => Sources::Unique {
                 addresses: args.unique_sources.clone(),
                 worker,
                 workers,
-            }
+            },
         };
         let handle = thread::Builder::new()
             .name(format!("load-{worker}"))

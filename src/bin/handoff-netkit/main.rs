@@ -80,8 +80,9 @@ pub(crate) struct ServeArgs {
     /// File created (containing the bound address) once the socket listens.
     #[arg(long)]
     pub(crate) ready_file: Option<PathBuf>,
-    /// Answer every other POST with 200 and append `POST <path>` to DIR/requests.log (how
-    /// tests see that a termination signal arrived).
+    /// Answer every other POST with 200 and append `POST <path> <ms since the epoch>` to
+    /// DIR/requests.log (how tests see that, and when, a termination signal arrived); answer
+    /// `GET /health` with 503 while DIR/unhealthy exists.
     #[arg(long, value_name = "DIR")]
     pub(crate) record_dir: Option<PathBuf>,
 }
@@ -106,8 +107,16 @@ pub(crate) struct LoadArgs {
     /// Bind every connection to its own local address and port from these addresses, so that
     /// no client tuple repeats within the run (the kernel's choice wraps around after a few
     /// thousand connections to one destination).
-    #[arg(long, value_delimiter = ',', value_name = "IP,...")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "IP,...",
+        conflicts_with = "source"
+    )]
     pub(crate) unique_sources: Vec<IpAddr>,
+    /// Bind every connection to this local address and port (a tuple reused on purpose).
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) source: Option<SocketAddr>,
     /// A request that succeeds after more than this is reported as a stall (with its client
     /// address and start time), though it counts as ok.
     #[arg(long, default_value_t = 500, value_name = "MS")]

@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -193,7 +193,11 @@ pub(crate) fn respond(
                     .create(true)
                     .append(true)
                     .open(dir.join("requests.log"))?;
-                writeln!(log, "POST {path}")?;
+                let at_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                writeln!(log, "POST {path} {at_ms}")?;
             }
             send(writer, 200, "OK", keep_alive, name, b"recorded\n")?;
             Ok(keep_alive)
@@ -202,6 +206,15 @@ pub(crate) fn respond(
             discard(reader, body_len.unwrap_or(0))?;
             if path == "/download" {
                 serve_download(request, writer, name, keep_alive)?;
+            } else if path == "/health" && unhealthy() {
+                send(
+                    writer,
+                    503,
+                    "Service Unavailable",
+                    keep_alive,
+                    name,
+                    b"unhealthy\n",
+                )?;
             } else {
                 send(writer, 200, "OK", keep_alive, name, name.as_bytes())?;
             }
@@ -231,6 +244,14 @@ pub(crate) fn discard(reader: &mut impl Read, len: u64) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether `<record-dir>/unhealthy` exists: then `GET /health` answers 503 (how tests make a
+/// backend fail its health checks, and recover, at a moment of their choosing).
+fn unhealthy() -> bool {
+    RECORD_DIR
+        .get()
+        .is_some_and(|dir| dir.join("unhealthy").exists())
 }
 
 /// Body of the `/upload` response, also parsed by the `upload` client.
