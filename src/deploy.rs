@@ -15,6 +15,7 @@ use anyhow::{Context as _, Result};
 use crate::commands::{active_record, human_duration, ports_of, Context};
 use crate::config::{Component, ExecCommand, PullPolicy, SignalKind};
 use crate::conntrack::{self, Flow};
+use crate::crash;
 use crate::drain::{self, Target};
 use crate::error::{ExitCode, Failure};
 use crate::health;
@@ -78,6 +79,7 @@ pub fn switch_to(
         },
     );
     ctx.state.save(&state)?;
+    crash::point("before-switch");
     if let Err(error) = firewall.switch(name, routes, &ports, address, &state.known_addresses()) {
         if let Err(restore) = ctx.state.save(&original) {
             eprintln!("handoff: warning: could not restore the previous state: {restore:#}");
@@ -86,6 +88,7 @@ pub fn switch_to(
             "switching {name} to {address}; nothing was changed"
         ));
     }
+    crash::point("after-switch");
     // After the transaction: by now the NAT ruleset has loaded conntrack for sure.
     if let Some(warning) = conntrack::ensure_events_for_new_flows().warning() {
         eprintln!("handoff: warning: {warning}");
@@ -220,6 +223,7 @@ pub fn launch(
         component.name, spec.name
     );
     let id = docker.create_and_start(&spec)?;
+    crash::point("before-ready");
     let ready = docker
         .address(&id, &component.network)
         .and_then(|address| health::wait_component_ready(component, address).map(|()| address));
@@ -583,6 +587,7 @@ fn retire_finished(
             }
         }
     }
+    crash::point("before-forget");
     forget_locked(ctx, name, &mine)?;
     Ok(errors)
 }
@@ -616,23 +621,33 @@ pub fn retire(
     let address = backend.address;
     let mut errors = Vec::new();
     // Only while the container runs at that address: once it stopped, dockerd has already
-    // cleaned up, and Docker may have given the address to another container whose flows
-    // must not be touched.
-    match docker.running_address(id, &component.network) {
-        Ok(Some(current)) if current == address => {
-            if let Err(error) =
-                drain::forget_flows(&mut conntrack::Netlink::new(), backend, !graceful)
-            {
-                eprintln!(
-                    "handoff: warning: {}: could not clear the conntrack entries of {address}: {error:#}",
-                    component.name
-                );
-            }
+    // cleaned up, and Docker may have given the address to another container, whose flows and
+    // whose termination signals these are not.
+    let holds_address = match docker.running_address(id, &component.network) {
+        Ok(current) => current == Some(address),
+        Err(error) => {
+            errors.push(format!("{error:#}"));
+            false
         }
-        Ok(_) => {}
-        Err(error) => errors.push(format!("{error:#}")),
+    };
+    if holds_address {
+        if let Err(error) = drain::forget_flows(&mut conntrack::Netlink::new(), backend, !graceful)
+        {
+            eprintln!(
+                "handoff: warning: {}: could not clear the conntrack entries of {address}: \
+                 {error:#}",
+                component.name
+            );
+        }
+    } else {
+        eprintln!(
+            "handoff: {}: container {} no longer runs at {address} (stopped or gone): no \
+             termination signal",
+            component.name,
+            &id[..id.len().min(12)]
+        );
     }
-    if graceful {
+    if graceful && holds_address {
         for signal in &component.termination_signals {
             let timeout = Duration::from_secs(signal.timeout);
             let sent = match signal.kind {
@@ -671,9 +686,11 @@ pub fn retire(
     } else {
         Duration::ZERO
     };
+    crash::point("before-stop");
     if let Err(error) = docker.stop(id, grace) {
         errors.push(format!("{error:#}"));
     }
+    crash::point("before-remove");
     if let Err(error) = docker.remove(id) {
         errors.push(format!("{error:#}"));
     }

@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod config;
 pub mod conntrack;
+pub mod crash;
 pub mod deploy;
 pub mod drain;
 pub mod error;

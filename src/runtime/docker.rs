@@ -276,7 +276,8 @@ impl Docker {
             .and_then(|ip| ip.parse().ok()))
     }
 
-    /// SIGTERM, then SIGKILL after `grace`.
+    /// SIGTERM, then SIGKILL after `grace`. A container already stopped (304) or gone (404) is
+    /// done, not an error.
     pub fn stop(&self, id: &str, grace: Duration) -> Result<()> {
         let options = StopContainerOptionsBuilder::default()
             .t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX))
@@ -287,7 +288,8 @@ impl Docker {
         {
             Ok(())
             | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
+                status_code: 304 | 404,
+                ..
             }) => Ok(()),
             Err(e) => Err(anyhow::Error::new(e).context(format!("stopping container {id}"))),
         }
