@@ -24,12 +24,17 @@ if [[ ${1:-} == --deps-only ]]; then
 fi
 packages=(
     nft:nftables ip:iproute2 flock:util-linux iptables:iptables dockerd:docker.io
-    /bin/busybox:busybox-static tar:tar python3:python3 "$@"
+    /bin/busybox:busybox-static tar:tar python3:python3 openssl:openssl
+    systemd-analyze:systemd vagrant:vagrant "$@"
 )
 missing=()
 for entry in "${packages[@]}"; do
     tool=${entry%%:*}
-    command -v "$tool" >/dev/null 2>&1 || [[ -e $tool ]] || missing+=("${entry#*:}")
+    if [[ $tool == /* ]]; then
+        [[ -e $tool ]] || missing+=("${entry#*:}")
+    else
+        command -v "$tool" >/dev/null 2>&1 || missing+=("${entry#*:}")
+    fi
 done
 if ((${#missing[@]})); then
     echo "install.sh: installing ${missing[*]}" >&2

@@ -703,6 +703,34 @@ mod tests {
     }
 
     #[test]
+    fn zero_timeouts_are_refused() {
+        for (field, json) in [
+            (
+                "components[0].readyTimeout",
+                r#"{"name":"web","repo":"r","readyTimeout":0}"#,
+            ),
+            (
+                "components[0].drainTimeout",
+                r#"{"name":"web","repo":"r","drainTimeout":0}"#,
+            ),
+            (
+                "components[0].readyChecks[0].timeout",
+                r#"{"name":"web","repo":"r","readyChecks":[{"kind":"tcp","port":1,"timeout":0}]}"#,
+            ),
+            (
+                "components[0].terminationSignals[0].timeout",
+                r#"{"name":"web","repo":"r","terminationSignals":[{"kind":"http","port":1,"timeout":0}]}"#,
+            ),
+        ] {
+            let message = error_of(&one(json));
+            assert!(
+                message.contains(field) && message.contains("must be at least 1"),
+                "{field}: {message}"
+            );
+        }
+    }
+
+    #[test]
     fn checks_and_signals_need_their_fields() {
         let no_port = error_of(&one(
             r#"{"name":"w","repo":"r","readyChecks":[{"kind":"http"}]}"#,

@@ -12,6 +12,7 @@ fn gateway_80() -> String {
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn a_switch_moves_new_connections_while_an_upload_finishes_byte_exact_on_the_old_backend() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -53,6 +54,7 @@ fn a_switch_moves_new_connections_while_an_upload_finishes_byte_exact_on_the_old
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn no_request_fails_during_repeated_switches_under_new_connection_load() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -77,7 +79,7 @@ fn no_request_fails_during_repeated_switches_under_new_connection_load() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let result = finish_json(load);
-    assert_eq!(result["failed"], 0, "{result}");
+    assert_nothing_failed_or_stalled(&result, "the load");
     assert!(
         result["by_backend"]["a"].as_u64().unwrap_or(0) > 0,
         "{result}"
@@ -88,42 +90,18 @@ fn no_request_fails_during_repeated_switches_under_new_connection_load() {
     );
 }
 
+/// Event-driven: the lag is that of one conntrack event, far below the 1-s per-flow recheck
+/// that would end the drain if events were lost.
 #[test]
-fn drain_wait_returns_within_a_second_of_the_last_flow_closing_and_not_before() {
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn drain_wait_returns_right_after_the_last_flow_closes_and_not_before() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
     sandbox.serve_both_on_a();
-
-    let mut hold = sandbox.hold_on_a_then_switch_to_b(3000);
-    let mut drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
-
-    // While the held connection lives, the drain must not return.
-    let mut hold_closed = None;
-    let mut drain_returned = None;
-    let started = Instant::now();
-    while drain_returned.is_none() && started.elapsed() < Duration::from_secs(20) {
-        if hold_closed.is_none() && hold.try_wait().expect("hold").is_some() {
-            hold_closed = Some(Instant::now());
-        }
-        if let Some(status) = drain.try_wait().expect("drain") {
-            assert!(status.success(), "drain failed: {status}");
-            drain_returned = Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = drain.kill();
-    let _ = drain.wait();
-    let _ = hold.kill();
-    let _ = hold.wait();
-    let drain_returned = drain_returned.expect("drain --wait returned");
-    let hold_closed = hold_closed.unwrap_or_else(Instant::now);
-    assert!(
-        drain_returned + Duration::from_millis(50) >= hold_closed,
-        "drain returned {:?} before the last flow closed",
-        hold_closed - drain_returned
-    );
-    let lag = drain_returned.saturating_duration_since(hold_closed);
-    assert!(lag < Duration::from_secs(1), "drain lag {lag:?}");
+    let hold = sandbox.hold_on_a_then_switch_to_b(3000);
+    let drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
+    let lag = drain_outlives_hold(hold, drain, Duration::from_secs(20));
+    assert!(lag < Duration::from_millis(500), "drain lag {lag:?}");
     let listed = sandbox.list_json();
     assert_eq!(
         listed["components"][0]["draining"],
@@ -133,11 +111,12 @@ fn drain_wait_returns_within_a_second_of_the_last_flow_closing_and_not_before() 
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn drain_timeout_lists_the_open_flows_and_exits_4() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
     sandbox.serve_both_on_a();
-    let mut hold = sandbox.hold_on_a_then_switch_to_b(6000);
+    let hold = sandbox.hold_on_a_then_switch_to_b(6000);
 
     let output = sandbox.handoff(&["drain", "web", "--wait", "--timeout", "1"]);
     assert_eq!(output.status.code(), Some(4), "{output:?}");
@@ -164,11 +143,13 @@ fn drain_timeout_lists_the_open_flows_and_exits_4() {
         format!("{BACKEND_A}:8080"),
         "{flows}"
     );
-    let _ = hold.kill();
-    let _ = hold.wait();
+    // A drain that gave up waiting cut nothing: the held connection still reaches a.
+    let held = finish_json(hold);
+    assert_eq!(held["again"], "a", "{held}");
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn a_switch_to_an_unready_address_is_refused_and_leaves_the_ruleset_as_it_was() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(1000, 60_000));
@@ -181,9 +162,11 @@ fn a_switch_to_an_unready_address_is_refused_and_leaves_the_ruleset_as_it_was() 
         let started = Instant::now();
         let output = sandbox.handoff(&["switch", "web", "--to", target]);
         assert_eq!(output.status.code(), Some(3), "{output:?}");
+        // It kept trying for readyTimeout (1 s, less the last retry pause), then gave up.
+        let took = started.elapsed();
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "refused within readyTimeout"
+            took >= Duration::from_millis(700) && took < Duration::from_millis(1700),
+            "refused after {took:?}, readyTimeout is 1 s"
         );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -198,6 +181,7 @@ fn a_switch_to_an_unready_address_is_refused_and_leaves_the_ruleset_as_it_was() 
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn bad_input_gets_exit_2_and_changes_nothing() {
     require_root!();
     let sandbox = Sandbox::new(&web_config(1000, 60_000));
@@ -254,6 +238,7 @@ fn foreign_tables(sandbox: &Sandbox) -> String {
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn nothing_outside_our_own_table_changes() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 1000));
@@ -268,20 +253,32 @@ fn nothing_outside_our_own_table_changes() {
     let before = foreign_tables(&sandbox);
     assert!(before.contains("table ip other") && before.contains("table inet another"));
 
-    sandbox.handoff_ok(&["check"]);
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
-    sandbox.requests(&sandbox.client, &gateway_80(), 200);
-    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
-    sandbox.handoff_ok(&["list"]);
-    sandbox.handoff_ok(&["flows"]);
-    sandbox.handoff_ok(&["drain", "web"]);
-    sandbox.handoff_ok(&["drain", "web", "--wait", "--timeout", "10"]);
-    let _ = sandbox.handoff(&["switch", "web", "--to", NOBODY]);
-    assert_eq!(foreign_tables(&sandbox), before);
+    // Every command an address component has, each followed by the check.
+    let commands: &[&[&str]] = &[
+        &["check"],
+        &["switch", "web", "--to", BACKEND_A],
+        &["switch", "web", "--to", BACKEND_B],
+        &["list"],
+        &["flows"],
+        &["drain", "web"],
+        &["drain", "web", "--wait", "--timeout", "10"],
+        &["switch", "web", "--to", NOBODY],
+        &["stop", "web"],
+        &["switch", "web", "--to", BACKEND_A],
+        &["kill", "web"],
+        &["switch", "web", "--to", BACKEND_B],
+        &["restore"],
+    ];
+    for args in commands {
+        let _ = sandbox.handoff(args);
+        sandbox.requests(&sandbox.client, &gateway_80(), 100);
+        assert_eq!(foreign_tables(&sandbox), before, "after handoff {args:?}");
+    }
     assert!(sandbox.ruleset().contains("table inet handoff"));
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn hairpin_and_host_local_clients_reach_the_component() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -309,6 +306,7 @@ fn hairpin_and_host_local_clients_reach_the_component() {
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn list_json_keeps_its_contract() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -332,6 +330,7 @@ fn list_json_keeps_its_contract() {
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn a_held_lock_makes_a_switch_wait_then_fail_with_exit_5_changing_nothing() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -361,11 +360,12 @@ fn a_held_lock_makes_a_switch_wait_then_fail_with_exit_5_changing_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn restore_rebuilds_a_deleted_table_and_resumes_draining() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
     sandbox.serve_both_on_a();
-    let mut hold = sandbox.hold_on_a_then_switch_to_b(2500);
+    let hold = sandbox.hold_on_a_then_switch_to_b(2500);
     sandbox.nft("delete table inet handoff\n");
     let broken = sandbox.requests(&sandbox.client, &gateway_80(), 300);
     assert_eq!(
@@ -373,14 +373,9 @@ fn restore_rebuilds_a_deleted_table_and_resumes_draining() {
         "nothing is forwarded without the table: {broken}"
     );
 
-    let started = Instant::now();
-    let restored = sandbox.handoff_ok(&["restore"]);
-    assert!(restored.contains(BACKEND_B), "{restored}");
-    assert!(
-        started.elapsed() >= Duration::from_millis(1000),
-        "restore resumed the drain and waited for the held flow"
-    );
-    let _ = hold.wait();
+    // Restore resumes the drain and waits for the held flow: it must not return before it.
+    let restore = sandbox.spawn_handoff(&["restore"]);
+    drain_outlives_hold(hold, restore, Duration::from_secs(20));
     let after = sandbox.requests(&sandbox.client, &gateway_80(), 300);
     assert_eq!(after["failed"], 0, "{after}");
     assert!(
@@ -397,6 +392,7 @@ fn restore_rebuilds_a_deleted_table_and_resumes_draining() {
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn a_broken_host_gets_exit_6_or_1_and_changes_nothing() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -465,31 +461,35 @@ fn a_broken_host_gets_exit_6_or_1_and_changes_nothing() {
     );
 }
 
+/// The events sysctl of the gateway namespace.
+fn conntrack_events(sandbox: &Sandbox) -> String {
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", &sandbox.gateway, "sysctl", "-n"])
+        .arg("net.netfilter.nf_conntrack_events")
+        .output()
+        .expect("sysctl");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 #[test]
-fn drain_ends_within_a_second_and_a_half_even_when_flows_report_no_events() {
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn drain_ends_by_lookups_when_flows_report_no_events() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
     // Events turned off on purpose: handoff leaves the setting alone, so flows carry no event
-    // extension and only the per-flow lookups can see the last one end.
-    std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &sandbox.gateway,
-            "sysctl",
-            "-qw",
-            "net.netfilter.nf_conntrack_events=0",
-        ])
+    // extension and only the per-flow lookups (every second) can see the last one end.
+    let set = std::process::Command::new("ip")
+        .args(["netns", "exec", &sandbox.gateway, "sysctl", "-qw"])
+        .arg("net.netfilter.nf_conntrack_events=0")
         .status()
         .expect("sysctl");
+    assert!(set.success(), "turning events off");
     sandbox.serve_both_on_a();
-    let mut hold = sandbox.hold_on_a_then_switch_to_b(2000);
-    let mut drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
-    let _ = hold.wait();
-    let closed = Instant::now();
-    let status = drain.wait().expect("drain");
-    assert!(status.success());
-    let lag = closed.elapsed();
+    let hold = sandbox.hold_on_a_then_switch_to_b(2000);
+    assert_eq!(conntrack_events(&sandbox), "0", "switch left events off");
+    let drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
+    let lag = drain_outlives_hold(hold, drain, Duration::from_secs(20));
     assert!(
         lag < Duration::from_millis(1500),
         "drain lag without events: {lag:?}"
@@ -497,6 +497,7 @@ fn drain_ends_within_a_second_and_a_half_even_when_flows_report_no_events() {
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn a_drain_waits_for_flows_in_a_non_default_conntrack_zone() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -528,6 +529,7 @@ fn in_namespace<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn the_event_socket_gets_its_whole_buffer_and_only_the_watched_backends_events() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -566,7 +568,7 @@ fn the_event_socket_gets_its_whole_buffer_and_only_the_watched_backends_events()
     // the backend either way.
     for backend in [BACKEND_A, BACKEND_B] {
         let result = sandbox.requests(&sandbox.client, &format!("{backend}:8080"), 300);
-        assert_eq!(result["failed"], 0, "{result}");
+        assert_nothing_failed_or_stalled(&result, "the load");
     }
     done_tx.send(()).unwrap();
     let (buffer, backends) = watcher.join().expect("watcher");
@@ -582,6 +584,7 @@ fn the_event_socket_gets_its_whole_buffer_and_only_the_watched_backends_events()
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn a_drained_address_backend_leaves_no_conntrack_entry_behind() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -634,6 +637,7 @@ fn handoff_with_read_only_sysctls(sandbox: &Sandbox, args: &[&str]) -> std::proc
 }
 
 #[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
 fn a_read_only_proc_sys_costs_a_warning_not_a_switch_and_drains_still_end() {
     require_root!();
     let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
@@ -648,13 +652,8 @@ fn a_read_only_proc_sys_costs_a_warning_not_a_switch_and_drains_still_end() {
         stderr.contains("warning") && stderr.contains("nf_conntrack_events"),
         "{stderr}"
     );
-    let events = std::process::Command::new("ip")
-        .args(["netns", "exec", &sandbox.gateway, "sysctl", "-n"])
-        .arg("net.netfilter.nf_conntrack_events")
-        .output()
-        .expect("sysctl");
     assert_eq!(
-        String::from_utf8_lossy(&events.stdout).trim(),
+        conntrack_events(&sandbox),
         "2",
         "the read-only setting was left as it was"
     );
@@ -663,4 +662,141 @@ fn a_read_only_proc_sys_costs_a_warning_not_a_switch_and_drains_still_end() {
         handoff_with_read_only_sysctls(&sandbox, &["drain", "web", "--wait", "--timeout", "30"]);
     let lag = drain_outlives_hold(hold, drain, Duration::from_secs(20));
     assert!(lag < Duration::from_secs(2), "drain lag {lag:?}");
+}
+
+/// A TLS server in namespace `ns` on 8443 (self-signed certificate: backends are addressed by
+/// IP, so https checks do not verify it): `/ok` answers 200, anything else 503.
+fn serve_tls(sandbox: &mut Sandbox, ns: &str) {
+    let dir = sandbox.dir.path();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        ])
+        .arg("/CN=backend")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let ready = dir.join("tls.ready");
+    let script = format!(
+        r#"
+import http.server, ssl, pathlib
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        status = 200 if self.path == "/ok" else 503
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("0.0.0.0", 8443), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("{cert}", "{key}")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+pathlib.Path("{ready}").write_text("ready")
+server.serve_forever()
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        ready = ready.display()
+    );
+    sandbox.spawn_child(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_for(Duration::from_secs(10), || ready.exists(), "the TLS server");
+}
+
+/// A config whose web component is checked with one ready check of `kind` on `port`/`path`.
+fn checked_config(kind: &str, port: u16, path: &str) -> String {
+    format!(
+        r#"{{"components": [{{"name": "web", "ports": [{{"external": 443, "container": {port}}}],
+            "readyChecks": [{{"kind": "{kind}", "port": {port}, "path": "{path}", "timeout": 1}}],
+            "readyTimeout": 1500, "drainTimeout": 60000}}]}}"#
+    )
+}
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn https_ready_checks_pass_on_a_tls_200_and_fail_on_a_503_or_plain_http() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&checked_config("https", 8443, "/ok"));
+    let a = sandbox.a.clone();
+    serve_tls(&mut sandbox, &a);
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    // The same TLS backend answering 503.
+    std::fs::write(
+        sandbox.config_path(),
+        checked_config("https", 8443, "/unavailable"),
+    )
+    .expect("config");
+    let unavailable = sandbox.handoff(&["switch", "web", "--to", BACKEND_A]);
+    assert_eq!(unavailable.status.code(), Some(3), "{unavailable:?}");
+    assert!(
+        String::from_utf8_lossy(&unavailable.stderr).contains("503"),
+        "{unavailable:?}"
+    );
+    // A plain HTTP backend (b's netkit on 8080) does not pass an https check.
+    std::fs::write(sandbox.config_path(), checked_config("https", 8080, "/")).expect("config");
+    let plain = sandbox.handoff(&["switch", "web", "--to", BACKEND_B]);
+    assert_eq!(plain.status.code(), Some(3), "{plain:?}");
+}
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_mutating_run_waits_for_the_lock_and_proceeds_once_it_is_free() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve_both_on_a();
+    let lock = sandbox.state_dir().join("lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(path_str(&lock))
+        .args(["sleep", "1.5"])
+        .spawn()
+        .expect("flock");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let output = sandbox.handoff(&["--lock-timeout", "10", "switch", "web", "--to", BACKEND_B]);
+    let waited = started.elapsed();
+    let _ = holder.wait();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("waiting for another run to finish"),
+        "{stderr}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "it went through after {waited:?}, while the lock was held"
+    );
+    assert_eq!(sandbox.list_json()["components"][0]["active"], BACKEND_B);
+}
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn drain_wait_holds_no_lock_while_it_waits() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve_both_on_a();
+    let hold = sandbox.hold_on_a_then_switch_to_b(4000);
+    let drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
+    std::thread::sleep(Duration::from_millis(500));
+    // A mutating command goes through at once while the drain waits (it would wait out the
+    // whole drain, then fail with exit 5, if the drain held the lock).
+    let started = Instant::now();
+    let output = sandbox.handoff(&["--lock-timeout", "1", "switch", "web", "--to", BACKEND_B]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("waiting for another run"),
+        "{output:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drain_outlives_hold(hold, drain, Duration::from_secs(20));
 }

@@ -1,6 +1,7 @@
 //! The operational files shipped with handoff: systemd units (checked with
-//! `systemd-analyze verify` when it is available) and the Vagrant VM (`vagrant validate` when
-//! vagrant is installed).
+//! `systemd-analyze verify`) and the Vagrant VM (`vagrant validate`). The tools are installed
+//! by scripts/test.sh; the tests that need them are ignored by a plain `cargo test` and fail,
+//! rather than pass, when asked to run without them.
 
 use std::path::Path;
 use std::process::Command;
@@ -35,11 +36,12 @@ fn the_units_run_the_installed_binary_with_the_right_commands() {
 }
 
 #[test]
+#[ignore = "needs systemd-analyze: run by scripts/test.sh, which installs it"]
 fn systemd_analyze_accepts_the_units() {
-    if !available("systemd-analyze") {
-        eprintln!("skipped: systemd-analyze is not installed");
-        return;
-    }
+    assert!(
+        available("systemd-analyze"),
+        "systemd-analyze is not installed (apt-get install systemd)"
+    );
     // Verify copies whose ExecStart points at the freshly built binary, so the check does not
     // depend on an installed handoff; template units are verified as instances.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -75,15 +77,21 @@ fn systemd_analyze_accepts_the_units() {
 }
 
 #[test]
-fn vagrant_validates_the_vm_definition() {
+fn the_vm_definition_runs_the_same_install_and_test_scripts_as_ci() {
     let vagrantfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/Vagrantfile");
     let text = std::fs::read_to_string(&vagrantfile).expect("Vagrantfile");
     assert!(text.contains("debian/bookworm64"));
     assert!(text.contains("bash scripts/install.sh") && text.contains("bash scripts/test.sh"));
-    if !available("vagrant") {
-        eprintln!("skipped: vagrant is not installed");
-        return;
-    }
+}
+
+#[test]
+#[ignore = "needs vagrant: run by scripts/test.sh, which installs it"]
+fn vagrant_validates_the_vm_definition() {
+    let vagrantfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/Vagrantfile");
+    assert!(
+        available("vagrant"),
+        "vagrant is not installed (apt-get install vagrant)"
+    );
     let output = Command::new("vagrant")
         .arg("validate")
         .current_dir(vagrantfile.parent().expect("dir"))

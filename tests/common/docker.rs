@@ -16,11 +16,6 @@ use super::{parse_json_line, succeeded, HANDOFF, NETKIT};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Docker tests share one dockerd, the host's network namespace and its docker0 bridge; they
-/// run one at a time. (Run side by side under load, one request in ~60,000 once stalled for
-/// 5 s; serially this was never seen. The cause is not yet understood: see the issue note.)
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Is a Docker daemon answering? The suite needs one (scripts/test.sh starts it).
 pub fn docker_available() -> bool {
     Command::new("docker")
@@ -51,7 +46,6 @@ fn must(program: &str, args: &[&str]) -> String {
 }
 
 pub struct DockerSandbox {
-    _turn: std::sync::MutexGuard<'static, ()>,
     pub id: String,
     pub table: String,
     pub repo: String,
@@ -66,6 +60,7 @@ pub struct ComponentOptions {
     pub ready_timeout_ms: u64,
     pub drain_timeout_ms: u64,
     pub pull: &'static str,
+    pub stop_timeout_s: u64,
 }
 
 impl Default for ComponentOptions {
@@ -74,20 +69,17 @@ impl Default for ComponentOptions {
             ready_timeout_ms: 10_000,
             drain_timeout_ms: 60_000,
             pull: "never",
+            stop_timeout_s: 2,
         }
     }
 }
 
 impl DockerSandbox {
     pub fn new(options: ComponentOptions) -> DockerSandbox {
-        let turn = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let id = format!("hd{}x{n}", std::process::id());
         let subnet = 1 + (std::process::id() as usize + n) % 250;
         let sandbox = DockerSandbox {
-            _turn: turn,
             table: id.clone(),
             // A registry on loopback that refuses at once: pulls fail fast and locally, and no
             // traffic leaves the machine.
@@ -105,7 +97,8 @@ impl DockerSandbox {
     }
 
     /// v1 and v2 serve with their name; v3 too, but only two seconds after it starts (a window
-    /// to interrupt an update before its new container is ready); `broken` never listens.
+    /// to interrupt an update before its new container is ready); `stubborn` serves under a
+    /// PID 1 that ignores SIGTERM (only the stop's SIGKILL ends it); `broken` never listens.
     fn build_images(&self) {
         let root = self.dir.path().join("rootfs");
         for dir in [
@@ -136,7 +129,12 @@ impl DockerSandbox {
             ("v1", serve_cmd("v1")),
             ("v2", serve_cmd("v2")),
             ("v3", slow_serve_cmd("v3")),
-            ("broken", r#"CMD ["/bin/sleep", "3600"]"#.to_string()),
+            ("stubborn", stubborn_serve_cmd("stubborn")),
+            (
+                "broken",
+                r#"CMD ["/bin/sh", "-c", "echo broken: never listens; exec sleep 3600"]"#
+                    .to_string(),
+            ),
         ] {
             must(
                 "docker",
@@ -217,7 +215,7 @@ impl DockerSandbox {
                 "ports": [{{"external": {port}, "container": 8080}}],
                 "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
                 "healthChecks": [{{"kind": "http", "port": 8080, "path": "/health", "timeout": 1}}],
-                "readyTimeout": {ready}, "drainTimeout": {drain}, "stopTimeout": 2,
+                "readyTimeout": {ready}, "drainTimeout": {drain}, "stopTimeout": {stop},
                 "bindings": [{{"external": "{signals}/{{container_id}}", "volume": "/signals"}}],
                 "environmentVariables": [{{"name": "HANDOFF_TEST", "value": "1"}}],
                 "terminationSignals": [
@@ -230,6 +228,7 @@ impl DockerSandbox {
             ready = options.ready_timeout_ms,
             drain = options.drain_timeout_ms,
             pull = options.pull,
+            stop = options.stop_timeout_s,
             signals = path(&signals),
         );
         std::fs::write(self.config_path(), config).expect("config");
@@ -242,6 +241,12 @@ impl DockerSandbox {
     /// Where container instance `instance` recorded the signals it received.
     pub fn signals_of(&self, instance: &str) -> PathBuf {
         self.dir.path().join("signals").join(instance)
+    }
+
+    /// The client namespace's address.
+    pub fn client_address(&self) -> String {
+        let (network, _) = self.host_address.rsplit_once('.').expect("an IPv4 address");
+        format!("{network}.2")
     }
 
     pub fn target(&self) -> String {
@@ -348,7 +353,19 @@ impl DockerSandbox {
 
     /// Our rule in DOCKER-USER, if present.
     pub fn docker_user_rule(&self) -> bool {
-        must("iptables", &["-S", "DOCKER-USER"]).contains(&format!("handoff:{}", self.table))
+        self.docker_user_rules() > 0
+    }
+
+    /// How many copies of our rule DOCKER-USER holds.
+    pub fn docker_user_rules(&self) -> usize {
+        let comment = format!("handoff:{}", self.table);
+        must("iptables", &["-S", "DOCKER-USER"])
+            .lines()
+            .filter(|line| {
+                line.split_whitespace()
+                    .any(|w| w.trim_matches('"') == comment)
+            })
+            .count()
     }
 
     /// The address the kernel's map sends web's new connections to.
@@ -410,6 +427,12 @@ fn slow_serve_cmd(name: &str) -> String {
     )
 }
 
+fn stubborn_serve_cmd(name: &str) -> String {
+    format!(
+        r#"CMD ["/bin/sh", "-c", "trap '' TERM; /usr/local/bin/handoff-netkit serve --listen 0.0.0.0:8080 --name {name} --record-dir /signals & wait"]"#
+    )
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -425,7 +448,7 @@ impl Drop for DockerSandbox {
                 let _ = sh("docker", &["rm", "-f", "-v", id]);
             }
         }
-        for tag in ["v1", "v2", "v3", "broken"] {
+        for tag in ["v1", "v2", "v3", "stubborn", "broken"] {
             let _ = sh("docker", &["rmi", "-f", &format!("{}:{tag}", self.repo)]);
         }
         let _ = sh("nft", &["delete", "table", "inet", &self.table]);

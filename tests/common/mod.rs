@@ -31,18 +31,23 @@ pub const NOBODY: &str = "10.0.1.13";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Root is needed for namespaces; without it the kernel tests say so and do nothing.
+/// Root is needed for namespaces, nftables, conntrack and Docker.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The kernel and Docker tests need root. They are `#[ignore]`d with that reason, so that a
+/// plain `cargo test` reports them as not run; `scripts/test.sh` runs them as root
+/// (`--include-ignored`). Run without root anyway, they fail: a test that did not run must
+/// not say "ok".
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !common::is_root() {
-            eprintln!("skipped: needs root (network namespaces, nftables, conntrack)");
-            return;
-        }
+        assert!(
+            common::is_root(),
+            "this test needs root (network namespaces, nftables, conntrack): run `sudo \
+             scripts/test.sh`"
+        );
     };
 }
 
@@ -222,6 +227,11 @@ impl Sandbox {
             || ready.exists(),
             "the test server to listen",
         );
+    }
+
+    /// Spawn `command`; it is killed when the sandbox goes.
+    pub fn spawn_child(&mut self, command: &mut Command) {
+        self.children.push(command.spawn().expect("spawn"));
     }
 
     fn handoff_command(&self, args: &[&str]) -> Command {
@@ -507,6 +517,17 @@ fn finish_drain_after(mut drain: Child, hold_closed: Instant, limit: Duration) -
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A netkit load report with no failed request and none that stalled: a request that needed a
+/// second SYN (1 s) or more is a fault here, even when it ended well.
+pub fn assert_nothing_failed_or_stalled(load: &serde_json::Value, what: &str) {
+    assert_eq!(load["failed"], 0, "{what}: {load}");
+    let slowest = load["slowest_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        slowest < 1000,
+        "{what}: a request took {slowest} ms: {load}"
+    );
 }
 
 /// Wait for a spawned child and parse its JSON line.
