@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Planted faults: each one breaks a promise of the README behind the tests' back, and the
+tests that guard that promise must then fail. Run by scripts/mutants.sh (root, dockerd).
+
+For every fault, a copy of the tree gets the fault (an exact text replacement; a fault whose
+anchor is missing is an error, never silently skipped), and the tests named for it run there
+(`cargo test ... -- --include-ignored --exact`). A fault is *caught* when they fail, *survived*
+when they pass: a survivor means a promise no test can see broken. Exit status 0 only when
+every fault was caught.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (name, the promise it breaks, file, anchor, replacement, [(test target, test name)])
+FAULTS = [
+    (
+        "drain-returns-at-once",
+        "drain --wait returns when the last flow ends, not before",
+        "src/drain.rs",
+        "    let started = Instant::now();\n    let mut addresses",
+        "    return Ok(Outcome {\n        drained: targets.iter().map(|t| t.backend.clone()).collect(),\n"
+        "        ..Outcome::default()\n    });\n    #[allow(unreachable_code)]\n"
+        "    let started = Instant::now();\n    let mut addresses",
+        [("kernel", "drain_wait_returns_right_after_the_last_flow_closes_and_not_before")],
+    ),
+    (
+        "update-returns-at-the-switch",
+        "update returns when the old container is gone",
+        "src/deploy.rs",
+        "    finish_drain(ctx, component, None)\n}",
+        "    Ok(())\n}",
+        [("docker", "start_then_update_under_load_drops_nothing_and_retires_the_old_container")],
+    ),
+    (
+        "switch-does-nothing",
+        "switch moves new connections to the new backend",
+        "src/netfilter/nft.rs",
+        "        // The hole in Docker's FORWARD policy comes first",
+        "        if !component.is_empty() {\n            return Ok(());\n        }\n"
+        "        // The hole in Docker's FORWARD policy comes first",
+        [("kernel", "a_switch_moves_new_connections_while_an_upload_finishes_byte_exact_on_the_old_backend")],
+    ),
+    (
+        "stop-does-not-drain",
+        "stop drains before it retires",
+        "src/deploy.rs",
+        "    if drain_first {\n        return finish_drain(ctx, component, None);\n    }",
+        "",
+        [("docker", "stop_drains_and_signals_after_the_last_flow_kill_cuts_and_signals_nothing")],
+    ),
+    (
+        "drain-timeout-1-ms",
+        "a drain waits up to drainTimeout",
+        "src/config.rs",
+        "        self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)",
+        "        self.drain_timeout.map(|_| 1).unwrap_or(1)",
+        [("kernel", "drain_wait_returns_right_after_the_last_flow_closes_and_not_before")],
+    ),
+    (
+        "netkit-counts-a-stall-as-success",
+        "the traffic tool fails a request whose server never closes",
+        "src/bin/handoff-netkit/client.rs",
+        'Err(anyhow!("no FIN from the server within the read timeout"))',
+        "Ok(())",
+        [("bin:handoff-netkit", "load::tests::a_server_that_never_closes_fails_the_request")],
+    ),
+    (
+        "held-connection-cut-at-the-switch",
+        "a switch leaves existing connections where they are",
+        "src/deploy.rs",
+        '    crash::point("after-switch");',
+        '    crash::point("after-switch");\n'
+        "    if let Some(previous) = &previous {\n"
+        "        let _ = crate::drain::forget_flows(&mut conntrack::Netlink::new(), previous, true);\n"
+        "    }",
+        [("kernel", "drain_wait_returns_right_after_the_last_flow_closes_and_not_before")],
+    ),
+]
+
+
+def run(*args, cwd, env=None):
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def plant(tree, path, anchor, replacement):
+    target = os.path.join(tree, path)
+    with open(target) as f:
+        text = f.read()
+    if text.count(anchor) != 1:
+        raise SystemExit(f"{path}: the anchor of a fault is not there exactly once:\n{anchor}")
+    with open(target, "w") as f:
+        f.write(text.replace(anchor, replacement))
+
+
+def test_args(target, name):
+    if target.startswith("bin:"):
+        return ["--bin", target[4:], "--", "--include-ignored", "--exact", name]
+    return ["--test", target, "--", "--include-ignored", "--exact", name]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", help="comma-separated fault names")
+    args = parser.parse_args()
+    chosen = [f for f in FAULTS if not args.only or f[0] in args.only.split(",")]
+    target_dir = os.path.join(ROOT, "target", "mutants")
+    env = dict(os.environ, CARGO_TARGET_DIR=target_dir)
+    results = []
+    for name, promise, path, anchor, replacement, tests in chosen:
+        tree = tempfile.mkdtemp(prefix=f"handoff-mutant-{name}-")
+        try:
+            shutil.copytree(ROOT, tree, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("target", ".git"))
+            plant(tree, path, anchor, replacement)
+            failed = []
+            for target, test in tests:
+                result = run("cargo", "test", "--quiet", *test_args(target, test), cwd=tree,
+                             env=env)
+                if "error[" in result.stderr and "test result" not in result.stdout:
+                    raise SystemExit(f"{name}: the mutant does not build:\n{result.stderr}")
+                if result.returncode != 0:
+                    failed.append(test)
+            results.append((name, promise, failed))
+            verdict = f"caught by {', '.join(failed)}" if failed else "SURVIVED"
+            print(f"{name}: {verdict}", file=sys.stderr, flush=True)
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+    print("| planted fault | the promise it breaks | caught by |")
+    print("|---|---|---|")
+    for name, promise, failed in results:
+        print(f"| {name} | {promise} | {', '.join(failed) if failed else '**survived**'} |")
+    sys.exit(0 if all(failed for _, _, failed in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
