@@ -21,6 +21,7 @@ mod http;
 mod load;
 mod payload;
 mod serve;
+mod tally;
 mod transfer;
 
 use std::io::{self, Write};

@@ -144,6 +144,12 @@ pub(crate) fn send(
     writer.write_all(&message)
 }
 
+/// A 411 that closes the connection.
+fn length_required(writer: &mut TcpStream, name: &str, body: &[u8]) -> io::Result<bool> {
+    send(writer, 411, "Length Required", false, name, body)?;
+    Ok(false)
+}
+
 /// Answers one request; returns whether the connection stays open.
 pub(crate) fn respond(
     request: &Request,
@@ -152,15 +158,7 @@ pub(crate) fn respond(
     name: &str,
 ) -> io::Result<bool> {
     if request.headers.get("transfer-encoding").is_some() {
-        send(
-            writer,
-            411,
-            "Length Required",
-            false,
-            name,
-            b"chunked bodies unsupported\n",
-        )?;
-        return Ok(false);
+        return length_required(writer, name, b"chunked bodies unsupported\n");
     }
     let body_len = match request.headers.content_length() {
         Ok(len) => len,
@@ -174,17 +172,7 @@ pub(crate) fn respond(
     match (request.method.as_str(), request.path.as_str()) {
         ("POST", "/upload") => match body_len {
             Some(len) => serve_upload(request, reader, writer, name, len).map(|()| keep_alive),
-            None => {
-                send(
-                    writer,
-                    411,
-                    "Length Required",
-                    false,
-                    name,
-                    b"Content-Length required\n",
-                )?;
-                Ok(false)
-            }
+            None => length_required(writer, name, b"Content-Length required\n"),
         },
         ("POST", path) if RECORD_DIR.get().is_some() => {
             discard(reader, body_len.unwrap_or(0))?;
