@@ -23,45 +23,57 @@ FAULTS = [
     (
         "drain-returns-at-once",
         "drain --wait returns when the last flow ends, not before",
-        "src/drain.rs",
+        "src/ops/watch.rs",
         "    let started = Instant::now();\n    let mut addresses",
         "    return Ok(Outcome {\n        drained: targets.iter().map(|t| t.backend.clone()).collect(),\n"
         "        ..Outcome::default()\n    });\n    #[allow(unreachable_code)]\n"
         "    let started = Instant::now();\n    let mut addresses",
-        [("kernel", "drain_wait_returns_right_after_the_last_flow_closes_and_not_before")],
+        [
+            ("kernel", "drain_wait_returns_right_after_the_last_flow_closes_and_not_before"),
+            ("lib", "ops::watch::tests::a_backend_drains_when_its_last_flow_ends"),
+        ],
     ),
     (
         "update-returns-at-the-switch",
         "update returns when the old container is gone",
-        "src/deploy.rs",
-        "    finish_drain(ctx, component, None)\n}",
-        "    Ok(())\n}",
-        [("docker", "start_then_update_under_load_drops_nothing_and_retires_the_old_container")],
+        "src/ops/update.rs",
+        "        report.drain = Some(finish_drain(env, component, None)?);",
+        "",
+        [
+            ("docker", "start_then_update_under_load_drops_nothing_and_retires_the_old_container"),
+            ("lib", "ops::tests::update::an_update_switches_to_the_new_version_then_drains_signals_and_retires_the_old"),
+        ],
     ),
     (
         "switch-does-nothing",
         "switch moves new connections to the new backend",
-        "src/netfilter/nft.rs",
-        "        // The hole in Docker's FORWARD policy comes first",
+        "src/kernel/netfilter/script.rs",
+        "        // The hot path: the component is routed already on exactly these external ports, so",
         "        if !component.is_empty() {\n            return Ok(());\n        }\n"
-        "        // The hole in Docker's FORWARD policy comes first",
+        "        // The hot path: the component is routed already on exactly these external ports, so",
         [("kernel", "a_switch_moves_new_connections_while_an_upload_finishes_byte_exact_on_the_old_backend")],
     ),
     (
         "stop-does-not-drain",
         "stop drains before it retires",
-        "src/deploy.rs",
-        "    if drain_first {\n        return finish_drain(ctx, component, None);\n    }",
-        "",
-        [("docker", "stop_drains_and_signals_after_the_last_flow_kill_cuts_and_signals_nothing")],
+        "src/ops/stop.rs",
+        "    if drain_first {\n        return Ok(StopReport {",
+        "    if drain_first && false {\n        return Ok(StopReport {",
+        [
+            ("docker", "stop_drains_and_signals_after_the_last_flow_kill_cuts_and_signals_nothing"),
+            ("lib", "ops::tests::stop::stop_unroutes_drains_signals_and_retires_everything"),
+        ],
     ),
     (
         "drain-timeout-1-ms",
         "a drain waits up to drainTimeout",
-        "src/config.rs",
+        "src/config/schema.rs",
         "        self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)",
         "        self.drain_timeout.map(|_| 1).unwrap_or(1)",
-        [("kernel", "drain_wait_returns_right_after_the_last_flow_closes_and_not_before")],
+        [
+            ("kernel", "drain_wait_returns_right_after_the_last_flow_closes_and_not_before"),
+            ("lib", "ops::tests::update::the_drain_waits_for_the_old_versions_flow_then_expires_its_finished_entries"),
+        ],
     ),
     (
         "netkit-counts-a-stall-as-success",
@@ -74,13 +86,45 @@ FAULTS = [
     (
         "held-connection-cut-at-the-switch",
         "a switch leaves existing connections where they are",
-        "src/deploy.rs",
+        "src/ops/switch.rs",
         '    crash::point("after-switch");',
         '    crash::point("after-switch");\n'
         "    if let Some(previous) = &previous {\n"
-        "        let _ = crate::drain::forget_flows(&mut conntrack::Netlink::new(), previous, true);\n"
+        "        let _ = super::drain::forget_flows(&mut **env.conntrack(), previous, true);\n"
         "    }",
         [("kernel", "drain_wait_returns_right_after_the_last_flow_closes_and_not_before")],
+    ),
+    (
+        "restart-reported-as-previous",
+        "restore never drains the container it has just started again at another address",
+        "src/ops/switch.rs",
+        "        .filter(|record| container.is_none() || record.container != container);",
+        "        .filter(|_| true);",
+        [("lib", "ops::tests::restore::after_a_reboot_the_active_container_is_started_again_and_nothing_of_it_is_drained")],
+    ),
+    (
+        "active-container-retired",
+        "the active container is never retired, whatever the state says",
+        "src/ops/retire.rs",
+        "            Some(id) if active_containers.contains(id) => {",
+        "            Some(id) if id.is_empty() => {",
+        [("lib", "ops::tests::restore::a_draining_record_of_the_active_container_is_forgotten_never_retired")],
+    ),
+    (
+        "stale-dispatch-ports-kept",
+        "a port dropped from the config leaves the ruleset at the next switch",
+        "src/kernel/netfilter/script.rs",
+        "        let stale = change.stale_ports();",
+        "        let stale: Vec<u16> = Vec::new();",
+        [("kernel", "a_port_dropped_from_the_config_leaves_the_ruleset_and_stop_still_works")],
+    ),
+    (
+        "dump-filter-malformed",
+        "a retirement dumps one backend's flows, not the whole table",
+        "src/kernel/conntrack/request.rs",
+        "    attribute.extend_from_slice(&12u16.to_ne_bytes());",
+        "    attribute.extend_from_slice(&16u16.to_ne_bytes());",
+        [("kernel", "a_dump_for_one_backend_is_filtered_by_the_kernel")],
     ),
 ]
 
@@ -100,6 +144,8 @@ def plant(tree, path, anchor, replacement):
 
 
 def test_args(target, name):
+    if target == "lib":
+        return ["--lib", "--", "--exact", name]
     if target.startswith("bin:"):
         return ["--bin", target[4:], "--", "--include-ignored", "--exact", name]
     return ["--test", target, "--", "--include-ignored", "--exact", name]

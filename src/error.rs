@@ -6,11 +6,10 @@
 
 use std::fmt;
 
-/// The documented exit codes (see README, "Exit codes").
+/// The documented exit codes (see README, "Exit codes"). Success is 0 and needs no variant:
+/// it is the absence of a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
-    /// Success.
-    Ok = 0,
     /// A runtime failure: the kernel, `nft` or netlink refused an operation.
     Runtime = 1,
     /// Bad input: config file, command-line argument, unknown component, bad address.

@@ -1,17 +1,18 @@
 //! handoff: zero-downtime updates of containers and services with kernel DNAT and conntrack
 //! draining, no proxy in the data path.
+//!
+//! The layers, arrows pointing down only: [`cli`] (one file per subcommand) → [`ops`] (the use
+//! cases, returning data) → [`kernel`] (nftables, conntrack), [`runtime`] (Docker), [`health`]
+//! (network checks), [`config`], [`state`]; [`identity`], [`trust`], [`error`] and [`crash`] are leaves.
 
-pub mod commands;
+pub mod cli;
 pub mod config;
-pub mod conntrack;
 pub mod crash;
-pub mod deploy;
-pub mod drain;
 pub mod error;
 pub mod health;
-pub mod netfilter;
-pub mod nfnetlink;
-pub mod progress;
+pub mod identity;
+pub mod kernel;
+pub mod ops;
 pub mod runtime;
 pub mod state;
-pub mod view;
+pub mod trust;

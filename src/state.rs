@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PortPair;
 use crate::error::{ExitCode, Failure};
+use crate::trust;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/handoff";
 const STATE_FILE: &str = "state.json";
@@ -135,7 +136,18 @@ impl StateDir {
         &self.path
     }
 
+    /// Refuse a state directory (or a directory above it) that anyone but root could change:
+    /// whoever writes the state chooses which containers handoff stops.
+    fn refuse_replaceable(&self) -> Result<()> {
+        if self.path.exists() {
+            trust::refuse_replaceable(&self.path, "state directory")
+        } else {
+            trust::refuse_replaceable_directories_above(&self.path, "state directory")
+        }
+    }
+
     fn ensure(&self) -> Result<()> {
+        self.refuse_replaceable()?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -146,6 +158,7 @@ impl StateDir {
     /// Read the state; a missing file is an empty state. A corrupt file is an error, never
     /// silently replaced.
     pub fn load(&self) -> Result<State> {
+        self.refuse_replaceable()?;
         let file = self.path.join(STATE_FILE);
         let text = match fs::read_to_string(&file) {
             Ok(text) => text,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::docker::{docker_available, ComponentOptions, DockerSandbox};
+use common::docker::{docker_available, must, ComponentOptions, DockerSandbox};
 use common::{finish_json, is_root, wait_for};
 
 /// See `require_root!`: these tests are ignored unless asked for, and fail when they cannot run.
@@ -38,18 +38,7 @@ fn start_then_update_under_load_drops_nothing_and_retires_the_old_container() {
         "a second start is refused: {refused:?}"
     );
 
-    let load = sandbox
-        .client_command(&[
-            "load",
-            "--target",
-            &sandbox.target(),
-            "--connections",
-            "10",
-            "--duration-ms",
-            "7000",
-        ])
-        .spawn()
-        .expect("load");
+    let load = sandbox.spawn_load(10, 7000);
     // 48 MB at 12 MB/s: about four seconds, across the switch.
     let download = sandbox
         .client_command(&[
@@ -161,29 +150,22 @@ fn an_update_to_a_version_that_never_becomes_ready_is_refused_and_changes_nothin
         .into_owned()
     };
     let before = ruleset();
-    let load = sandbox
-        .client_command(&[
-            "load",
-            "--target",
-            &sandbox.target(),
-            "--connections",
-            "4",
-            "--duration-ms",
-            "4000",
-        ])
-        .spawn()
-        .expect("load");
+    let load = sandbox.spawn_load(4, 4000);
     let started = Instant::now();
     let output = sandbox.handoff(&["update", "web", "--tag", "broken"]);
     assert_eq!(output.status.code(), Some(3), "{output:?}");
-    // readyTimeout (2 s), plus creating the container and removing it again.
+    // readyTimeout (2 s), plus creating the container and removing it again: 1.5 s of Docker
+    // work in a suite that runs in parallel, 2.3 s with a build beside it. The bound still
+    // fails a wait for the default readyTimeout or for the stopTimeout (10 s each) of a
+    // container that ignores SIGTERM, as this one does.
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(1800) && took < Duration::from_secs(4),
-        "refused after {took:?}; readyTimeout is 2 s"
-    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("is not ready"), "{stderr}");
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(6),
+        "refused after {took:?}; readyTimeout is 2 s: {stderr}"
+    );
+    assert!(stderr.contains("is not ready at"), "{stderr}");
+    assert!(stderr.contains("after 2000 ms"), "{stderr}");
     assert!(
         stderr.contains("the running version keeps serving"),
         "{stderr}"
@@ -260,17 +242,7 @@ fn stop_drains_and_signals_after_the_last_flow_kill_cuts_and_signals_nothing() {
         0,
         "the hole is closed when nothing is routed"
     );
-    let after_stop = sandbox.client_json(&[
-        "load",
-        "--target",
-        &sandbox.target(),
-        "--connections",
-        "1",
-        "--duration-ms",
-        "300",
-        "--max-requests",
-        "3",
-    ]);
+    let after_stop = sandbox.load(1, 300, &["--max-requests", "3"]);
     assert_eq!(
         after_stop["ok"], 0,
         "nothing is forwarded after stop: {after_stop}"
@@ -339,11 +311,7 @@ fn host_local_and_other_container_clients_reach_the_component() {
         .output()
         .expect("netkit");
     let local = common::parse_json_line(&local.stdout);
-    assert_eq!(local["failed"], 0, "{local}");
-    assert!(
-        local["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
-        "{local}"
-    );
+    common::assert_served_by(&local, "v1");
     // Another container on the same host, through the bridge's gateway address (hairpin).
     let docker0 = String::from_utf8_lossy(
         &std::process::Command::new("ip")
@@ -385,11 +353,7 @@ fn host_local_and_other_container_clients_reach_the_component() {
         String::from_utf8_lossy(&fetched.stderr)
     );
     let fetched = common::parse_json_line(&fetched.stdout);
-    assert_eq!(fetched["failed"], 0, "{fetched}");
-    assert!(
-        fetched["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
-        "{fetched}"
-    );
+    common::assert_served_by(&fetched, "v1");
     sandbox.handoff_ok(&["kill", "web"]);
     assert!(!sandbox.table_exists() || !sandbox.docker_user_rule());
 }
@@ -437,17 +401,7 @@ fn monitor_replaces_a_dead_container_through_update() {
     while !replaced && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(500));
         let running: Vec<_> = sandbox.containers().into_iter().filter(|c| c.2).collect();
-        let served = sandbox.client_json(&[
-            "load",
-            "--target",
-            &sandbox.target(),
-            "--connections",
-            "1",
-            "--duration-ms",
-            "200",
-            "--max-requests",
-            "3",
-        ]);
+        let served = sandbox.load(1, 200, &["--max-requests", "3"]);
         replaced = running.len() == 1 && running[0].0 != first[0].0 && served["ok"] == 3;
     }
     let _ = monitor.kill();
@@ -491,18 +445,7 @@ fn killed_update_converges(point: KillPoint) {
     sandbox.handoff_ok(&["start", "web"]);
     let old = sandbox.containers()[0].0.clone();
     let old_address = sandbox.address_of(&old);
-    let load = sandbox
-        .client_command(&[
-            "load",
-            "--target",
-            &sandbox.target(),
-            "--connections",
-            "6",
-            "--duration-ms",
-            "9000",
-        ])
-        .spawn()
-        .expect("load");
+    let load = sandbox.spawn_load(6, 9000);
     let mut hold = sandbox
         .client_command(&["hold", "--target", &sandbox.target(), "--ms", "3500"])
         .spawn()
@@ -601,19 +544,7 @@ fn killed_update_converges(point: KillPoint) {
         1,
         "{point:?}: one DOCKER-USER rule"
     );
-    let served = sandbox.client_json(&[
-        "load",
-        "--target",
-        &sandbox.target(),
-        "--connections",
-        "1",
-        "--duration-ms",
-        "200",
-    ]);
-    assert!(
-        served["by_backend"]["v3"].as_u64().unwrap_or(0) > 0,
-        "{point:?}: {served}"
-    );
+    common::assert_served_by(&sandbox.load(1, 200, &[]), "v3");
     sandbox.handoff_ok(&["kill", "web"]);
 }
 
@@ -660,18 +591,7 @@ fn two_concurrent_updates_serialize_and_leave_one_container() {
     require_docker!();
     let sandbox = DockerSandbox::new(ComponentOptions::default());
     sandbox.handoff_ok(&["start", "web"]);
-    let load = sandbox
-        .client_command(&[
-            "load",
-            "--target",
-            &sandbox.target(),
-            "--connections",
-            "4",
-            "--duration-ms",
-            "5000",
-        ])
-        .spawn()
-        .expect("load");
+    let load = sandbox.spawn_load(4, 5000);
     let updates: Vec<_> = (0..2)
         .map(|_| {
             sandbox
@@ -714,31 +634,15 @@ fn restore_brings_a_stopped_container_and_a_deleted_table_back() {
         .output()
         .expect("docker stop");
     assert!(stopped.status.success());
-    let deleted = std::process::Command::new("nft")
-        .args(["delete", "table", "inet", &sandbox.table])
-        .output()
-        .expect("nft");
-    assert!(deleted.status.success());
+    sandbox.delete_table();
     sandbox.handoff_ok(&["restore"]);
     let containers = sandbox.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_eq!(containers[0].0, id, "the same container was started again");
     assert!(containers[0].2);
     assert_eq!(sandbox.routed_address(), Some(sandbox.address_of(&id)));
-    let served = sandbox.client_json(&[
-        "load",
-        "--target",
-        &sandbox.target(),
-        "--connections",
-        "2",
-        "--duration-ms",
-        "300",
-    ]);
-    assert_eq!(served["failed"], 0, "{served}");
-    assert!(
-        served["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
-        "{served}"
-    );
+    let served = sandbox.load(2, 300, &[]);
+    common::assert_served_by(&served, "v1");
     sandbox.handoff_ok(&["kill", "web"]);
 }
 
@@ -755,18 +659,7 @@ fn fifty_back_to_back_updates_under_new_connection_load_fail_no_request() {
     let sandbox = DockerSandbox::new(ComponentOptions::default());
     sandbox.narrow_client_ports(40_000, 43_999);
     sandbox.handoff_ok(&["start", "web"]);
-    let load = sandbox
-        .client_command(&[
-            "load",
-            "--target",
-            &sandbox.target(),
-            "--connections",
-            "3",
-            "--duration-ms",
-            "300000",
-        ])
-        .spawn()
-        .expect("load");
+    let load = sandbox.spawn_load(3, 300000);
     let pid = nix::unistd::Pid::from_raw(load.id() as i32);
     std::thread::sleep(Duration::from_millis(1000));
     let mut updates = Vec::new();
@@ -942,6 +835,61 @@ fn monitor_replaces_only_after_the_configured_number_of_failed_rounds() {
     sandbox.handoff_ok(&["kill", "web"]);
 }
 
+/// The reboot bug: the recorded active container, started again, got another address (its
+/// own was taken meanwhile), and restore used to mark the old address — the same container —
+/// as draining and retire the container it had just started: exit 0, nothing served.
+#[test]
+#[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
+fn restore_after_a_restart_that_changed_the_address_keeps_the_container_serving() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions {
+        own_network: true,
+        ..ComponentOptions::default()
+    });
+    sandbox.handoff_ok(&["start", "web"]);
+    let id = sandbox.containers()[0].0.clone();
+    let before = sandbox.address_of(&id);
+    must("docker", &["stop", "-t", "1", &id]);
+    // While it is down, someone else's container gets its address.
+    let squatter = sandbox.run_foreign("v2", &["--network", &sandbox.id, "--ip", &before]);
+    assert_eq!(sandbox.address_of(&squatter), before);
+    sandbox.delete_table();
+
+    sandbox.handoff_ok(&["restore"]);
+    let containers = sandbox.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0].0, id, "the same container was started again");
+    assert!(containers[0].2, "and runs: {containers:?}");
+    let after = sandbox.address_of(&id);
+    assert_ne!(after, before, "the restart changed the address");
+    assert_eq!(sandbox.routed_address(), Some(after.clone()));
+    let listed = sandbox.list_json();
+    assert_eq!(
+        listed["components"][0]["draining"],
+        serde_json::json!([]),
+        "nothing of the restarted container drains: {listed}"
+    );
+    // A drain (the next update's, or an operator's) finds nothing to retire.
+    sandbox.handoff_ok(&["drain", "web", "--wait", "--timeout", "5"]);
+    assert!(sandbox.containers()[0].2, "{:?}", sandbox.containers());
+    common::assert_served_by(&sandbox.load(2, 300, &[]), "v1");
+    let squatter_log = must(
+        "docker",
+        &[
+            "exec",
+            &squatter,
+            "sh",
+            "-c",
+            "cat /signals/requests.log 2>/dev/null; true",
+        ],
+    );
+    assert!(
+        !squatter_log.contains("POST /quit"),
+        "the container now at the old address got no termination signal: {squatter_log}"
+    );
+    sandbox.handoff_ok(&["kill", "web"]);
+}
+
 #[test]
 #[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
 fn restore_replaces_a_recorded_container_that_vanished() {
@@ -954,11 +902,7 @@ fn restore_replaces_a_recorded_container_that_vanished() {
         .output()
         .expect("docker rm");
     assert!(removed.status.success());
-    let deleted = std::process::Command::new("nft")
-        .args(["delete", "table", "inet", &sandbox.table])
-        .output()
-        .expect("nft");
-    assert!(deleted.status.success());
+    sandbox.delete_table();
     sandbox.handoff_ok(&["restore"]);
     let containers = sandbox.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
@@ -971,20 +915,8 @@ fn restore_replaces_a_recorded_container_that_vanished() {
         sandbox.routed_address(),
         Some(sandbox.address_of(&containers[0].0))
     );
-    let served = sandbox.client_json(&[
-        "load",
-        "--target",
-        &sandbox.target(),
-        "--connections",
-        "2",
-        "--duration-ms",
-        "300",
-    ]);
-    assert_eq!(served["failed"], 0, "{served}");
-    assert!(
-        served["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
-        "{served}"
-    );
+    let served = sandbox.load(2, 300, &[]);
+    common::assert_served_by(&served, "v1");
     sandbox.handoff_ok(&["kill", "web"]);
 }
 
@@ -1040,19 +972,7 @@ fn a_client_port_reused_right_after_an_update_reaches_the_new_version_at_once() 
     sandbox.handoff_ok(&["start", "web"]);
     let source = format!("{}:41000", sandbox.client_address());
     let request = |sandbox: &DockerSandbox| {
-        sandbox.client_json(&[
-            "load",
-            "--target",
-            &sandbox.target(),
-            "--connections",
-            "1",
-            "--duration-ms",
-            "2000",
-            "--max-requests",
-            "1",
-            "--source",
-            &source,
-        ])
+        sandbox.load(1, 2000, &["--max-requests", "1", "--source", &source])
     };
     let first = request(&sandbox);
     assert_eq!(first["by_backend"]["v1"], 1, "{first}");

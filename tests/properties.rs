@@ -2,8 +2,8 @@
 //! panicking (bad input must always become a clear error, never a crash of a root process).
 
 use handoff::config;
-use handoff::conntrack::decode_datagram;
-use handoff::netfilter::netlink::decode_route;
+use handoff::kernel::conntrack::decode_datagram;
+use handoff::kernel::netfilter::batch::decode_route;
 use proptest::prelude::*;
 
 /// JSON-shaped text built from the config's own vocabulary, so that the parser's deeper paths

@@ -1,9 +1,6 @@
-//! Docker through its Engine API (bollard), behind a small synchronous facade: the rest of
-//! handoff is a sequence of blocking steps, so the async client runs on a private
+//! Docker through its Engine API (bollard), behind the synchronous [`Runtime`] trait: the rest
+//! of handoff is a sequence of blocking steps, so the async client runs on a private
 //! current-thread tokio runtime.
-//!
-//! Containers are found again by their labels, never by a local cache: any command can rebuild
-//! the picture from Docker and the kernel.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -17,57 +14,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use super::{Container, ContainerSpec, Runtime, LABEL_COMPONENT, LABEL_TABLE};
 use crate::error::Failure;
-
-/// Labels that tie a container to its component.
-pub const LABEL_TABLE: &str = "handoff.table";
-pub const LABEL_COMPONENT: &str = "handoff.component";
-pub const LABEL_CONFIG_HASH: &str = "handoff.config-hash";
-pub const LABEL_GENERATION: &str = "handoff.generation";
-pub const LABEL_INSTANCE: &str = "handoff.instance";
-
-/// A container of a component, as Docker reports it.
-#[derive(Debug, Clone)]
-pub struct Container {
-    pub id: String,
-    pub name: String,
-    pub image: String,
-    pub running: bool,
-    /// Docker's state word (`running`, `exited`, ...).
-    pub state: String,
-    /// Seconds since the epoch.
-    pub created: i64,
-    pub address: Option<Ipv4Addr>,
-    pub labels: HashMap<String, String>,
-}
-
-impl Container {
-    pub fn generation(&self) -> u64 {
-        self.labels
-            .get(LABEL_GENERATION)
-            .and_then(|g| g.parse().ok())
-            .unwrap_or(0)
-    }
-
-    pub fn short_id(&self) -> &str {
-        &self.id[..self.id.len().min(12)]
-    }
-}
-
-/// What to create.
-#[derive(Debug, Clone)]
-pub struct ContainerSpec {
-    pub name: String,
-    pub image: String,
-    pub command: Vec<String>,
-    pub user: String,
-    pub privileged: bool,
-    pub env: Vec<String>,
-    pub binds: Vec<String>,
-    pub volumes_from: Vec<String>,
-    pub network: String,
-    pub labels: HashMap<String, String>,
-}
 
 pub struct Docker {
     runtime: tokio::runtime::Runtime,
@@ -98,9 +46,11 @@ impl Docker {
             .map_err(docker_failure)?;
         Ok(Docker { runtime, client })
     }
+}
 
+impl Runtime for Docker {
     /// The containers labelled for `table` (and `component`, when given), running or not.
-    pub fn containers(
+    fn containers(
         &self,
         table: &str,
         component: Option<&str>,
@@ -151,7 +101,7 @@ impl Docker {
         Ok(containers)
     }
 
-    pub fn image_present(&self, image: &str) -> Result<bool> {
+    fn image_present(&self, image: &str) -> Result<bool> {
         match self.runtime.block_on(self.client.inspect_image(image)) {
             Ok(_) => Ok(true),
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -162,7 +112,7 @@ impl Docker {
     }
 
     /// Pull `repo:tag` from its registry.
-    pub fn pull(&self, repo: &str, tag: &str) -> Result<()> {
+    fn pull(&self, repo: &str, tag: &str) -> Result<()> {
         let options = CreateImageOptionsBuilder::default()
             .from_image(repo)
             .tag(tag)
@@ -180,7 +130,7 @@ impl Docker {
     }
 
     /// Create and start a container; on a failed start the container is removed again.
-    pub fn create_and_start(&self, spec: &ContainerSpec) -> Result<String> {
+    fn create_and_start(&self, spec: &ContainerSpec) -> Result<String> {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
@@ -208,16 +158,23 @@ impl Docker {
             None::<bollard::query_parameters::StartContainerOptions>,
         ));
         if let Err(error) = started {
-            let _ = self.remove(&created.id);
-            return Err(
-                anyhow::Error::new(error).context(format!("starting container {}", spec.name))
-            );
+            // Never leave the unstarted container behind silently.
+            let left_behind = match self.remove(&created.id) {
+                Ok(()) => String::new(),
+                Err(removal) => format!(
+                    " (and removing the unstarted container {} failed: {removal:#}; remove it \
+                     with `docker rm {}`)",
+                    spec.name, spec.name
+                ),
+            };
+            return Err(anyhow::Error::new(error)
+                .context(format!("starting container {}{left_behind}", spec.name)));
         }
         Ok(created.id)
     }
 
     /// Start an existing (stopped) container again, e.g. after a reboot.
-    pub fn start(&self, id: &str) -> Result<()> {
+    fn start(&self, id: &str) -> Result<()> {
         self.runtime
             .block_on(
                 self.client
@@ -227,7 +184,7 @@ impl Docker {
     }
 
     /// The container's address on `network`, waiting briefly for Docker to assign it.
-    pub fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr> {
+    fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr> {
         for _ in 0..50 {
             let inspect = self
                 .runtime
@@ -254,7 +211,7 @@ impl Docker {
 
     /// The container's address on `network` while it runs; `None` when it is stopped, gone,
     /// or has no address there.
-    pub fn running_address(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>> {
+    fn running_address(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>> {
         let inspect = match self
             .runtime
             .block_on(self.client.inspect_container(id, None))
@@ -278,7 +235,7 @@ impl Docker {
 
     /// SIGTERM, then SIGKILL after `grace`. A container already stopped (304) or gone (404) is
     /// done, not an error.
-    pub fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+    fn stop(&self, id: &str, grace: Duration) -> Result<()> {
         let options = StopContainerOptionsBuilder::default()
             .t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX))
             .build();
@@ -296,7 +253,7 @@ impl Docker {
     }
 
     /// Remove the container (and its anonymous volumes), stopping it first if needed.
-    pub fn remove(&self, id: &str) -> Result<()> {
+    fn remove(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -319,7 +276,7 @@ impl Docker {
     }
 
     /// The last `lines` lines of the container's output, for a failure report.
-    pub fn logs_tail(&self, id: &str, lines: usize) -> String {
+    fn logs_tail(&self, id: &str, lines: usize) -> String {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -336,7 +293,7 @@ impl Docker {
     }
 
     /// Run `command` in the container and wait (up to `timeout`) for its exit code.
-    pub fn exec(&self, id: &str, command: Vec<String>, timeout: Duration) -> Result<i64> {
+    fn exec(&self, id: &str, command: Vec<String>, timeout: Duration) -> Result<i64> {
         self.runtime.block_on(async {
             let exec = self
                 .client

@@ -1,4 +1,104 @@
-//! Container runtimes. Docker (through its Engine API) is the one handoff manages; a component
+//! Container runtimes, behind the [`Runtime`] trait: Docker (through its Engine API) is the one
+//! handoff manages, and the use cases are unit-tested against [`fake::FakeRuntime`]. A component
 //! without `repo` has plain address backends and needs no runtime.
+//!
+//! Containers are found again by their labels, never by a local cache: any command can rebuild
+//! the picture from the runtime and the kernel.
 
 pub mod docker;
+#[cfg(test)]
+pub mod fake;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::Result;
+
+/// Labels that tie a container to its component.
+pub const LABEL_TABLE: &str = "handoff.table";
+pub const LABEL_COMPONENT: &str = "handoff.component";
+pub const LABEL_CONFIG_HASH: &str = "handoff.config-hash";
+pub const LABEL_GENERATION: &str = "handoff.generation";
+pub const LABEL_INSTANCE: &str = "handoff.instance";
+
+/// A container of a component, as Docker reports it.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub running: bool,
+    /// Docker's state word (`running`, `exited`, ...).
+    pub state: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub address: Option<Ipv4Addr>,
+    pub labels: HashMap<String, String>,
+}
+
+impl Container {
+    pub fn generation(&self) -> u64 {
+        self.labels
+            .get(LABEL_GENERATION)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn short_id(&self) -> &str {
+        short_id(&self.id)
+    }
+}
+
+/// A container id as Docker shows it: its first 12 characters.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub user: String,
+    pub privileged: bool,
+    pub env: Vec<String>,
+    pub binds: Vec<String>,
+    pub volumes_from: Vec<String>,
+    pub network: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// What the use cases need of a container runtime. "Already gone" is success wherever a
+/// teardown asks for it (stop and remove of a missing container).
+pub trait Runtime {
+    /// The containers labelled for `table` (and `component`, when given), running or not; their
+    /// address is the one on `network`.
+    fn containers(
+        &self,
+        table: &str,
+        component: Option<&str>,
+        network: &str,
+    ) -> Result<Vec<Container>>;
+    fn image_present(&self, image: &str) -> Result<bool>;
+    /// Pull `repo:tag` from its registry.
+    fn pull(&self, repo: &str, tag: &str) -> Result<()>;
+    /// Create and start a container; on a failed start it is removed again. Its id.
+    fn create_and_start(&self, spec: &ContainerSpec) -> Result<String>;
+    /// Start an existing (stopped) container again, e.g. after a reboot.
+    fn start(&self, id: &str) -> Result<()>;
+    /// The container's address on `network`, waiting briefly for the runtime to assign it.
+    fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr>;
+    /// The container's address on `network` while it runs; `None` when it is stopped, gone,
+    /// or has no address there.
+    fn running_address(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>>;
+    /// SIGTERM, then SIGKILL after `grace`. Already stopped or gone is done.
+    fn stop(&self, id: &str, grace: Duration) -> Result<()>;
+    /// Remove the container (and its anonymous volumes). Already gone is done.
+    fn remove(&self, id: &str) -> Result<()>;
+    /// The last `lines` lines of the container's output, for a failure report.
+    fn logs_tail(&self, id: &str, lines: usize) -> String;
+    /// Run `command` in the container and wait (up to `timeout`) for its exit code.
+    fn exec(&self, id: &str, command: Vec<String>, timeout: Duration) -> Result<i64>;
+}

@@ -35,7 +35,7 @@ fn sh(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
 
-fn must(program: &str, args: &[&str]) -> String {
+pub fn must(program: &str, args: &[&str]) -> String {
     let output = sh(program, args);
     assert!(
         output.status.success(),
@@ -44,6 +44,10 @@ fn must(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
+
+/// The label of the containers a test runs itself (not handoff's), so that they go with the
+/// sandbox.
+const FOREIGN_LABEL: &str = "handoff-test.sandbox";
 
 pub struct DockerSandbox {
     pub id: String,
@@ -61,6 +65,9 @@ pub struct ComponentOptions {
     pub drain_timeout_ms: u64,
     pub pull: &'static str,
     pub stop_timeout_s: u64,
+    /// A user-defined Docker network of the sandbox's own instead of `bridge`, where a test
+    /// can hand out addresses itself (`docker run --ip`).
+    pub own_network: bool,
 }
 
 impl Default for ComponentOptions {
@@ -70,6 +77,7 @@ impl Default for ComponentOptions {
             drain_timeout_ms: 60_000,
             pull: "never",
             stop_timeout_s: 2,
+            own_network: false,
         }
     }
 }
@@ -92,6 +100,18 @@ impl DockerSandbox {
         };
         sandbox.build_images();
         sandbox.build_client(subnet);
+        if options.own_network {
+            must(
+                "docker",
+                &[
+                    "network",
+                    "create",
+                    "--subnet",
+                    &format!("10.232.{subnet}.0/24"),
+                    &sandbox.id,
+                ],
+            );
+        }
         sandbox.write_config(&options);
         sandbox
     }
@@ -216,6 +236,7 @@ impl DockerSandbox {
                 "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
                 "healthChecks": [{{"kind": "http", "port": 8080, "path": "/health", "timeout": 1}}],
                 "readyTimeout": {ready}, "drainTimeout": {drain}, "stopTimeout": {stop},
+                "network": "{network}",
                 "bindings": [{{"external": "{signals}/{{container_id}}", "volume": "/signals"}}],
                 "environmentVariables": [{{"name": "HANDOFF_TEST", "value": "1"}}],
                 "terminationSignals": [
@@ -229,6 +250,11 @@ impl DockerSandbox {
             drain = options.drain_timeout_ms,
             pull = options.pull,
             stop = options.stop_timeout_s,
+            network = if options.own_network {
+                &self.id
+            } else {
+                "bridge"
+            },
             signals = path(&signals),
         );
         std::fs::write(self.config_path(), config).expect("config");
@@ -309,6 +335,42 @@ impl DockerSandbox {
 
     pub fn client_json(&self, args: &[&str]) -> serde_json::Value {
         parse_json_line(&self.client_command(args).output().expect("netkit").stdout)
+    }
+
+    /// The arguments of a netkit load from the client towards the component: `connections`
+    /// workers, each request a new connection, for `ms`; then `extra`.
+    fn load_args<'a>(
+        &'a self,
+        target: &'a str,
+        connections: &'a str,
+        ms: &'a str,
+        extra: &[&'a str],
+    ) -> Vec<&'a str> {
+        let mut args = vec![
+            "load",
+            "--target",
+            target,
+            "--connections",
+            connections,
+            "--duration-ms",
+            ms,
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// A load from the client in the background; `finish_json` gives its report.
+    pub fn spawn_load(&self, connections: u32, ms: u64) -> std::process::Child {
+        let (target, connections, ms) = (self.target(), connections.to_string(), ms.to_string());
+        self.client_command(&self.load_args(&target, &connections, &ms, &[]))
+            .spawn()
+            .expect("load")
+    }
+
+    /// A load from the client, waited for: its report.
+    pub fn load(&self, connections: u32, ms: u64, extra: &[&str]) -> serde_json::Value {
+        let (target, connections, ms) = (self.target(), connections.to_string(), ms.to_string());
+        self.client_json(&self.load_args(&target, &connections, &ms, extra))
     }
 
     /// (id, image, running) of every container of this sandbox.
@@ -404,8 +466,29 @@ impl DockerSandbox {
     pub fn address_of(&self, id: &str) -> String {
         must(
             "docker",
-            &["inspect", "--format", "{{.NetworkSettings.IPAddress}}", id],
+            &[
+                "inspect",
+                "--format",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                id,
+            ],
         )
+    }
+
+    /// Run a container that is not handoff's (someone else's service) from image `tag`, with
+    /// `args` for `docker run` (e.g. `--network`, `--ip`); removed with the sandbox. Its id.
+    pub fn run_foreign(&self, tag: &str, args: &[&str]) -> String {
+        let label = format!("{FOREIGN_LABEL}={}", self.table);
+        let image = format!("{}:{tag}", self.repo);
+        let mut all = vec!["run", "-d", "--label", &label];
+        all.extend_from_slice(args);
+        all.push(&image);
+        must("docker", &all)
+    }
+
+    /// Delete handoff's table, as a reboot or an operator would.
+    pub fn delete_table(&self) {
+        must("nft", &["delete", "table", "inet", &self.table]);
     }
 
     pub fn table_exists(&self) -> bool {
@@ -439,18 +522,23 @@ fn path(p: &Path) -> &str {
 
 impl Drop for DockerSandbox {
     fn drop(&mut self) {
-        let filter = format!("label=handoff.table={}", self.table);
-        if let Ok(output) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-                let _ = sh("docker", &["rm", "-f", "-v", id]);
+        // handoff's containers, and the test's own (see `run_foreign`).
+        for label in ["handoff.table", FOREIGN_LABEL] {
+            let filter = format!("label={label}={}", self.table);
+            if let Ok(output) = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                    let _ = sh("docker", &["rm", "-f", "-v", id]);
+                }
             }
         }
         for tag in ["v1", "v2", "v3", "stubborn", "broken"] {
             let _ = sh("docker", &["rmi", "-f", &format!("{}:{tag}", self.repo)]);
         }
+        // The sandbox's own network, if it has one (a missing one is only an error message).
+        let _ = sh("docker", &["network", "rm", &self.id]);
         let _ = sh("nft", &["delete", "table", "inet", &self.table]);
         let comment = format!("handoff:{}", self.table);
         for _ in 0..4 {

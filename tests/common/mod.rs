@@ -530,6 +530,15 @@ pub fn assert_nothing_failed_or_stalled(load: &serde_json::Value, what: &str) {
     );
 }
 
+/// A load report with no failure and some requests answered by `backend`.
+pub fn assert_served_by(load: &serde_json::Value, backend: &str) {
+    assert_eq!(load["failed"], 0, "{load}");
+    assert!(
+        load["by_backend"][backend].as_u64().unwrap_or(0) > 0,
+        "{backend} answered: {load}"
+    );
+}
+
 /// Wait for a spawned child and parse its JSON line.
 pub fn finish_json(child: Child) -> serde_json::Value {
     let output = child.wait_with_output().expect("wait");

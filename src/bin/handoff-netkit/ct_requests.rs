@@ -6,7 +6,7 @@
 //! This is the evidence behind the update stall (README, "Known limits"): a live entry of the
 //! *new* backend deleted by dockerd. `conntrack -E` can show the same, but it receives every
 //! event of the host and loses some under load; here the kernel passes only the events that a
-//! request caused (see `handoff::conntrack::filter::requested_by_userspace`), a handful a
+//! request caused (see `handoff::kernel::conntrack::filter::requested_by_userspace`), a handful a
 //! second.
 
 use std::collections::HashMap;
@@ -15,8 +15,8 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use handoff::conntrack::{self, filter, Change};
-use handoff::nfnetlink;
+use handoff::kernel::conntrack::{self, filter, Change};
+use handoff::kernel::nfnetlink;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner};
 use nix::sys::socket::{setsockopt, sockopt};

@@ -1,0 +1,85 @@
+//! `handoff switch NAME --to ADDR`: check that ADDR is ready, then point every external port
+//! of NAME at it in one nftables transaction. The previous backend starts draining.
+//!
+//! Everything that can be refused (config, address, readiness) is checked before anything is
+//! written, so bad input changes nothing.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use super::{output, with_env, Globals};
+use crate::error::Failure;
+use crate::ops::switch::{ports_of, switch_address};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Component name.
+    pub name: String,
+    /// The new backend's IPv4 address (ports come from the config).
+    #[arg(long, value_name = "ADDR")]
+    pub to: String,
+}
+
+pub fn run(args: &Args, globals: &Globals) -> Result<()> {
+    let config = globals.config()?;
+    let component = config.component(&args.name)?;
+    let address = parse_backend_address(&args.to)?;
+    ports_of(component)?;
+    globals.require_root()?;
+    let switched = with_env(globals, |env| switch_address(env, component, address))?;
+    println!("{}", output::switched(&switched));
+    Ok(())
+}
+
+/// A backend address from the command line: a unicast IPv4 address that can be routed to.
+pub fn parse_backend_address(text: &str) -> Result<Ipv4Addr> {
+    let address: Ipv4Addr = text.trim().parse().map_err(|_| {
+        Failure::input(format!(
+            "--to: {text:?} is not an IPv4 address (give the backend's address, e.g. 10.0.0.12; \
+             ports come from the config)"
+        ))
+    })?;
+    let refuse = |why: &str| -> Result<Ipv4Addr> {
+        Err(Failure::input(format!("--to: {address} is {why}; it cannot be a backend")).into())
+    };
+    if address.is_unspecified() {
+        return refuse("the unspecified address");
+    }
+    if address.is_loopback() {
+        return refuse("a loopback address (DNAT'd traffic cannot be routed to it)");
+    }
+    if address.is_multicast() || address.is_broadcast() {
+        return refuse("not a unicast address");
+    }
+    Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{exit_code_of, ExitCode};
+
+    #[test]
+    fn backend_addresses_are_validated() {
+        assert_eq!(
+            parse_backend_address("10.0.0.12").unwrap(),
+            Ipv4Addr::new(10, 0, 0, 12)
+        );
+        for bad in [
+            "",
+            "10.0.0",
+            "10.0.0.12:80",
+            "::1",
+            "web",
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+        ] {
+            let error = parse_backend_address(bad).unwrap_err();
+            assert_eq!(exit_code_of(&error), ExitCode::Input, "{bad}");
+            assert!(format!("{error:#}").starts_with("--to: "), "{error:#}");
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The gantry-compatible JSON configuration: schema, defaults and validation.
+//!
+//! Every field gantry accepts is accepted here with gantry's meaning and defaults, so a gantry
+//! `production.json` works unchanged. Unlike gantry, an unknown or misspelt field is an error
+//! (handoff runs as root: a typo must not silently drop a port or a check). Syntax and type
+//! errors name the JSON path, line and column; semantic errors name the path and the value.
+
+mod schema;
+mod validate;
+
+pub use schema::*;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::error::Failure;
+use validate::validate;
+
+/// The default config location when neither `-c` nor `$HANDOFF_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/handoff/handoff.json";
+
+/// Which file to read: `-c`, else `$HANDOFF_CONFIG` (clap fills both into one option), else the
+/// default path.
+pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// Read, parse and validate a config file. Every error is a [`Failure::input`] naming the file.
+pub fn load(path: &Path) -> Result<Config> {
+    crate::trust::refuse_replaceable(path, "config")?;
+    let text = fs::read_to_string(path)
+        .map_err(|e| Failure::input(format!("cannot read config {}: {e}", path.display())))?;
+    parse(&text)
+        .map_err(|e| anyhow::Error::new(Failure::input(format!("{}: {e:#}", path.display()))))
+}
+
+/// Parse and validate config text.
+pub fn parse(text: &str) -> Result<Config> {
+    if text.trim().is_empty() {
+        anyhow::bail!("the file is empty; expected a JSON object with a \"components\" list");
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let config: Config = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            anyhow::anyhow!("{inner}")
+        } else {
+            anyhow::anyhow!("{path}: {inner}")
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| anyhow::anyhow!("unexpected text after the JSON object: {e}"))?;
+    validate(&config)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The production config from the Quay.io article, as gantry ran it.
+    const QUAY: &str = include_str!("../../examples/quay.json");
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    fn one(component: &str) -> String {
+        format!(r#"{{"components": [{component}]}}"#)
+    }
+
+    #[test]
+    fn the_seed_production_config_passes_unchanged() {
+        let config = parse(QUAY).expect("quay config");
+        let quay = config.component("quay").unwrap();
+        assert_eq!(quay.repo.as_deref(), Some("quay.io/quay/quay"));
+        assert_eq!(quay.ready_timeout, 100_000);
+        assert_eq!(quay.ready_checks[0].kind, CheckKind::Https);
+        assert_eq!(
+            quay.port_pairs(),
+            vec![
+                PortPair {
+                    external: 80,
+                    backend: 80
+                },
+                PortPair {
+                    external: 443,
+                    backend: 443
+                }
+            ]
+        );
+        assert_eq!(quay.bindings.len(), 2);
+    }
+
+    #[test]
+    fn gantry_defaults_apply() {
+        let config = parse(&one(
+            r#"{"name":"web","ports":[{"external":80,"container":8080}]}"#,
+        ))
+        .unwrap();
+        let web = &config.components[0];
+        assert_eq!(web.tag, "latest");
+        assert_eq!(web.ready_timeout, 10_000);
+        assert_eq!(web.termination_checks.len(), 1);
+        assert_eq!(web.ports[0].kind, PortKind::Tcp);
+        assert_eq!(web.drain_timeout_ms(), DEFAULT_DRAIN_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn every_gantry_field_is_accepted() {
+        let text = one(
+            r#"{"name":"full","repo":"r","tag":"v1","command":["a","b"],"user":"nobody",
+            "privileged":true,"ports":[{"external":80,"container":80,"kind":"http"}],
+            "bindings":[{"external":"/srv/{container_id}","volume":"/data"}],
+            "volumesFrom":["other"],"environmentVariables":[{"name":"A","value":"1"}],
+            "readyChecks":[{"id":"r","kind":"http","port":80,"path":"/ok","timeout":2}],
+            "healthChecks":[{"kind":"tcp","port":80}],"readyTimeout":5000,
+            "terminationSignals":[{"kind":"http","port":80,"path":"/quit","timeout":1},
+                                  {"kind":"exec","exec_command":["kill","1"]}],
+            "terminationChecks":[{"kind":"connection"}],
+            "defineComponentLinks":[{"name":"db","port":5432,"kind":"tcp"}],
+            "requireComponentLinks":[{"name":"db","alias":"database"}],"drainTimeout":1000,
+            "pull":"never","network":"backend","stopTimeout":5}"#,
+        );
+        parse(&text).expect("all fields");
+    }
+
+    #[test]
+    fn unknown_fields_name_the_field_and_position() {
+        let message = error_of(&one(r#"{"name":"web","ports":[], "readyTimout": 5}"#));
+        assert!(message.contains("unknown field `readyTimout`"), "{message}");
+        assert!(message.contains("line 1 column"), "{message}");
+        let nested = error_of(&one(
+            r#"{"name":"web","ports":[{"external":80,"contianer":1}]}"#,
+        ));
+        assert!(nested.contains("components[0].ports[0]"), "{nested}");
+        assert!(nested.contains("unknown field `contianer`"), "{nested}");
+    }
+
+    #[test]
+    fn empty_and_non_json_files_are_refused() {
+        assert!(error_of("").contains("empty"));
+        assert!(error_of("  \n").contains("empty"));
+        let message = error_of("components: []");
+        assert!(message.contains("line 1 column 1"), "{message}");
+        assert!(error_of(r#"{"components": []} trailing"#).contains("after the JSON object"));
+    }
+
+    #[test]
+    fn missing_name_is_refused() {
+        let message = error_of(&one(r#"{"repo":"x"}"#));
+        assert!(message.contains("missing field `name`"), "{message}");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for name in ["Web", "-web", "", "we b", "web/1", &"a".repeat(65)] {
+            let message = error_of(&one(&format!(r#"{{"name":"{name}","repo":"r"}}"#)));
+            assert!(message.contains("components[0].name"), "{name}: {message}");
+            assert!(message.contains("not a valid component name"), "{message}");
+        }
+        parse(&one(r#"{"name":"web-1.v2_x","repo":"r"}"#)).unwrap();
+    }
+
+    #[test]
+    fn ports_outside_the_range_are_refused() {
+        for (port, field) in [
+            ("0", "external"),
+            ("65536", "external"),
+            ("-1", "container"),
+        ] {
+            let ports = if field == "external" {
+                format!(r#"{{"external":{port},"container":80}}"#)
+            } else {
+                format!(r#"{{"external":80,"container":{port}}}"#)
+            };
+            let message = error_of(&one(&format!(r#"{{"name":"web","ports":[{ports}]}}"#)));
+            assert!(message.contains(&format!("ports[0].{field}")), "{message}");
+            assert!(message.contains("outside 1..65535"), "{message}");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_shared_external_ports_are_refused() {
+        let twice = r#"{"components":[{"name":"a","repo":"r"},{"name":"a","repo":"r"}]}"#;
+        assert!(error_of(twice).contains("defined twice"));
+        let shared = r#"{"components":[
+            {"name":"a","ports":[{"external":80,"container":1}]},
+            {"name":"b","ports":[{"external":80,"container":2}]}]}"#;
+        let message = error_of(shared);
+        assert!(
+            message.contains("components[1].ports[0].external"),
+            "{message}"
+        );
+        assert!(
+            message.contains("already claimed by components[0] (\"a\")"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_check_kinds_are_refused() {
+        let message = error_of(&one(
+            r#"{"name":"web","repo":"r","readyChecks":[{"kind":"grpc","port":1}]}"#,
+        ));
+        assert!(
+            message.contains("components[0].readyChecks[0].kind"),
+            "{message}"
+        );
+        assert!(message.contains("unknown variant `grpc`"), "{message}");
+    }
+
+    #[test]
+    fn non_numeric_timeouts_are_refused() {
+        let message = error_of(&one(r#"{"name":"web","repo":"r","readyTimeout":"10s"}"#));
+        assert!(message.contains("components[0].readyTimeout"), "{message}");
+        assert!(message.contains("invalid type: string"), "{message}");
+        let check = error_of(&one(
+            r#"{"name":"web","repo":"r","readyChecks":[{"kind":"tcp","port":1,"timeout":"3"}]}"#,
+        ));
+        assert!(check.contains("readyChecks[0].timeout"), "{check}");
+        let drain = error_of(&one(r#"{"name":"web","repo":"r","drainTimeout":-5}"#));
+        assert!(drain.contains("drainTimeout"), "{drain}");
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        for (field, json) in [
+            (
+                "components[0].readyTimeout",
+                r#"{"name":"web","repo":"r","readyTimeout":0}"#,
+            ),
+            (
+                "components[0].drainTimeout",
+                r#"{"name":"web","repo":"r","drainTimeout":0}"#,
+            ),
+            (
+                "components[0].readyChecks[0].timeout",
+                r#"{"name":"web","repo":"r","readyChecks":[{"kind":"tcp","port":1,"timeout":0}]}"#,
+            ),
+            (
+                "components[0].terminationSignals[0].timeout",
+                r#"{"name":"web","repo":"r","terminationSignals":[{"kind":"http","port":1,"timeout":0}]}"#,
+            ),
+        ] {
+            let message = error_of(&one(json));
+            assert!(
+                message.contains(field) && message.contains("must be at least 1"),
+                "{field}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn checks_and_signals_need_their_fields() {
+        let no_port = error_of(&one(
+            r#"{"name":"w","repo":"r","readyChecks":[{"kind":"http"}]}"#,
+        ));
+        assert!(no_port.contains("readyChecks[0].port"), "{no_port}");
+        let tcp_path = error_of(&one(
+            r#"{"name":"w","repo":"r","healthChecks":[{"kind":"tcp","port":1,"path":"/"}]}"#,
+        ));
+        assert!(tcp_path.contains("healthChecks[0].path"), "{tcp_path}");
+        let exec = error_of(&one(
+            r#"{"name":"w","repo":"r","terminationSignals":[{"kind":"exec"}]}"#,
+        ));
+        assert!(
+            exec.contains("terminationSignals[0].exec_command"),
+            "{exec}"
+        );
+    }
+
+    #[test]
+    fn http_paths_cannot_end_or_split_the_request_line() {
+        for (list, extra) in [
+            ("readyChecks", r#""kind":"http","port":80"#),
+            ("terminationSignals", r#""kind":"http","port":80"#),
+        ] {
+            for bad in [r"/quit\r\nHost: evil", "/a b", "quit", r"/\u0000"] {
+                let text = one(&format!(
+                    r#"{{"name":"w","repo":"r","{list}":[{{{extra},"path":"{bad}"}}]}}"#
+                ));
+                let message = error_of(&text);
+                assert!(
+                    message.contains(&format!("{list}[0].path"))
+                        && message.contains("must start with /"),
+                    "{list} {bad}: {message}"
+                );
+            }
+            let good = one(&format!(
+                r#"{{"name":"w","repo":"r","{list}":[{{{extra},"path":"/quit?now=1"}}]}}"#
+            ));
+            parse(&good).unwrap();
+        }
+    }
+
+    #[test]
+    fn pull_policy_defaults_follow_the_tag() {
+        let config = parse(&one(r#"{"name":"web","repo":"r","tag":"v2"}"#)).unwrap();
+        let web = &config.components[0];
+        assert_eq!(web.pull_policy("latest"), PullPolicy::Always);
+        assert_eq!(web.pull_policy("v2"), PullPolicy::Missing);
+        let never = parse(&one(r#"{"name":"web","repo":"r","pull":"never"}"#)).unwrap();
+        assert_eq!(never.components[0].pull_policy("latest"), PullPolicy::Never);
+        let bad = error_of(&one(r#"{"name":"web","repo":"r","pull":"sometimes"}"#));
+        assert!(bad.contains("components[0].pull"), "{bad}");
+        assert_ne!(web.config_hash(), never.components[0].config_hash());
+    }
+
+    #[test]
+    fn address_components_need_ports() {
+        let message = error_of(&one(r#"{"name":"web"}"#));
+        assert!(message.contains("no repo and no ports"), "{message}");
+    }
+
+    #[test]
+    fn unknown_component_lists_the_known_ones() {
+        let config = parse(&one(r#"{"name":"web","repo":"r"}"#)).unwrap();
+        let message = format!("{:#}", config.component("api").unwrap_err());
+        assert_eq!(
+            message,
+            "unknown component \"api\" (the config defines: web)"
+        );
+    }
+
+    #[test]
+    fn group_writable_config_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handoff.json");
+        fs::write(&path, one(r#"{"name":"web","repo":"r"}"#)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o664)).unwrap();
+        let message = format!("{:#}", load(&path).unwrap_err());
+        assert!(message.contains("writable by group or others"), "{message}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        load(&path).unwrap();
+    }
+}

@@ -1,0 +1,318 @@
+//! The schema: gantry's fields with gantry's defaults, and what the rest of handoff reads from
+//! them (port pairs, the pull policy, a fingerprint of the config).
+
+use serde::{Deserialize, Serialize};
+
+use anyhow::Result;
+
+use crate::error::Failure;
+
+/// Default `drainTimeout`: an hour. ESTABLISHED conntrack entries outlive a vanished peer by
+/// five days, so a drain without a bound could wait forever.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 3_600_000;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub components: Vec<Component>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Component {
+    pub name: String,
+    /// Docker image repository. Without it, backends are addresses given on the command line.
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    #[serde(default)]
+    pub bindings: Vec<VolumeBinding>,
+    #[serde(default)]
+    pub volumes_from: Vec<String>,
+    #[serde(default)]
+    pub environment_variables: Vec<EnvironmentVariable>,
+    #[serde(default)]
+    pub ready_checks: Vec<Check>,
+    #[serde(default)]
+    pub health_checks: Vec<Check>,
+    /// Milliseconds the new backend has to pass its readyChecks.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: u64,
+    #[serde(default)]
+    pub termination_signals: Vec<TerminationSignal>,
+    #[serde(default = "default_termination_checks")]
+    pub termination_checks: Vec<TerminationCheck>,
+    #[serde(default)]
+    pub define_component_links: Vec<DefinedComponentLink>,
+    #[serde(default)]
+    pub require_component_links: Vec<RequiredComponentLink>,
+    /// handoff's addition: milliseconds a draining backend may keep live flows before it is
+    /// given up on (its remaining flows are listed and it is stopped anyway).
+    #[serde(default)]
+    pub drain_timeout: Option<u64>,
+    /// handoff's addition: when to pull the image (`always`, `missing`, `never`); by default
+    /// `always` for the tag `latest`, `missing` otherwise.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
+    /// handoff's addition: the Docker network whose address becomes the backend address.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// handoff's addition: seconds an old container gets between SIGTERM and SIGKILL.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    Always,
+    Missing,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    Tcp,
+    Http,
+}
+
+/// An external (host) port and the backend port new connections on it are sent to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    pub external: i64,
+    pub container: i64,
+    /// gantry's HAProxy mode; on the kernel path both kinds are forwarded as plain TCP.
+    #[serde(default = "default_port_kind")]
+    pub kind: PortKind,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeBinding {
+    /// Host path; gantry's `{container_id}` placeholder is honoured.
+    pub external: String,
+    pub volume: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentVariable {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Tcp,
+    Http,
+    Https,
+}
+
+/// A ready or health check, run against the backend's address.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    #[serde(default)]
+    pub id: String,
+    pub kind: CheckKind,
+    /// Backend (container) port to check.
+    #[serde(default)]
+    pub port: Option<i64>,
+    /// Request path for http/https checks; `/` when absent.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Seconds, as in gantry.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalKind {
+    Http,
+    Exec,
+}
+
+/// gantry's `exec_command` may be one shell string or an argument list.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ExecCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+/// Sent to an old backend once it has drained, before it is stopped.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminationSignal {
+    #[serde(default)]
+    pub id: String,
+    pub kind: SignalKind,
+    #[serde(default)]
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub exec_command: Option<ExecCommand>,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TerminationCheckKind {
+    /// Wait until the old backend has no live connection (the conntrack drain).
+    Connection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminationCheck {
+    #[serde(default)]
+    pub id: String,
+    pub kind: TerminationCheckKind,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinedComponentLink {
+    pub name: String,
+    pub port: i64,
+    #[serde(default = "default_port_kind")]
+    pub kind: PortKind,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequiredComponentLink {
+    pub name: String,
+    pub alias: String,
+}
+
+fn default_network() -> String {
+    "bridge".to_string()
+}
+fn default_stop_timeout() -> u64 {
+    10
+}
+fn default_tag() -> String {
+    "latest".to_string()
+}
+fn default_ready_timeout() -> u64 {
+    10_000
+}
+fn default_check_timeout() -> u64 {
+    3
+}
+fn default_port_kind() -> PortKind {
+    PortKind::Tcp
+}
+fn default_termination_checks() -> Vec<TerminationCheck> {
+    vec![TerminationCheck {
+        id: String::new(),
+        kind: TerminationCheckKind::Connection,
+        timeout: default_check_timeout(),
+    }]
+}
+
+/// One external port of a component and the backend port behind it, both validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortPair {
+    pub external: u16,
+    pub backend: u16,
+}
+
+impl Component {
+    /// The validated external -> backend port pairs, sorted by external port.
+    pub fn port_pairs(&self) -> Vec<PortPair> {
+        let mut pairs: Vec<PortPair> = self
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(PortPair {
+                    external: u16::try_from(p.external).ok()?,
+                    backend: u16::try_from(p.container).ok()?,
+                })
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    pub fn drain_timeout_ms(&self) -> u64 {
+        self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS)
+    }
+
+    /// The pull policy in force for `tag`.
+    pub fn pull_policy(&self, tag: &str) -> PullPolicy {
+        self.pull.unwrap_or(if tag == "latest" {
+            PullPolicy::Always
+        } else {
+            PullPolicy::Missing
+        })
+    }
+
+    /// A stable fingerprint of the component's config, recorded on its containers.
+    pub fn config_hash(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+}
+
+impl Check {
+    /// The checked port; validation guarantees it is present and in range.
+    pub fn port_number(&self) -> u16 {
+        self.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0)
+    }
+
+    pub fn request_path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/")
+    }
+
+    pub fn title(&self) -> String {
+        if self.id.is_empty() {
+            format!("{:?} check on port {}", self.kind, self.port_number()).to_lowercase()
+        } else {
+            self.id.clone()
+        }
+    }
+}
+
+impl Config {
+    pub fn component(&self, name: &str) -> Result<&Component> {
+        self.components
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
+                Failure::input(format!(
+                    "unknown component {name:?} (the config defines: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+                .into()
+            })
+    }
+}

@@ -1,0 +1,161 @@
+//! The rules the schema alone cannot express: names, ports, checks and signals, each error
+//! naming its JSON path and the value at fault.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+
+use super::schema::{Check, CheckKind, Config, ExecCommand, SignalKind, TerminationSignal};
+
+/// Longest accepted component name; it becomes part of nftables object names.
+const MAX_NAME_LEN: usize = 64;
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+        && name.len() <= MAX_NAME_LEN
+}
+
+fn check_port(field: &str, value: i64) -> Result<()> {
+    if !(1..=65535).contains(&value) {
+        anyhow::bail!("{field}: port {value} is outside 1..65535");
+    }
+    Ok(())
+}
+
+/// Semantic rules that the schema alone cannot express.
+pub(super) fn validate(config: &Config) -> Result<()> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut external_ports: BTreeMap<i64, String> = BTreeMap::new();
+    for (index, component) in config.components.iter().enumerate() {
+        let at = format!("components[{index}]");
+        if !valid_name(&component.name) {
+            anyhow::bail!(
+                "{at}.name: {:?} is not a valid component name (use [a-z0-9][a-z0-9_.-]*, at \
+                 most {MAX_NAME_LEN} characters)",
+                component.name
+            );
+        }
+        if let Some(first) = names.insert(&component.name, index) {
+            anyhow::bail!(
+                "{at}.name: component {:?} is defined twice (also components[{first}])",
+                component.name
+            );
+        }
+        if component.repo.is_none() && component.ports.is_empty() {
+            anyhow::bail!(
+                "{at}.ports: component {:?} has no repo and no ports; an address backend needs \
+                 at least one port to forward",
+                component.name
+            );
+        }
+        if component.ready_timeout == 0 {
+            anyhow::bail!("{at}.readyTimeout: must be at least 1 (milliseconds)");
+        }
+        if component.network.trim().is_empty() {
+            anyhow::bail!("{at}.network: must name a Docker network");
+        }
+        if let Some(repo) = &component.repo {
+            if repo.trim().is_empty() || repo.contains(char::is_whitespace) {
+                anyhow::bail!("{at}.repo: {repo:?} is not an image repository");
+            }
+            if component.tag.is_empty() || component.tag.contains(char::is_whitespace) {
+                anyhow::bail!("{at}.tag: {:?} is not an image tag", component.tag);
+            }
+        }
+        if component.drain_timeout == Some(0) {
+            anyhow::bail!("{at}.drainTimeout: must be at least 1 (milliseconds)");
+        }
+        for (i, port) in component.ports.iter().enumerate() {
+            check_port(&format!("{at}.ports[{i}].external"), port.external)?;
+            check_port(&format!("{at}.ports[{i}].container"), port.container)?;
+            let owner = format!("{at} ({:?})", component.name);
+            if let Some(previous) = external_ports.insert(port.external, owner) {
+                anyhow::bail!(
+                    "{at}.ports[{i}].external: port {} is already claimed by {previous}",
+                    port.external
+                );
+            }
+        }
+        for (list, checks) in [
+            ("readyChecks", &component.ready_checks),
+            ("healthChecks", &component.health_checks),
+        ] {
+            for (i, check) in checks.iter().enumerate() {
+                validate_check(&format!("{at}.{list}[{i}]"), check)?;
+            }
+        }
+        for (i, signal) in component.termination_signals.iter().enumerate() {
+            validate_signal(&format!("{at}.terminationSignals[{i}]"), signal)?;
+        }
+        for (i, link) in component.define_component_links.iter().enumerate() {
+            check_port(&format!("{at}.defineComponentLinks[{i}].port"), link.port)?;
+        }
+        for (i, env) in component.environment_variables.iter().enumerate() {
+            if env.name.is_empty() || env.name.contains('=') {
+                anyhow::bail!(
+                    "{at}.environmentVariables[{i}].name: {:?} is not a valid variable name",
+                    env.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path that goes into an HTTP request line as it is: it must not be able to end the line
+/// (CR, LF) or split it (spaces).
+fn check_http_path(field: &str, path: &str) -> Result<()> {
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!(
+            "{field}: {path:?} must start with / and contain no spaces or control characters"
+        );
+    }
+    Ok(())
+}
+
+fn validate_check(at: &str, check: &Check) -> Result<()> {
+    match check.port {
+        None => anyhow::bail!("{at}.port: a {:?} check needs a port", check.kind),
+        Some(port) => check_port(&format!("{at}.port"), port)?,
+    }
+    if check.kind == CheckKind::Tcp && check.path.is_some() {
+        anyhow::bail!("{at}.path: only http and https checks take a path");
+    }
+    if let Some(path) = &check.path {
+        check_http_path(&format!("{at}.path"), path)?;
+    }
+    if check.timeout == 0 {
+        anyhow::bail!("{at}.timeout: must be at least 1 (seconds)");
+    }
+    Ok(())
+}
+
+fn validate_signal(at: &str, signal: &TerminationSignal) -> Result<()> {
+    match signal.kind {
+        SignalKind::Http => {
+            match signal.port {
+                None => anyhow::bail!("{at}.port: an http termination signal needs a port"),
+                Some(port) => check_port(&format!("{at}.port"), port)?,
+            }
+            if let Some(path) = &signal.path {
+                check_http_path(&format!("{at}.path"), path)?;
+            }
+        }
+        SignalKind::Exec => {
+            let empty = match &signal.exec_command {
+                None => true,
+                Some(ExecCommand::Shell(s)) => s.trim().is_empty(),
+                Some(ExecCommand::Argv(argv)) => argv.is_empty(),
+            };
+            if empty {
+                anyhow::bail!("{at}.exec_command: an exec termination signal needs a command");
+            }
+        }
+    }
+    if signal.timeout == 0 {
+        anyhow::bail!("{at}.timeout: must be at least 1 (seconds)");
+    }
+    Ok(())
+}

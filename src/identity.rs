@@ -1,0 +1,99 @@
+//! A component's name and every form it takes elsewhere, in one place: the name in the config,
+//! its containers' names (`TABLE-NAME-INSTANCE`), and its nftables objects (`backend_X`,
+//! `component_X`, where X encodes the characters nft refuses in identifiers).
+
+/// A component as handoff names it in one table (one installation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<'a> {
+    pub table: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> Identity<'a> {
+    pub fn new(table: &'a str, name: &'a str) -> Self {
+        Identity { table, name }
+    }
+
+    /// The name of the container with `instance` id.
+    pub fn container_name(&self, instance: &str) -> String {
+        format!("{}-{}-{instance}", self.table, self.name)
+    }
+
+    /// The component's backend map: external port -> backend address . port.
+    pub fn backend_map(&self) -> String {
+        backend_map(self.name)
+    }
+
+    /// The component's chain: the rule that carries its traffic.
+    pub fn chain(&self) -> String {
+        format!("component_{}", object_suffix(self.name))
+    }
+}
+
+/// The backend map of component `name`.
+pub fn backend_map(name: &str) -> String {
+    format!("backend_{}", object_suffix(name))
+}
+
+/// The component whose backend map is `map` (the inverse of [`backend_map`]); `None` for any
+/// other object.
+pub fn component_of_map(map: &str) -> Option<String> {
+    let encoded = map.strip_prefix("backend_")?;
+    let mut name = String::with_capacity(encoded.len());
+    let mut chars = encoded.chars();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            name.push(c);
+            continue;
+        }
+        name.push(match chars.next()? {
+            '_' => '_',
+            'h' => '-',
+            'd' => '.',
+            _ => return None,
+        });
+    }
+    Some(name)
+}
+
+/// A component's name as it appears in nftables object names. Component names may contain
+/// `-` and `.`, which nft does not accept in identifiers, so they are encoded injectively:
+/// `_` -> `__`, `-` -> `_h`, `.` -> `_d`.
+fn object_suffix(component: &str) -> String {
+    let mut out = String::with_capacity(component.len() + 4);
+    for c in component.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            '-' => out.push_str("_h"),
+            '.' => out.push_str("_d"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_encoding_of_a_name_comes_from_here() {
+        let web = Identity::new("handoff", "my-web.v2_x");
+        assert_eq!(
+            web.container_name("0123abcd4567"),
+            "handoff-my-web.v2_x-0123abcd4567"
+        );
+        assert_eq!(web.backend_map(), "backend_my_hweb_dv2__x");
+        assert_eq!(web.chain(), "component_my_hweb_dv2__x");
+    }
+
+    #[test]
+    fn object_names_are_injective_and_decode_back() {
+        assert_ne!(backend_map("a-b"), backend_map("a_hb"));
+        for name in ["web", "my-web.v2_x", "a_hb", "a-b", "x__"] {
+            assert_eq!(component_of_map(&backend_map(name)).as_deref(), Some(name));
+        }
+        assert_eq!(component_of_map("dispatch"), None);
+        assert_eq!(component_of_map("backend_bad_q"), None);
+    }
+}

@@ -1,0 +1,8 @@
+//! The kernel wing: everything that talks to Linux networking directly. [`nfnetlink`] is the
+//! socket plumbing both halves share; [`conntrack`] reads and expires the connection tracking
+//! table; [`netfilter`] owns handoff's nftables table and the hole in Docker's FORWARD policy.
+//! Nothing here knows about components' life cycles: that is `ops`, one floor up.
+
+pub mod conntrack;
+pub mod netfilter;
+pub mod nfnetlink;

@@ -1,0 +1,118 @@
+//! The firewall layer: where a component's new connections go, and the hole in Docker's
+//! FORWARD policy. The use cases talk to the [`Firewall`] trait; [`script::NftFirewall`]
+//! implements it with one atomic nftables transaction per change (an nft script to lay the
+//! table out, a netlink [`batch`] on the hot path), and the unit tests use
+//! [`fake::FakeFirewall`]. The table layout is documented in [`ruleset`], which builds it.
+
+pub mod batch;
+pub mod docker_user;
+#[cfg(test)]
+pub mod fake;
+pub mod ruleset;
+pub mod script;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use crate::config::PortPair;
+
+/// Where one external port of a component currently sends new connections, read from the
+/// kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub external: u16,
+    pub address: Ipv4Addr,
+    pub backend_port: u16,
+}
+
+/// What the kernel says about a component's routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComponentRoutes {
+    pub routes: Vec<Route>,
+}
+
+impl ComponentRoutes {
+    /// The active backend: the address every port points at. `None` when the component is not
+    /// routed. Ports pointing at different addresses (a table edited by hand) yield the first.
+    pub fn active(&self) -> Option<Ipv4Addr> {
+        self.routes.first().map(|r| r.address)
+    }
+}
+
+/// One switch: every port of `component` to `backend`, and the hairpin set made exactly
+/// `hairpin_sources`.
+#[derive(Debug, Clone, Copy)]
+pub struct Switch<'a> {
+    pub component: &'a str,
+    /// What the caller read of the component's routes under the lock: when it already routes
+    /// exactly these external ports, only the map's elements change.
+    pub current: &'a ComponentRoutes,
+    pub ports: &'a [PortPair],
+    pub backend: Ipv4Addr,
+    pub hairpin_sources: &'a [Ipv4Addr],
+}
+
+impl Switch<'_> {
+    /// The routes the switch makes: each port to the backend.
+    pub fn routes(&self) -> Vec<Route> {
+        self.ports
+            .iter()
+            .map(|p| Route {
+                external: p.external,
+                address: self.backend,
+                backend_port: p.backend,
+            })
+            .collect()
+    }
+
+    /// Whether the component is routed now on exactly the external ports of the switch.
+    pub fn keeps_ports(&self) -> bool {
+        !self.current.routes.is_empty()
+            && self
+                .current
+                .routes
+                .iter()
+                .map(|r| r.external)
+                .eq(self.ports.iter().map(|p| p.external))
+    }
+
+    /// External ports routed now that the switch no longer routes (dropped from the config).
+    pub fn stale_ports(&self) -> Vec<u16> {
+        self.current
+            .routes
+            .iter()
+            .map(|r| r.external)
+            .filter(|external| !self.ports.iter().any(|p| p.external == *external))
+            .collect()
+    }
+}
+
+pub trait Firewall {
+    /// Make `change`, in one transaction: either all of it happens or none.
+    fn switch(&self, change: &Switch) -> Result<()>;
+
+    /// Take `component` out of the ruleset (new connections to its ports are no longer
+    /// forwarded; existing ones carry on) and make the hairpin set exactly `hairpin_sources`.
+    fn unroute(
+        &self,
+        component: &str,
+        ports: &[PortPair],
+        hairpin_sources: &[Ipv4Addr],
+    ) -> Result<()>;
+
+    /// Make the hairpin set exactly `sources` (after backends finished draining).
+    fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()>;
+
+    /// The kernel's routes for `component` (empty when it has none, or no table exists).
+    fn routes(&self, component: &str) -> Result<ComponentRoutes>;
+
+    /// The kernel's routes of every component, keyed by component name (one listing).
+    fn all_routes(&self) -> Result<HashMap<String, ComponentRoutes>>;
+
+    /// Make sure forwarded flows to backends can pass the host's FORWARD policy (Docker's
+    /// DROP: see [`docker_user`]). Called where that can change — a first routing, `start`,
+    /// `restore`, a switch that failed — not on every switch.
+    fn open_forward_path(&self) -> Result<()>;
+}

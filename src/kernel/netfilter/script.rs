@@ -1,0 +1,282 @@
+//! Talks to the `nft` binary: a script on stdin per change (applied by the kernel as one
+//! transaction), JSON listings to read the kernel's maps back.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use super::{batch, docker_user, ruleset, ComponentRoutes, Firewall, Route, Switch};
+use crate::config::PortPair;
+use crate::error::Failure;
+
+/// nftables through the `nft` binary, in one table of our own.
+#[derive(Debug, Clone)]
+pub struct NftFirewall {
+    table: String,
+}
+
+impl NftFirewall {
+    pub fn new(table: &str) -> Self {
+        NftFirewall {
+            table: table.to_string(),
+        }
+    }
+
+    /// Apply one script as one transaction.
+    fn apply(&self, commands: Vec<String>) -> Result<()> {
+        let script = ruleset::document(&commands);
+        let output = run_nft(&["-f", "-"], Some(script.as_bytes()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(nft_failure(&stderr, "applying the handoff ruleset"));
+        }
+        Ok(())
+    }
+
+    /// `nft -j list ...`; `Ok(None)` when the object does not exist.
+    fn list(&self, what: &[&str]) -> Result<Option<Value>> {
+        let mut args = vec!["-j", "list"];
+        args.extend_from_slice(what);
+        let output = run_nft(&args, None)?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if stderr.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(nft_failure(
+                &stderr,
+                &format!("nft list {}", what.join(" ")),
+            ));
+        }
+        let value = serde_json::from_slice(&output.stdout)
+            .context("nft printed JSON that could not be parsed")?;
+        Ok(Some(value))
+    }
+}
+
+fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<std::process::Output> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::Error::new(Failure::host(
+                    "the nft binary was not found in PATH (install the nftables package)",
+                ))
+            } else {
+                anyhow::Error::new(e).context("cannot run nft")
+            }
+        })?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("nft stdin")?;
+        pipe.write_all(input)
+            .context("writing the ruleset to nft")?;
+    }
+    child.wait_with_output().context("waiting for nft")
+}
+
+fn nft_failure(stderr: &str, doing: &str) -> anyhow::Error {
+    let message = format!("{doing}: nft said: {}", stderr.trim());
+    if stderr.contains("Operation not permitted") {
+        Failure::host(format!("{message} (handoff must run as root)")).into()
+    } else {
+        anyhow::anyhow!(message)
+    }
+}
+
+/// Every component's backend map in a table listing, by component name.
+pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRoutes>> {
+    let mut maps = HashMap::new();
+    for map in listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("map"))
+    {
+        let Some(name) = map.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some(component) = ruleset::component_of_map(name) {
+            let routes = parse_map_elements(map)?;
+            maps.insert(component, ComponentRoutes { routes });
+        }
+    }
+    Ok(maps)
+}
+
+/// Elements as nft lists them: `[80, {"concat": ["10.0.0.11", 8080]}]`.
+fn parse_map_elements(map: &Value) -> Result<Vec<Route>> {
+    let Some(elements) = map.get("elem").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    let mut routes = Vec::with_capacity(elements.len());
+    for element in elements {
+        let parsed = (|| {
+            let external = u16::try_from(element.get(0)?.as_u64()?).ok()?;
+            let concat = element.get(1)?.get("concat")?;
+            let address: Ipv4Addr = concat.get(0)?.as_str()?.parse().ok()?;
+            let backend_port = u16::try_from(concat.get(1)?.as_u64()?).ok()?;
+            Some(Route {
+                external,
+                address,
+                backend_port,
+            })
+        })();
+        routes.push(parsed.with_context(|| format!("unexpected map element {element}"))?);
+    }
+    routes.sort_by_key(|r| r.external);
+    Ok(routes)
+}
+
+impl Firewall for NftFirewall {
+    fn switch(&self, change: &Switch) -> Result<()> {
+        let Switch {
+            component,
+            current,
+            ports,
+            backend,
+            hairpin_sources,
+        } = *change;
+        // The hot path: the component is routed already on exactly these external ports, so
+        // only its map's elements (and the hairpin set) change, in one netlink batch.
+        let map = ruleset::backend_map(component);
+        let routes = change.routes();
+        if change.keeps_ports() {
+            match batch::replace_routes(
+                &self.table,
+                &map,
+                &routes,
+                ruleset::HAIRPIN_SET,
+                hairpin_sources,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.downcast_ref::<batch::Unconfirmed>().is_some() => {
+                    // The batch went out but its answer did not come back: the kernel may
+                    // have committed it. Say what the map holds, not "nothing was changed".
+                    let now = batch::read_routes(&self.table, &map)?;
+                    if now == routes {
+                        return Ok(());
+                    }
+                    if now != current.routes {
+                        return Err(error.context(format!(
+                            "the map of {component:?} now holds neither the old routes nor \
+                             the new ones: {now:?}"
+                        )));
+                    }
+                    return Err(error);
+                }
+                // A damaged table: lay it out again below.
+                Err(error) if error.downcast_ref::<batch::Missing>().is_some() => {}
+                // Refused: try the whole layout once, the hole in FORWARD included.
+                Err(_) => {}
+            }
+        }
+        // First routing, changed ports, or a damaged table: the hole in Docker's FORWARD
+        // policy first (accepting our flows before they exist is harmless, routing before it
+        // would drop new connections meanwhile), then the whole layout, through nft.
+        self.open_forward_path()?;
+        let stale = change.stale_ports();
+        let mut commands = ruleset::base(&self.table);
+        commands.extend(ruleset::route(
+            &self.table,
+            component,
+            ports,
+            &stale,
+            backend,
+        ));
+        commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
+        self.apply(commands).map_err(|e| {
+            if format!("{e:#}").contains("File exists") {
+                e.context(format!(
+                    "an external port of {component:?} is routed to another component in the \
+                     kernel (was it moved in the config? switch or stop the other component \
+                     first)"
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
+    fn unroute(
+        &self,
+        component: &str,
+        ports: &[PortPair],
+        hairpin_sources: &[Ipv4Addr],
+    ) -> Result<()> {
+        let mut commands = ruleset::base(&self.table);
+        commands.extend(ruleset::unroute(&self.table, component, ports));
+        commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
+        self.apply(commands)?;
+        let still_routed = self.all_routes()?.values().any(|r| !r.routes.is_empty());
+        if !still_routed {
+            docker_user::remove(&self.table)?;
+        }
+        Ok(())
+    }
+
+    fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()> {
+        let mut commands = ruleset::base(&self.table);
+        commands.extend(ruleset::hairpin(&self.table, sources));
+        self.apply(commands)
+    }
+
+    fn all_routes(&self) -> Result<HashMap<String, ComponentRoutes>> {
+        match self.list(&["table", "inet", &self.table])? {
+            None => Ok(HashMap::new()),
+            Some(listing) => parse_backend_maps(&listing),
+        }
+    }
+
+    fn open_forward_path(&self) -> Result<()> {
+        docker_user::ensure(&self.table)
+    }
+
+    fn routes(&self, component: &str) -> Result<ComponentRoutes> {
+        let map = ruleset::backend_map(component);
+        match batch::read_routes(&self.table, &map) {
+            Ok(routes) => Ok(ComponentRoutes { routes }),
+            Err(error) if error.downcast_ref::<batch::Missing>().is_some() => {
+                Ok(ComponentRoutes::default())
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_backend_map_of_a_table_listing_is_parsed() {
+        let listing = json!({"nftables": [
+            {"map": {"name": "dispatch", "elem": [[80, {"goto": {"target": "component_web"}}]]}},
+            {"map": {"name": "backend_web", "elem": [[80, {"concat": ["10.0.0.11", 8080]}]]}},
+            {"map": {"name": "backend_api"}},
+            {"chain": {"name": "prerouting"}}]});
+        let maps = parse_backend_maps(&listing).unwrap();
+        assert_eq!(maps.len(), 2);
+        assert_eq!(maps["web"].active(), Some(Ipv4Addr::new(10, 0, 0, 11)));
+        assert_eq!(maps["api"].active(), None);
+    }
+
+    #[test]
+    fn a_malformed_element_is_an_error_not_a_panic() {
+        let listing =
+            json!({"nftables": [{"map": {"name": "backend_web", "elem": [[80, "10.0.0.1"]]}}]});
+        assert!(parse_backend_maps(&listing).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! The picture `list` and `flows` show: for each component, the active backend read from the
+//! kernel's map, the draining backends from the state file, its containers, and the live flows
+//! of each backend, from one listing of the table and one conntrack dump.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::switch::active_record;
+use super::watch::live_flows;
+use super::Env;
+use crate::config::{Config, PortPair};
+use crate::kernel::conntrack::{Flow, StateTimeouts};
+use crate::runtime::Container;
+use crate::state::{now_ms, BackendRecord};
+
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub address: Ipv4Addr,
+    pub ports: Vec<PortPair>,
+    /// When it became active (active) or started draining (draining), ms since the epoch;
+    /// `null` when the state file does not know.
+    pub since_ms: Option<u64>,
+    #[serde(skip)]
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComponentView {
+    pub name: String,
+    pub active: Option<BackendView>,
+    pub draining: Vec<BackendView>,
+    /// Docker components: their containers, found by label.
+    pub containers: Vec<ContainerView>,
+}
+
+/// A container of a component and its role.
+#[derive(Debug, Serialize)]
+pub struct ContainerView {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub tag: String,
+    pub address: Option<Ipv4Addr>,
+    /// `active`, `draining`, `failed` (not running) or `idle` (running, not routed).
+    pub state: &'static str,
+    pub flows: usize,
+    pub age_secs: u64,
+}
+
+/// Build the views of `names` (all components when empty).
+pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<ComponentView>> {
+    let state = env.settings.state.load()?;
+    let routes = env.firewall.all_routes()?;
+    let flows = env.conntrack().dump()?;
+    let runtime = if config.components.iter().any(|c| c.repo.is_some()) {
+        match env.runtime() {
+            Ok(runtime) => Some(runtime),
+            Err(error) => {
+                env.warn(format!("containers not listed: {error:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let now = now_ms();
+    let mut views = Vec::new();
+    for component in &config.components {
+        if !names.is_empty() && !names.contains(&component.name.as_str()) {
+            continue;
+        }
+        let recorded = state.component(&component.name);
+        let active = routes
+            .get(&component.name)
+            .and_then(|r| active_record(r, now))
+            .map(|mut record| {
+                let since = recorded
+                    .active
+                    .as_ref()
+                    .filter(|a| a.address == record.address)
+                    .map(|a| a.since_ms);
+                record.since_ms = since.unwrap_or(0);
+                backend_view(record, since, &flows)
+            });
+        let draining: Vec<BackendView> = recorded
+            .draining
+            .into_iter()
+            .map(|record| {
+                let since = Some(record.since_ms);
+                backend_view(record, since, &flows)
+            })
+            .collect();
+        let containers = match (runtime, &component.repo) {
+            (Some(runtime), Some(_)) => runtime
+                .containers(
+                    &env.settings.table,
+                    Some(&component.name),
+                    &component.network,
+                )?
+                .into_iter()
+                .map(|c| container_view(c, active.as_ref(), &draining, now))
+                .collect(),
+            _ => Vec::new(),
+        };
+        views.push(ComponentView {
+            name: component.name.clone(),
+            active,
+            draining,
+            containers,
+        });
+    }
+    Ok(views)
+}
+
+fn container_view(
+    container: Container,
+    active: Option<&BackendView>,
+    draining: &[BackendView],
+    now_ms: u64,
+) -> ContainerView {
+    let at = |b: &&BackendView| Some(b.address) == container.address;
+    let (state, flows) = if !container.running {
+        ("failed", 0)
+    } else if let Some(active) = active.filter(at) {
+        ("active", active.flows.len())
+    } else if let Some(backend) = draining.iter().find(at) {
+        ("draining", backend.flows.len())
+    } else {
+        ("idle", 0)
+    };
+    ContainerView {
+        id: container.short_id().to_string(),
+        name: container.name.clone(),
+        image: container.image.clone(),
+        tag: image_tag(&container.image).to_string(),
+        address: container.address,
+        state,
+        flows,
+        age_secs: (now_ms / 1000).saturating_sub(u64::try_from(container.created).unwrap_or(0)),
+    }
+}
+
+/// The tag of an image reference (`registry:5000/repo:v2` -> `v2`; `latest` when none).
+fn image_tag(image: &str) -> &str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    name.split_once(':').map(|(_, tag)| tag).unwrap_or("latest")
+}
+
+fn backend_view(record: BackendRecord, since_ms: Option<u64>, flows: &[Flow]) -> BackendView {
+    let live = live_flows(flows, &record).into_iter().cloned().collect();
+    BackendView {
+        address: record.address,
+        ports: record.ports,
+        since_ms,
+        flows: live,
+    }
+}
+
+/// One flow as `flows --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct FlowView {
+    pub client: String,
+    pub destination: String,
+    pub backend: String,
+    pub state: &'static str,
+    pub idle_secs: Option<u32>,
+    pub age_secs: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+impl FlowView {
+    pub fn new(flow: &Flow, timeouts: &StateTimeouts) -> Self {
+        let now_ns = u128::from(now_ms()) * 1_000_000;
+        FlowView {
+            client: flow.client.to_string(),
+            destination: flow.destination.to_string(),
+            backend: flow.backend.to_string(),
+            state: flow.state.name(),
+            idle_secs: flow.idle_secs(timeouts),
+            age_secs: flow
+                .start_ns
+                .map(|start| (now_ns.saturating_sub(u128::from(start)) / 1_000_000_000) as u64),
+            bytes: flow.bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_tag;
+
+    #[test]
+    fn tags_are_read_past_a_registry_port() {
+        assert_eq!(image_tag("127.0.0.1:1/handoff-test:v2"), "v2");
+        assert_eq!(image_tag("quay.io/quay/quay:latest"), "latest");
+        assert_eq!(image_tag("busybox"), "latest");
+    }
+}

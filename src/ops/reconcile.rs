@@ -1,0 +1,85 @@
+//! Bringing the state in line with what is observed, under the lock, before any step: the
+//! kernel's map says what is active; a draining entry for the active address is dropped;
+//! running containers of the component that are neither active nor draining (left by a run
+//! that died before or during its switch) become draining, so that the normal drain retires
+//! them without cutting anything; containers that are not running are removed.
+
+use anyhow::Result;
+
+use super::session::Session;
+use super::switch::active_record;
+use super::Env;
+use crate::config::Component;
+use crate::state::{now_ms, BackendRecord};
+
+pub fn reconcile(env: &Env, session: &mut Session, component: &Component) -> Result<()> {
+    let name = &component.name;
+    let now = now_ms();
+    let active = session.routes.active();
+    let active_container = active
+        .and_then(|a| session.container_at(a))
+        .map(|c| c.id.clone());
+    let recorded_active = session
+        .state
+        .component(name)
+        .active
+        .map(|r| session.container_at(r.address).is_some());
+    let entry = session.state.components.entry(name.clone()).or_default();
+    match (active, &entry.active) {
+        (Some(address), Some(record)) if record.address == address => {}
+        (Some(_), _) => {
+            entry.active = active_record(&session.routes, now).map(|mut record| {
+                record.container = active_container.clone();
+                record
+            });
+        }
+        (None, Some(_)) if recorded_active == Some(false) => entry.active = None,
+        (None, _) => {}
+    }
+    entry.draining.retain(|b| Some(b.address) != active);
+    for container in session.containers.iter().filter(|c| c.running) {
+        let Some(address) = container.address else {
+            continue;
+        };
+        let known = Some(address) == active
+            || entry.active.as_ref().is_some_and(|a| a.address == address)
+            || entry.draining.iter().any(|b| b.address == address);
+        if !known {
+            env.step(format!(
+                "{name}: {} ({address}) is neither active nor draining (left by an \
+                 interrupted run); draining it",
+                container.name
+            ));
+            entry.draining.push(BackendRecord {
+                address,
+                ports: component.port_pairs(),
+                since_ms: now,
+                container: Some(container.id.clone()),
+            });
+        }
+    }
+    session.save(env)?;
+    sweep_stopped(env, session, component);
+    Ok(())
+}
+
+/// Containers of the component that are not running (failed, or stopped by hand) are removed:
+/// nothing piles up.
+pub(super) fn sweep_stopped(env: &Env, session: &mut Session, component: &Component) {
+    let Ok(runtime) = env.runtime() else {
+        return;
+    };
+    session.containers.retain(|container| {
+        if container.running {
+            return true;
+        }
+        env.step(format!(
+            "{}: removing {} ({})",
+            component.name, container.name, container.state
+        ));
+        if let Err(error) = runtime.remove(&container.id) {
+            env.warn(format!("{error:#}"));
+        }
+        false
+    });
+}

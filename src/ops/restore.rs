@@ -1,0 +1,124 @@
+//! `restore`: rebuild the ruleset from the state file (after a reboot, or after our table was
+//! deleted), then resume draining. For each component the kernel does not route, the recorded
+//! active backend is routed again: an address as it is; a container started again if it is
+//! stopped (its address may have changed: the container is still the active one, and nothing
+//! of it is drained), or replaced by a new one if it is gone.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use super::drain::{finish_drain, DrainReport};
+use super::launch::launch;
+use super::session::Session;
+use super::switch::{ports_of, switch_to, Switched};
+use super::Env;
+use crate::config::Component;
+use crate::kernel::netfilter::Switch;
+
+/// What restoring one component did.
+#[derive(Debug)]
+pub enum Restored {
+    /// Nothing was recorded as active: nothing to route.
+    NothingRecorded,
+    /// The kernel routes it already: its map and the hairpin set were asserted again.
+    Refreshed(Ipv4Addr),
+    /// Routed again (to a container started again, replaced, or an address as recorded).
+    Routed(Switched),
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    /// Per component, in the config's order.
+    pub components: Vec<(String, Result<Restored>)>,
+    /// Per component with backends draining, the drain that was resumed.
+    pub drains: Vec<(String, Result<DrainReport>)>,
+}
+
+impl RestoreReport {
+    /// The components whose restore or drain failed.
+    pub fn failed(&self) -> Vec<&str> {
+        let mut failed: Vec<&str> = self
+            .components
+            .iter()
+            .filter(|(_, result)| result.is_err())
+            .map(|(name, _)| name.as_str())
+            .chain(
+                self.drains
+                    .iter()
+                    .filter(|(_, result)| result.is_err())
+                    .map(|(name, _)| name.as_str()),
+            )
+            .collect();
+        failed.sort_unstable();
+        failed.dedup();
+        failed
+    }
+}
+
+pub fn restore(env: &Env, components: &[Component]) -> Result<RestoreReport> {
+    let mut report = RestoreReport::default();
+    for component in components {
+        report
+            .components
+            .push((component.name.clone(), restore_one(env, component)));
+    }
+    for component in components {
+        let drain = finish_drain(env, component, None);
+        if drain
+            .as_ref()
+            .map_or(true, |drain| !drain.nothing_was_draining())
+        {
+            report.drains.push((component.name.clone(), drain));
+        }
+    }
+    Ok(report)
+}
+
+fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
+    let mut session = Session::open(env, component, "restore")?;
+    let Some(active) = session.state.component(&component.name).active else {
+        return Ok(Restored::NothingRecorded);
+    };
+    // The hole in Docker's FORWARD policy does not survive a reboot; routing does not look
+    // for it on its hot path.
+    env.firewall.open_forward_path()?;
+    if let Some(address) = session.routes.active() {
+        env.firewall.switch(&Switch {
+            component: &component.name,
+            current: &session.routes,
+            ports: &ports_of(component)?,
+            backend: address,
+            hairpin_sources: &session.state.known_addresses(),
+        })?;
+        return Ok(Restored::Refreshed(address));
+    }
+    let (address, container) = match (&component.repo, &active.container) {
+        (Some(_), Some(id)) => {
+            let runtime = env.runtime()?;
+            let recorded = session.containers.iter().find(|c| &c.id == id).cloned();
+            match recorded {
+                Some(c) if c.running => (c.address.unwrap_or(active.address), Some(id.clone())),
+                Some(c) => {
+                    env.step(format!("{}: starting {} again", component.name, c.name));
+                    runtime.start(id)?;
+                    let address = runtime.address(id, &component.network)?;
+                    env.probe.wait_ready(component, address)?;
+                    (address, Some(id.clone()))
+                }
+                None => {
+                    let c = launch(env, &mut session, component, &component.tag)?;
+                    (c.address.unwrap_or(active.address), Some(c.id))
+                }
+            }
+        }
+        _ => (active.address, None),
+    };
+    Ok(Restored::Routed(switch_to(
+        env,
+        &mut session,
+        component,
+        address,
+        container,
+    )?))
+}

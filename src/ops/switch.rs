@@ -1,0 +1,152 @@
+//! The switch: point a component's ports at a new backend in one kernel transaction; the
+//! previous backend starts draining. The state is written first and put back if the kernel
+//! refuses, so a crash in between leaves a backend listed as draining, never one forgotten.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+
+use super::session::Session;
+use super::Env;
+use crate::config::{Component, PortPair};
+use crate::crash;
+use crate::error::Failure;
+use crate::kernel::conntrack::ensure_events_for_new_flows;
+use crate::kernel::netfilter::{ComponentRoutes, Switch};
+use crate::state::{now_ms, BackendRecord};
+
+/// What a switch did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Switched {
+    pub component: String,
+    pub address: Ipv4Addr,
+    /// The backend that was active before (now draining, unless it is the same address).
+    pub previous: Option<BackendRecord>,
+    /// The kernel transaction and the state update, without the ready check.
+    pub elapsed: Duration,
+}
+
+/// The component's validated external -> backend ports, refusing a component without any.
+pub fn ports_of(component: &Component) -> Result<Vec<PortPair>> {
+    let ports = component.port_pairs();
+    if ports.is_empty() {
+        return Err(Failure::input(format!(
+            "component {:?} has no ports in the config: there is nothing to switch",
+            component.name
+        ))
+        .into());
+    }
+    Ok(ports)
+}
+
+/// The active backend as a record, from the kernel's routes (ports as the kernel has them).
+pub fn active_record(routes: &ComponentRoutes, since_ms: u64) -> Option<BackendRecord> {
+    let address = routes.active()?;
+    Some(BackendRecord {
+        address,
+        ports: routes
+            .routes
+            .iter()
+            .filter(|r| r.address == address)
+            .map(|r| PortPair {
+                external: r.external,
+                backend: r.backend_port,
+            })
+            .collect(),
+        since_ms,
+        container: None,
+    })
+}
+
+/// Point `component` at `address` (already checked ready), running as `container` when it is
+/// one, in one transaction. The previous backend — what the kernel routes to, or, when our
+/// table is gone, what the state says was active — starts draining, unless it is the same
+/// container (restarted at another address: nothing of it is left to drain).
+pub fn switch_to(
+    env: &Env,
+    session: &mut Session,
+    component: &Component,
+    address: Ipv4Addr,
+    container: Option<String>,
+) -> Result<Switched> {
+    let started = Instant::now();
+    let name = &component.name;
+    let ports = ports_of(component)?;
+    let before = session.state.clone();
+    let now = now_ms();
+    let previous = active_record(&session.routes, now)
+        .map(|mut record| {
+            record.container = session.container_at(record.address).map(|c| c.id.clone());
+            record
+        })
+        .or_else(|| {
+            before.component(name).active.map(|mut record| {
+                record.since_ms = now;
+                record
+            })
+        })
+        .filter(|record| container.is_none() || record.container != container);
+    session.state.record_switch(
+        name,
+        previous.clone(),
+        BackendRecord {
+            address,
+            ports: ports.clone(),
+            since_ms: now,
+            container: container.clone(),
+        },
+    );
+    if let Some(id) = &container {
+        // Earlier records of this very container (at another address) are not backends to
+        // drain: the container is the new active one.
+        let entry = session.state.components.entry(name.clone()).or_default();
+        entry
+            .draining
+            .retain(|b| b.container.as_ref() != Some(id) || b.address == address);
+    }
+    session.save(env)?;
+    crash::point("before-switch");
+    let known = session.state.known_addresses();
+    let change = Switch {
+        component: name,
+        current: &session.routes,
+        ports: &ports,
+        backend: address,
+        hairpin_sources: &known,
+    };
+    if let Err(error) = env.firewall.switch(&change) {
+        if let Err(restore) = session.revert(env, before) {
+            env.warn(format!("could not restore the previous state: {restore:#}"));
+        }
+        return Err(error).context(format!(
+            "switching {name} to {address}; nothing was changed"
+        ));
+    }
+    crash::point("after-switch");
+    session.routes = ComponentRoutes {
+        routes: change.routes(),
+    };
+    // After the transaction: by now the NAT ruleset has loaded conntrack for sure.
+    if let Some(warning) = ensure_events_for_new_flows().warning() {
+        env.warn(warning);
+    }
+    Ok(Switched {
+        component: name.clone(),
+        address,
+        previous,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `switch NAME --to ADDR`: check that ADDR is ready (within readyTimeout), then switch.
+pub fn switch_address(env: &Env, component: &Component, address: Ipv4Addr) -> Result<Switched> {
+    ports_of(component)?;
+    let mut session = Session::open(env, component, &format!("switch --to {address}"))?;
+    env.step(format!(
+        "{}: waiting for {address} to pass its ready checks (readyTimeout {} ms)",
+        component.name, component.ready_timeout
+    ));
+    env.probe.wait_ready(component, address)?;
+    switch_to(env, &mut session, component, address, None)
+}

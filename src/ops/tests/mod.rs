@@ -1,0 +1,10 @@
+//! The use cases against fakes of every outside world (see `testkit`): what `update`, a rerun
+//! after a crash, `stop`, `kill`, `restore`, `monitor` and `switch` do, decided without root,
+//! a kernel or Docker. The real-kernel and real-Docker tests in `tests/` prove the same paths
+//! against the real parts.
+
+mod crash;
+mod restore;
+mod rounds;
+mod stop;
+mod update;

@@ -1,0 +1,172 @@
+//! The layers' arrows point down only (README, "Architecture"): the command line uses the use
+//! cases, the use cases use the kernel, the runtime, the checks, the config and the state, and
+//! nothing below reaches up. Read from the source, so a new `use` that reaches up fails here.
+
+use std::path::Path;
+
+/// Each layer (a folder or file under `src/`) and the layers it must not name.
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    ("ops", &["crate::cli"]),
+    (
+        "kernel",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::runtime",
+            "crate::health",
+        ],
+    ),
+    (
+        "runtime",
+        &["crate::cli", "crate::ops", "crate::kernel", "crate::health"],
+    ),
+    (
+        "health",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+        ],
+    ),
+    (
+        "config",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+            "crate::health",
+        ],
+    ),
+    (
+        "state.rs",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+            "crate::health",
+        ],
+    ),
+    (
+        "identity.rs",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+        ],
+    ),
+    (
+        "trust.rs",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+        ],
+    ),
+    (
+        "error.rs",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+        ],
+    ),
+    (
+        "crash.rs",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+        ],
+    ),
+];
+
+fn sources(path: &Path, out: &mut Vec<std::path::PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read src") {
+            sources(&entry.expect("entry").path(), out);
+        }
+    } else if path.extension().is_some_and(|e| e == "rs") {
+        out.push(path.to_path_buf());
+    }
+}
+
+/// Whether `line` names `path` (`crate::ops`), directly or in a group (`crate::{ops, ..}`).
+fn names(line: &str, path: &str) -> bool {
+    if line.contains(path) {
+        return true;
+    }
+    let module = path.trim_start_matches("crate::");
+    line.split("crate::{").skip(1).any(|group| {
+        group
+            .split('}')
+            .next()
+            .unwrap_or("")
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|word| word == module)
+    })
+}
+
+#[test]
+fn no_layer_reaches_up() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut reaching_up = Vec::new();
+    for (layer, forbidden) in FORBIDDEN {
+        let mut files = Vec::new();
+        sources(&src.join(layer), &mut files);
+        assert!(!files.is_empty(), "layer {layer} has no source");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source");
+            for (number, line) in text.lines().enumerate() {
+                for name in *forbidden {
+                    if names(line, name) {
+                        reaching_up.push(format!(
+                            "{}:{}: {}",
+                            file.display(),
+                            number + 1,
+                            line.trim()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        reaching_up.is_empty(),
+        "imports reaching up:\n{}",
+        reaching_up.join("\n")
+    );
+}
+
+#[test]
+fn grouped_imports_are_seen() {
+    assert!(names("use crate::{config, ops::Env};", "crate::ops"));
+    assert!(names("use crate::ops::Env;", "crate::ops"));
+    assert!(!names("use crate::{config, operations};", "crate::ops"));
+}
+
+#[test]
+fn no_source_file_is_over_500_lines() {
+    let mut files = Vec::new();
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let lines = std::fs::read_to_string(file)
+                .expect("source")
+                .lines()
+                .count();
+            (lines > 500).then(|| format!("{} ({lines} lines)", file.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these: {long:?}");
+}
