@@ -119,6 +119,14 @@ FAULTS = [
         [("kernel", "a_port_dropped_from_the_config_leaves_the_ruleset_and_stop_still_works")],
     ),
     (
+        "forward-fallback-missing",
+        "new connections keep flowing while dockerd re-arranges FORWARD",
+        "src/kernel/netfilter/docker_user.rs",
+        '                        add(iptables, &["-A", FALLBACK_CHAIN], table)?;',
+        "",
+        [("docker", "new_connections_keep_flowing_while_dockerd_creates_networks")],
+    ),
+    (
         "dump-filter-malformed",
         "a retirement dumps one backend's flows, not the whole table",
         "src/kernel/conntrack/request.rs",

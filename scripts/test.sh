@@ -23,4 +23,5 @@ fi
 ensure_dockerd
 trap stop_dockerd EXIT
 
-cargo test --all-targets -- --include-ignored
+# --no-fail-fast: a failing suite does not hide the results of the others.
+cargo test --all-targets --no-fail-fast -- --include-ignored

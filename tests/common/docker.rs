@@ -420,8 +420,17 @@ impl DockerSandbox {
 
     /// How many copies of our rule DOCKER-USER holds.
     pub fn docker_user_rules(&self) -> usize {
+        self.our_rules("DOCKER-USER")
+    }
+
+    /// How many copies of our fallback rule the end of FORWARD holds.
+    pub fn forward_fallback_rules(&self) -> usize {
+        self.our_rules("FORWARD")
+    }
+
+    fn our_rules(&self, chain: &str) -> usize {
         let comment = format!("handoff:{}", self.table);
-        must("iptables", &["-S", "DOCKER-USER"])
+        must("iptables", &["-S", chain])
             .lines()
             .filter(|line| {
                 line.split_whitespace()
@@ -541,12 +550,12 @@ impl Drop for DockerSandbox {
         let _ = sh("docker", &["network", "rm", &self.id]);
         let _ = sh("nft", &["delete", "table", "inet", &self.table]);
         let comment = format!("handoff:{}", self.table);
-        for _ in 0..4 {
+        for chain in ["DOCKER-USER", "FORWARD"].repeat(4) {
             let deleted = sh(
                 "iptables",
                 &[
                     "-D",
-                    "DOCKER-USER",
+                    chain,
                     "-m",
                     "connlabel",
                     "--label",
@@ -559,7 +568,7 @@ impl Drop for DockerSandbox {
                     "ACCEPT",
                 ],
             );
-            if !deleted.status.success() {
+            if !deleted.status.success() && chain == "FORWARD" {
                 break;
             }
         }

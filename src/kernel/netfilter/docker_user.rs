@@ -13,10 +13,21 @@
 //! administrator's own rules — usually inserted at the top — still come first and can drop
 //! what they drop; it only accepts flows that handoff itself DNAT'd.
 //!
+//! The same rule at the *end* of FORWARD, as a fallback: whenever a Docker network is created
+//! (`docker network create`, `docker compose up`), dockerd re-arranges the jump to DOCKER-USER
+//! by deleting it and inserting it again, two separate commands (libnetwork's
+//! `EnsureJumpRule`). In between, FORWARD has no jump to DOCKER-USER and every new flow to a
+//! container meets the DROP policy: the client's SYN is lost and sent again a second later
+//! (measured: 75 connects stalled for ~1 s in 60 s under a network create/remove every 0.3 s,
+//! none without; README, "Docker's FORWARD policy"). Appended at the end, the fallback is
+//! reached only by a flow that nothing before it accepted or dropped — in Docker 20.10's chains
+//! none of ours, except in that gap — so it never overrides the administrator's rules in
+//! DOCKER-USER.
+//!
 //! Which iptables: the one whose tables hold Docker's chains. Docker drives whichever
 //! `iptables` it finds, and a host can have both the legacy and the nf_tables flavour; a rule
 //! in the other one would sit beside Docker's, unseen. So each flavour is asked for
-//! DOCKER-USER, and the one that has it gets the rule. When none has it, the rule is not needed
+//! DOCKER-USER, and the one that has it gets the rules. When none has it, no rule is needed
 //! if forwarding is not dropped — and when it is (or Docker runs its nftables backend, which
 //! has no DOCKER-USER), the hole cannot be made and handoff says so (exit 6) rather than route
 //! traffic into a drop. A command that fails for another reason (the xtables lock held too
@@ -30,6 +41,8 @@ use super::ruleset::FLOW_LABEL;
 use crate::error::Failure;
 
 const CHAIN: &str = "DOCKER-USER";
+/// Where the fallback goes: the end of FORWARD.
+const FALLBACK_CHAIN: &str = "FORWARD";
 /// The flavours of iptables Docker may be using, the default first.
 const FLAVOURS: &[&str] = &["iptables", "iptables-legacy", "iptables-nft"];
 /// How long to wait for the xtables lock.
@@ -59,7 +72,7 @@ fn run(iptables: &str, args: &[&str], rule: &[String]) -> Result<Output> {
         .with_context(|| format!("running {iptables}"))
 }
 
-/// What `iptables -S DOCKER-USER` said.
+/// What `iptables -S CHAIN` said.
 #[derive(Debug, PartialEq)]
 enum Listing {
     Rules(String),
@@ -69,9 +82,9 @@ enum Listing {
     NoBinary,
 }
 
-fn list(iptables: &str) -> Result<Listing> {
+fn list(iptables: &str, chain: &str) -> Result<Listing> {
     let output = match Command::new(iptables)
-        .args(["-w", LOCK_WAIT, "-S", CHAIN])
+        .args(["-w", LOCK_WAIT, "-S", chain])
         .output()
     {
         Ok(output) => output,
@@ -93,7 +106,7 @@ fn list(iptables: &str) -> Result<Listing> {
         return Ok(Listing::NoChain);
     }
     anyhow::bail!(
-        "{iptables} -S {CHAIN} failed: {}",
+        "{iptables} -S {chain} failed: {}",
         stderr.trim().lines().next().unwrap_or("no message")
     )
 }
@@ -145,25 +158,21 @@ fn docker_on_nftables() -> bool {
         .unwrap_or(false)
 }
 
-/// Make sure our accept rule is in DOCKER-USER wherever Docker's chains are, or that none is
-/// needed. One `iptables -S` in the usual case (the rule is already there).
+/// Make sure our accept rule is in DOCKER-USER, and its fallback at the end of FORWARD,
+/// wherever Docker's chains are, or that none is needed. One `iptables -S` per chain.
 pub fn ensure(table: &str) -> Result<()> {
     let mut installed = Vec::new();
     for iptables in FLAVOURS {
-        match list(iptables)? {
+        match list(iptables, CHAIN)? {
             Listing::Rules(rules) => {
-                if has_our_rule(&rules, table) {
-                    return Ok(());
+                if !has_our_rule(&rules, table) {
+                    let position = insert_position(&rules).to_string();
+                    add(iptables, &["-I", CHAIN, &position], table)?;
                 }
-                let position = insert_position(&rules).to_string();
-                let output = run(iptables, &["-I", CHAIN, &position], &rule(table))?;
-                if !output.status.success() {
-                    return Err(Failure::host(format!(
-                        "cannot add the accept rule for handoff's flows to {CHAIN} with \
-                         {iptables}: {}",
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    ))
-                    .into());
+                if let Listing::Rules(forward) = list(iptables, FALLBACK_CHAIN)? {
+                    if !has_our_rule(&forward, table) {
+                        add(iptables, &["-A", FALLBACK_CHAIN], table)?;
+                    }
                 }
                 return Ok(());
             }
@@ -190,20 +199,36 @@ pub fn ensure(table: &str) -> Result<()> {
     Ok(())
 }
 
-/// Remove our rule (every copy of it) from DOCKER-USER, in every flavour; nothing else is
-/// touched. A chain or binary that is gone is done, not an error.
+/// Add our rule with `iptables` at `place` (`-I CHAIN N` or `-A CHAIN`).
+fn add(iptables: &str, place: &[&str], table: &str) -> Result<()> {
+    let output = run(iptables, place, &rule(table))?;
+    if !output.status.success() {
+        return Err(Failure::host(format!(
+            "cannot add the accept rule for handoff's flows to {} with {iptables}: {}",
+            place[1],
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Remove our rule (every copy of it) from DOCKER-USER and from the end of FORWARD, in every
+/// flavour; nothing else is touched. A chain or binary that is gone is done, not an error.
 pub fn remove(table: &str) -> Result<()> {
     for iptables in FLAVOURS {
-        let Listing::Rules(rules) = list(iptables)? else {
-            continue;
-        };
-        for _ in 0..copies(&rules, table) {
-            let output = run(iptables, &["-D", CHAIN], &rule(table))?;
-            if !output.status.success() {
-                anyhow::bail!(
-                    "cannot remove handoff's rule from {CHAIN} with {iptables}: {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
+        for chain in [CHAIN, FALLBACK_CHAIN] {
+            let Listing::Rules(rules) = list(iptables, chain)? else {
+                continue;
+            };
+            for _ in 0..copies(&rules, table) {
+                let output = run(iptables, &["-D", chain], &rule(table))?;
+                if !output.status.success() {
+                    anyhow::bail!(
+                        "cannot remove handoff's rule from {chain} with {iptables}: {}",
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    );
+                }
             }
         }
     }
