@@ -586,7 +586,14 @@ impl TinyTmpfs {
     pub fn mount(dir: &Path) -> TinyTmpfs {
         run(
             "mount",
-            &["-t", "tmpfs", "-o", "size=64k", "tmpfs", path_str(dir)],
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k,mode=0700",
+                "tmpfs",
+                path_str(dir),
+            ],
         );
         TinyTmpfs(dir.to_path_buf())
     }
