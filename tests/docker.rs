@@ -59,38 +59,46 @@ fn start_then_update_under_load_drops_nothing_and_retires_the_old_container() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("update");
+    let stdout = common::timed_lines(update.stdout.take().expect("piped stdout"));
+    let stderr = common::timed_lines(update.stderr.take().expect("piped stderr"));
 
     let download = finish_json(download);
     let download_done = Instant::now();
     assert_eq!(download["backend"], "v1", "{download}");
     assert_eq!(download["intact"], true, "{download}");
     assert_eq!(download["bytes"], 48_000_000, "{download}");
-    let mut update_done = None;
-    wait_for(
-        Duration::from_secs(30),
-        || {
-            if let Some(status) = update.try_wait().expect("update") {
-                update_done = Some((status, Instant::now()));
-            }
-            update_done.is_some()
-        },
-        "update to return",
+    let status = update.wait().expect("update");
+    let text = |lines: &[(String, Instant)]| -> String {
+        lines.iter().map(|(line, _)| format!("{line}\n")).collect()
+    };
+    let (stdout, stderr) = (
+        stdout.join().expect("update's stdout"),
+        stderr.join().expect("update's stderr"),
     );
-    let (status, returned) = update_done.expect("update returned");
-    let output = update.wait_with_output().expect("update output");
+    let printed = format!("{}{}", text(&stdout), text(&stderr));
+    assert!(status.success(), "update failed: {printed}");
+    // The old container's last flow ended with the download: the drain must see it end at
+    // once. (What follows — termination signals, `docker exec`, stop and removal — is
+    // dockerd's time, not handoff's, and is not bounded here.) The drain's progress line for
+    // zero live flows is printed the moment it sees that.
+    let drained = stderr
+        .iter()
+        .find(|(line, _)| line.contains(": 0 live flow(s) left"))
+        .unwrap_or_else(|| panic!("update printed no end of its drain: {printed}"))
+        .1;
+    let switched = stdout
+        .iter()
+        .find(|(line, _)| line.contains("new connections now go to"))
+        .unwrap_or_else(|| panic!("update printed no switch: {printed}"))
+        .1;
     assert!(
-        status.success(),
-        "update failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        switched < download_done,
+        "the switch is printed when it happens, not after the drain: {printed}"
     );
-    // The old container's last flow ended with the download; what is left is one conntrack
-    // event, the termination signals, the stop and the removal.
-    let lag = returned.saturating_duration_since(download_done);
+    let lag = drained.saturating_duration_since(download_done);
     assert!(
         lag < Duration::from_secs(2),
-        "update returned {lag:?} after the download ended: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        "the drain ended {lag:?} after the download: {printed}"
     );
 
     let load = finish_json(load);

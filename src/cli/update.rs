@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use super::{output, with_env, Globals};
+use crate::ops::drain::finish_drain;
 use crate::ops::update::update;
 
 #[derive(Debug, clap::Args)]
@@ -21,23 +22,24 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
     let config = globals.config()?;
     let component = globals.component_to_change(&config, &args.name)?;
     let name = &component.name;
-    let report = with_env(globals, |env| {
-        update(env, component, args.tag.as_deref(), !args.no_wait)
-    })?;
-    if let Some(serving) = &report.already_serving {
-        println!("{name}: {serving} already serves this version; finishing the drain of the previous version");
-    }
-    if let Some(switched) = &report.switched {
-        println!("{}", output::switched(switched));
-    }
-    match &report.drain {
-        Some(drain) => output::drain(name, drain, None),
-        None => {
+    with_env(globals, |env| {
+        let report = update(env, component, args.tag.as_deref())?;
+        if let Some(serving) = &report.already_serving {
+            println!("{name}: {serving} already serves this version; finishing the drain of the previous version");
+        }
+        // Printed now, not after the drain: an operator (or the journal) sees the switch the
+        // moment it happens, though the drain may last hours.
+        if let Some(switched) = &report.switched {
+            println!("{}", output::switched(switched));
+        }
+        if args.no_wait {
             println!(
                 "{name}: not waiting for the drain; `handoff drain {name} --wait` (or the next \
                  update) retires the old container"
             );
-            Ok(())
+            return Ok(());
         }
-    }
+        let drain = finish_drain(env, component, None)?;
+        output::drain(name, &drain, None)
+    })
 }

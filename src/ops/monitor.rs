@@ -50,7 +50,7 @@ pub fn round(
                 ));
                 if round.failures >= failures_allowed {
                     env.step(format!("{name}: replacing the unhealthy backend {address}"));
-                    let replaced = update(env, component, None, false);
+                    let replaced = update(env, component, None);
                     if replaced.is_ok() {
                         round.failures = 0;
                     }

@@ -156,3 +156,14 @@ pub fn record_of(address: Ipv4Addr) -> BackendRecord {
         container: None,
     }
 }
+
+/// `update` and then the drain, as the CLI runs them without `--no-wait`.
+pub fn update_and_drain(
+    env: &Env,
+    component: &Component,
+    tag: Option<&str>,
+) -> (super::update::UpdateReport, super::drain::DrainReport) {
+    let report = super::update::update(env, component, tag).expect("update");
+    let drain = super::drain::finish_drain(env, component, None).expect("drain");
+    (report, drain)
+}

@@ -1,9 +1,10 @@
 //! gantry's `start` and `update`: a new container beside the old one; when it is ready, the
-//! switch; then the drain and the retirement of the old one.
+//! switch. The drain and the retirement of the old one are `drain::finish_drain`, the caller's
+//! next step, so that the switch can be reported the moment it happens (a drain can last as
+//! long as a 3 GB upload).
 
 use anyhow::Result;
 
-use super::drain::{finish_drain, DrainReport};
 use super::launch::{launch, repo_of};
 use super::reconcile::reconcile;
 use super::session::Session;
@@ -39,56 +40,44 @@ pub struct UpdateReport {
     /// The switch to the new container; `None` when the version was already serving.
     pub switched: Option<Switched>,
     /// A container of this version and config already served (an earlier update got past its
-    /// switch and did not finish): its name, and the drain was finished instead.
+    /// switch and did not finish): its name; what is left is the drain of the previous version.
     pub already_serving: Option<String>,
-    /// The drain and retirement of the previous version; `None` with `wait` false.
-    pub drain: Option<DrainReport>,
 }
 
 /// `update`: a new container of `tag` (default: the config's) beside the old one; switch when
-/// it is ready; with `wait`, drain and retire the old one.
-pub fn update(
-    env: &Env,
-    component: &Component,
-    tag: Option<&str>,
-    wait: bool,
-) -> Result<UpdateReport> {
+/// it is ready. Returns with the lock released; the old version is still draining.
+pub fn update(env: &Env, component: &Component, tag: Option<&str>) -> Result<UpdateReport> {
     let repo = repo_of(component)?;
     ports_of(component)?;
     let mut report = UpdateReport::default();
-    {
-        let mut session = Session::open(env, component, "update")?;
-        reconcile(env, &mut session, component)?;
-        let tag = tag.unwrap_or(&component.tag);
-        let image = format!("{repo}:{tag}");
-        let draining = !session.state.component(&component.name).draining.is_empty();
-        let already_there = session
-            .routes
-            .active()
-            .and_then(|a| session.container_at(a))
-            .filter(|c| {
-                draining
-                    && c.image == image
-                    && c.labels.get(LABEL_CONFIG_HASH) == Some(&component.config_hash())
-            })
-            .map(|c| c.name.clone());
-        match already_there {
-            Some(name) => report.already_serving = Some(name),
-            None => {
-                let container = launch(env, &mut session, component, tag)?;
-                let address = container.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
-                report.switched = Some(switch_to(
-                    env,
-                    &mut session,
-                    component,
-                    address,
-                    Some(container.id),
-                )?);
-            }
+    let mut session = Session::open(env, component, "update")?;
+    reconcile(env, &mut session, component)?;
+    let tag = tag.unwrap_or(&component.tag);
+    let image = format!("{repo}:{tag}");
+    let draining = !session.state.component(&component.name).draining.is_empty();
+    let already_there = session
+        .routes
+        .active()
+        .and_then(|a| session.container_at(a))
+        .filter(|c| {
+            draining
+                && c.image == image
+                && c.labels.get(LABEL_CONFIG_HASH) == Some(&component.config_hash())
+        })
+        .map(|c| c.name.clone());
+    match already_there {
+        Some(name) => report.already_serving = Some(name),
+        None => {
+            let container = launch(env, &mut session, component, tag)?;
+            let address = container.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            report.switched = Some(switch_to(
+                env,
+                &mut session,
+                component,
+                address,
+                Some(container.id),
+            )?);
         }
-    }
-    if wait {
-        report.drain = Some(finish_drain(env, component, None)?);
     }
     Ok(report)
 }

@@ -539,6 +539,21 @@ pub fn assert_served_by(load: &serde_json::Value, backend: &str) {
     );
 }
 
+/// Reads a child's output line by line on a thread, noting when each line arrived, so a test
+/// can time one step of a run (not its whole run).
+pub fn timed_lines(
+    output: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<Vec<(String, Instant)>> {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        std::io::BufReader::new(output)
+            .lines()
+            .map_while(Result::ok)
+            .map(|line| (line, Instant::now()))
+            .collect()
+    })
+}
+
 /// Wait for a spawned child and parse its JSON line.
 pub fn finish_json(child: Child) -> serde_json::Value {
     let output = child.wait_with_output().expect("wait");

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::client::{await_server_close, connect_from, get_root, REQUEST_TIMEOUT};
-use crate::tally::{load_report, FailureRecord, LoadStats, Phase};
+use crate::tally::{load_report, FailureRecord, LoadStats, Phase, Steps};
 use crate::{install_stop_handler, print_json, stop_requested, LoadArgs};
 
 /// Pause after a failed `load` request, so a refusing target does not turn
@@ -180,6 +180,7 @@ pub(crate) fn load_worker(
                         FailureRecord {
                             started_us,
                             local: None,
+                            steps: Steps::default(),
                             phase: Some(Phase::Connect),
                             error: format!("{error:#}"),
                             elapsed_ms: 0,
@@ -197,6 +198,7 @@ pub(crate) fn load_worker(
                     stats.record_stall(FailureRecord {
                         started_us,
                         local: outcome.local,
+                        steps: outcome.steps,
                         phase: None,
                         error: format!("answered by {backend} after a stall"),
                         elapsed_ms: took.as_millis() as u64,
@@ -209,6 +211,7 @@ pub(crate) fn load_worker(
                     FailureRecord {
                         started_us,
                         local: outcome.local,
+                        steps: outcome.steps,
                         phase: Some(phase),
                         error: format!("{error:#}"),
                         elapsed_ms: took.as_millis() as u64,
@@ -226,6 +229,8 @@ pub(crate) fn load_worker(
 pub(crate) struct Outcome {
     pub(crate) local: Option<SocketAddr>,
     pub(crate) result: Result<String, (Phase, anyhow::Error)>,
+    /// Where a new connection's time went, for the report of a stall or a failure.
+    pub(crate) steps: Steps,
 }
 
 /// One `GET /` on a new connection that the server closes.
@@ -234,14 +239,22 @@ pub(crate) fn fresh_request(
     source: Option<SocketAddr>,
     timeout: Duration,
 ) -> Outcome {
+    let begin = Instant::now();
+    let mut steps = Steps::default();
     let (local, stream) = connect_from(target, source, timeout);
     let result = (|| {
         let mut reader = BufReader::new(stream.map_err(|e| (Phase::Connect, e))?);
+        steps.connected_ms = Some(begin.elapsed().as_millis() as u64);
         let (backend, _) = get_root(&mut reader, true).map_err(|e| (Phase::Response, e))?;
+        steps.answered_ms = Some(begin.elapsed().as_millis() as u64);
         await_server_close(&mut reader).map_err(|e| (Phase::Close, e))?;
         Ok(backend)
     })();
-    Outcome { local, result }
+    Outcome {
+        local,
+        result,
+        steps,
+    }
 }
 
 /// One `GET /` on the worker's persistent connection, (re)connecting as
@@ -266,7 +279,11 @@ pub(crate) fn keepalive_request(
             }
             Ok(backend)
         });
-    Outcome { local, result }
+    Outcome {
+        local,
+        result,
+        steps: Steps::default(),
+    }
 }
 
 #[cfg(test)]

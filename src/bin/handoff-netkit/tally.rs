@@ -32,8 +32,19 @@ pub(crate) struct FailureRecord {
     pub(crate) local: Option<SocketAddr>,
     /// The step that failed; `None` for a request that succeeded, slowly.
     pub(crate) phase: Option<Phase>,
+    /// How far the request had got, and when: a stall in the handshake (a SYN sent twice)
+    /// shows as a late `connected_ms`, one at the server as a late `answered_ms`.
+    #[serde(flatten)]
+    pub(crate) steps: Steps,
     pub(crate) error: String,
     pub(crate) elapsed_ms: u64,
+}
+
+/// Milliseconds from a new connection's start to its steps, when it reached them.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Steps {
+    pub(crate) connected_ms: Option<u64>,
+    pub(crate) answered_ms: Option<u64>,
 }
 
 /// What became of the requests: counted, and the first failures and stalls in full.

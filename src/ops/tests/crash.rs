@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::super::testkit::{docker_address, Kit};
+use super::super::testkit::{docker_address, update_and_drain, Kit};
 use super::super::update::{start, update};
 use crate::kernel::netfilter::{ComponentRoutes, Firewall, Switch};
 use crate::runtime::{ContainerSpec, Runtime, LABEL_COMPONENT, LABEL_GENERATION, LABEL_TABLE};
@@ -59,7 +59,7 @@ fn container(name: &str, image: &str, labels: HashMap<String, String>) -> Contai
 fn updated_without_waiting(kit: &Kit) -> String {
     start(&kit.quiet_env(), kit.web()).unwrap();
     let old = kit.runtime.running()[0].id.clone();
-    update(&kit.quiet_env(), kit.web(), Some("v2"), false).unwrap();
+    update(&kit.quiet_env(), kit.web(), Some("v2")).unwrap();
     old
 }
 
@@ -77,7 +77,7 @@ fn a_rerun_after_the_new_container_started_but_was_never_switched_to_converges()
     kit.runtime
         .create_and_start(&container("handoff-web-orphan", "repo:v2", labels))
         .unwrap();
-    update(&env, kit.web(), Some("v2"), true).unwrap();
+    update_and_drain(&env, kit.web(), Some("v2"));
     converged(&kit);
 }
 
@@ -86,7 +86,7 @@ fn a_rerun_after_the_state_recorded_the_switch_but_the_kernel_did_not_converges(
     let kit = Kit::docker();
     updated_without_waiting(&kit);
     route_back(&kit, docker_address(2));
-    update(&kit.quiet_env(), kit.web(), Some("v2"), true).unwrap();
+    update_and_drain(&kit.quiet_env(), kit.web(), Some("v2"));
     converged(&kit);
 }
 
@@ -95,10 +95,10 @@ fn a_rerun_after_the_switch_finishes_that_drain_and_keeps_the_routed_container()
     let kit = Kit::docker();
     let env = kit.quiet_env();
     start(&env, kit.web()).unwrap();
-    let first = update(&env, kit.web(), Some("v2"), false).unwrap();
+    let first = update(&env, kit.web(), Some("v2")).unwrap();
     let routed = kit.routed();
     assert_eq!(routed, Some(first.switched.unwrap().address));
-    let rerun = update(&env, kit.web(), Some("v2"), true).unwrap();
+    let (rerun, _) = update_and_drain(&env, kit.web(), Some("v2"));
     assert!(rerun.already_serving.is_some() && rerun.switched.is_none());
     let serving = converged(&kit);
     assert_eq!(kit.runtime.running()[0].address, routed);
@@ -110,7 +110,7 @@ fn a_rerun_after_the_old_container_stopped_but_was_not_removed_converges() {
     let kit = Kit::docker();
     let old = updated_without_waiting(&kit);
     kit.runtime.stop_behind_our_back(&old);
-    update(&kit.quiet_env(), kit.web(), Some("v2"), true).unwrap();
+    update_and_drain(&kit.quiet_env(), kit.web(), Some("v2"));
     converged(&kit);
     assert!(
         kit.probe.posts.borrow().is_empty(),
@@ -123,7 +123,7 @@ fn a_rerun_after_the_old_container_vanished_before_the_state_forgot_it_converges
     let kit = Kit::docker();
     let old = updated_without_waiting(&kit);
     kit.runtime.vanish(&old);
-    update(&kit.quiet_env(), kit.web(), Some("v2"), true).unwrap();
+    update_and_drain(&kit.quiet_env(), kit.web(), Some("v2"));
     converged(&kit);
 }
 
@@ -166,8 +166,8 @@ fn a_rerun_after_the_state_file_was_lost_converges() {
     let kit = Kit::docker();
     let env = kit.quiet_env();
     start(&env, kit.web()).unwrap();
-    update(&env, kit.web(), Some("v2"), true).unwrap();
+    update_and_drain(&env, kit.web(), Some("v2"));
     std::fs::remove_file(kit.state_dir().path().join("state.json")).unwrap();
-    update(&env, kit.web(), Some("v2"), true).unwrap();
+    update_and_drain(&env, kit.web(), Some("v2"));
     converged(&kit);
 }

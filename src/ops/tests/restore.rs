@@ -1,6 +1,6 @@
 use super::super::restore::{restore, Restored};
-use super::super::testkit::{docker_address, Kit};
-use super::super::update::{start, update};
+use super::super::testkit::{docker_address, update_and_drain, Kit};
+use super::super::update::start;
 use crate::ops::drain::finish_drain;
 use crate::ops::retire::Retirement;
 use crate::state::BackendRecord;
@@ -10,7 +10,7 @@ fn after_a_reboot_the_active_container_is_started_again_and_nothing_of_it_is_dra
     let kit = Kit::docker();
     let env = kit.quiet_env();
     start(&env, kit.web()).unwrap();
-    update(&env, kit.web(), Some("v2"), true).unwrap();
+    update_and_drain(&env, kit.web(), Some("v2"));
     let active = kit.runtime.running()[0].clone();
     assert_eq!(active.address, Some(docker_address(3)));
     // A reboot: our table is gone, the container stopped; started again, it gets the lowest

@@ -1,5 +1,5 @@
 use super::super::drain::finish_drain;
-use super::super::testkit::{docker_address, Kit};
+use super::super::testkit::{docker_address, update_and_drain, Kit};
 use super::super::update::{start, update};
 use crate::error::{exit_code_of, ExitCode};
 use crate::kernel::conntrack::fake::{dnat_flow, event, FakeConntrack};
@@ -18,14 +18,13 @@ fn an_update_switches_to_the_new_version_then_drains_signals_and_retires_the_old
     start(&env, kit.web()).unwrap();
     assert_eq!(kit.routed(), Some(docker_address(2)));
     let old = kit.runtime.running()[0].id.clone();
-    let report = update(&env, kit.web(), Some("v2"), true).unwrap();
+    let (report, drain) = update_and_drain(&env, kit.web(), Some("v2"));
     assert_eq!(report.switched.unwrap().address, docker_address(3));
     assert_eq!(kit.routed(), Some(docker_address(3)));
     assert_eq!(
         kit.serving(),
         vec![("repo:v2".to_string(), Some(docker_address(3)))]
     );
-    let drain = report.drain.unwrap();
     assert_eq!(drain.drained.len(), 1);
     assert_eq!(drain.retired[0].retirement, Retirement::Done);
     assert_eq!(
@@ -52,7 +51,7 @@ fn a_version_that_never_becomes_ready_is_removed_and_changes_nothing() {
     start(&env, kit.web()).unwrap();
     let before = kit.state();
     kit.probe.never_ready(docker_address(3));
-    let error = update(&env, kit.web(), Some("v2"), true).unwrap_err();
+    let error = update(&env, kit.web(), Some("v2")).unwrap_err();
     assert_eq!(exit_code_of(&error), ExitCode::NotReady, "{error:#}");
     assert!(format!("{error:#}").contains("the running version keeps serving"));
     assert_eq!(kit.runtime.all().len(), 1, "the unready container is gone");
@@ -76,7 +75,7 @@ fn an_image_that_cannot_be_had_is_refused_before_anything_starts() {
     let env = kit.quiet_env();
     start(&env, kit.web()).unwrap();
     kit.runtime.fail_pulls();
-    let error = update(&env, kit.web(), Some("v9"), true).unwrap_err();
+    let error = update(&env, kit.web(), Some("v9")).unwrap_err();
     assert_eq!(exit_code_of(&error), ExitCode::Input, "{error:#}");
     assert_eq!(kit.runtime.all().len(), 1);
 }
@@ -86,8 +85,8 @@ fn without_waiting_the_old_version_stays_draining_until_a_drain_retires_it() {
     let kit = Kit::docker();
     let env = kit.quiet_env();
     start(&env, kit.web()).unwrap();
-    let report = update(&env, kit.web(), Some("v2"), false).unwrap();
-    assert!(report.drain.is_none());
+    let report = update(&env, kit.web(), Some("v2")).unwrap();
+    assert_eq!(report.switched.unwrap().address, docker_address(3));
     assert_eq!(kit.runtime.running().len(), 2);
     assert_eq!(kit.state().component("web").draining.len(), 1);
     let drain = finish_drain(&env, kit.web(), None).unwrap();
@@ -108,8 +107,8 @@ fn the_drain_waits_for_the_old_versions_flow_then_expires_its_finished_entries()
         vec![event(Change::Present(closing))]
     });
     let env = kit.env(conntrack);
-    let report = update(&env, kit.web(), Some("v2"), true).unwrap();
-    assert_eq!(report.drain.unwrap().drained.len(), 1);
+    let (_, drain) = update_and_drain(&env, kit.web(), Some("v2"));
+    assert_eq!(drain.drained.len(), 1);
     assert_eq!(kit.runtime.running().len(), 1);
 }
 
@@ -122,8 +121,7 @@ fn at_drain_timeout_the_old_version_is_given_up_on_its_live_flow_kept_for_the_gr
     start(&kit.quiet_env(), kit.web()).unwrap();
     let live = flow(40000, docker_address(2), TcpState::Established);
     let env = kit.env(FakeConntrack::with_table(vec![live]));
-    let report = update(&env, kit.web(), Some("v2"), true).unwrap();
-    let drain = report.drain.unwrap();
+    let (_, drain) = update_and_drain(&env, kit.web(), Some("v2"));
     assert_eq!(drain.given_up.len(), 1);
     assert_eq!(drain.given_up[0].1.len(), 1, "the flow is listed");
     assert_eq!(kit.runtime.running().len(), 1, "retired anyway");
@@ -138,8 +136,8 @@ fn with_no_connection_termination_check_the_old_version_is_retired_at_once() {
     start(&kit.quiet_env(), kit.web()).unwrap();
     let live = flow(40000, docker_address(2), TcpState::Established);
     let env = kit.env(FakeConntrack::with_table(vec![live]));
-    let report = update(&env, kit.web(), Some("v2"), true).unwrap();
-    assert_eq!(report.drain.unwrap().given_up.len(), 1);
+    let (_, drain) = update_and_drain(&env, kit.web(), Some("v2"));
+    assert_eq!(drain.given_up.len(), 1);
     assert_eq!(kit.runtime.running().len(), 1);
 }
 
@@ -167,7 +165,7 @@ fn an_update_reads_the_map_and_lists_the_containers_once_per_lock_hold() {
     let env = kit.quiet_env();
     start(&env, kit.web()).unwrap();
     let (reads, lists) = (kit.firewall.reads(), listed(&kit));
-    update(&env, kit.web(), Some("v2"), true).unwrap();
+    update_and_drain(&env, kit.web(), Some("v2"));
     assert_eq!(kit.firewall.reads() - reads, 2, "{:?}", kit.firewall.log());
     assert_eq!(listed(&kit) - lists, 2, "{:?}", kit.runtime.calls());
 }
