@@ -123,7 +123,10 @@ FAULTS = [
         "src/kernel/netfilter/docker_user.rs",
         '                        add(iptables, &["-A", FALLBACK_CHAIN], table)?;',
         "",
-        [("docker", "new_connections_keep_flowing_while_dockerd_creates_networks")],
+        [
+            ("docker", "new_connections_keep_flowing_while_dockerd_creates_networks"),
+            ("docker", "stop_drains_and_signals_after_the_last_flow_kill_cuts_and_signals_nothing"),
+        ],
     ),
     (
         "dump-filter-malformed",

@@ -659,13 +659,17 @@ fn restore_brings_a_stopped_container_and_a_deleted_table_back() {
 /// Each `docker network create` makes dockerd delete FORWARD's jump to DOCKER-USER and insert
 /// it again; in between, new flows to containers met the DROP policy and every client's SYN
 /// was lost for a second (README, "Docker's FORWARD policy"). The fallback rule at the end of
-/// FORWARD carries them through the gap.
+/// FORWARD carries them through the gap. Every handoff table labels its flows with the same
+/// bit, so while another table's fallback rule is on the host (a test running beside this
+/// one) it carries this sandbox's flows too: the traffic alone cannot tell whether this
+/// table's rule is there, and the rule is checked by name as well.
 #[test]
 #[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
 fn new_connections_keep_flowing_while_dockerd_creates_networks() {
     require_docker!();
     let sandbox = DockerSandbox::new(ComponentOptions::default());
     sandbox.handoff_ok(&["start", "web"]);
+    assert_eq!(sandbox.forward_fallback_rules(), 1, "our rule ends FORWARD");
     let load = sandbox.spawn_load(3, 6000);
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..10 {
@@ -677,7 +681,13 @@ fn new_connections_keep_flowing_while_dockerd_creates_networks() {
     let load = finish_json(load);
     common::assert_nothing_failed_or_stalled(&load, "the load");
     common::assert_served_by(&load, "v1");
+    assert_eq!(
+        sandbox.forward_fallback_rules(),
+        1,
+        "dockerd's re-arranging left our rule alone"
+    );
     sandbox.handoff_ok(&["kill", "web"]);
+    assert_eq!(sandbox.forward_fallback_rules(), 0, "kill removed our rule");
 }
 
 /// The regression guard for the update stall (README, "Known limits"): when a container stops,
