@@ -401,11 +401,7 @@ fn monitor_replaces_a_dead_container_through_update() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("monitor");
-    let killed = std::process::Command::new("docker")
-        .args(["kill", &first[0].0])
-        .output()
-        .expect("docker kill");
-    assert!(killed.status.success());
+    must("docker", &["kill", &first[0].0]);
     let mut replaced = false;
     let started = Instant::now();
     while !replaced && started.elapsed() < Duration::from_secs(30) {
@@ -639,20 +635,11 @@ fn restore_brings_a_stopped_container_and_a_deleted_table_back() {
     sandbox.handoff_ok(&["start", "web"]);
     let id = sandbox.containers()[0].0.clone();
     // What a reboot leaves: the container stopped, our table gone.
-    let stopped = std::process::Command::new("docker")
-        .args(["stop", "-t", "1", &id])
-        .output()
-        .expect("docker stop");
-    assert!(stopped.status.success());
+    must("docker", &["stop", "-t", "1", &id]);
     sandbox.delete_table();
     sandbox.handoff_ok(&["restore"]);
-    let containers = sandbox.containers();
-    assert_eq!(containers.len(), 1, "{containers:?}");
-    assert_eq!(containers[0].0, id, "the same container was started again");
-    assert!(containers[0].2);
-    assert_eq!(sandbox.routed_address(), Some(sandbox.address_of(&id)));
-    let served = sandbox.load(2, 300, &[]);
-    common::assert_served_by(&served, "v1");
+    let serving = sole_container_routed_and_serving(&sandbox, "v1");
+    assert_eq!(serving, id, "the same container was started again");
     sandbox.handoff_ok(&["kill", "web"]);
 }
 
@@ -941,27 +928,27 @@ fn restore_replaces_a_recorded_container_that_vanished() {
     let sandbox = DockerSandbox::new(ComponentOptions::default());
     sandbox.handoff_ok(&["start", "web"]);
     let gone = sandbox.containers()[0].0.clone();
-    let removed = std::process::Command::new("docker")
-        .args(["rm", "-f", &gone])
-        .output()
-        .expect("docker rm");
-    assert!(removed.status.success());
+    must("docker", &["rm", "-f", &gone]);
     sandbox.delete_table();
     sandbox.handoff_ok(&["restore"]);
+    let serving = sole_container_routed_and_serving(&sandbox, "v1");
+    assert_ne!(serving, gone, "a new container replaced it");
+    sandbox.handoff_ok(&["kill", "web"]);
+}
+
+/// After a restore: exactly one container, of `tag` and running, the map routes to its
+/// address and a load is served by it. Its id.
+fn sole_container_routed_and_serving(sandbox: &DockerSandbox, tag: &str) -> String {
     let containers = sandbox.containers();
     assert_eq!(containers.len(), 1, "{containers:?}");
-    assert_ne!(containers[0].0, gone, "a new container replaced it");
+    let (id, image, running) = &containers[0];
     assert!(
-        containers[0].1.ends_with(":v1") && containers[0].2,
+        image.ends_with(&format!(":{tag}")) && *running,
         "{containers:?}"
     );
-    assert_eq!(
-        sandbox.routed_address(),
-        Some(sandbox.address_of(&containers[0].0))
-    );
-    let served = sandbox.load(2, 300, &[]);
-    common::assert_served_by(&served, "v1");
-    sandbox.handoff_ok(&["kill", "web"]);
+    assert_eq!(sandbox.routed_address(), Some(sandbox.address_of(id)));
+    common::assert_served_by(&sandbox.load(2, 300, &[]), tag);
+    id.clone()
 }
 
 #[test]
