@@ -2,52 +2,24 @@
 //! subcommand lives in its own file under `src/cli/`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::process::ExitCode as ProcessExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use handoff::cli;
+use handoff::cli::app::Cli;
 use handoff::config;
 use handoff::error::exit_code_of;
-use handoff::state::{StateDir, DEFAULT_STATE_DIR};
+use handoff::state::StateDir;
 
-/// Zero-downtime updates with kernel DNAT and conntrack draining: no proxy in the data path.
-#[derive(Debug, Parser)]
-#[command(name = "handoff", version, about, long_about = None)]
-struct Cli {
-    /// Config file [default: /etc/handoff/handoff.json]. gantry's form `handoff FILE COMMAND`
-    /// works too.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "HANDOFF_CONFIG",
-        value_name = "FILE"
-    )]
-    config: Option<PathBuf>,
-
-    /// Where the state file and the lock live.
-    #[arg(long, global = true, env = "HANDOFF_STATE_DIR", default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
-    state_dir: PathBuf,
-
-    /// Our nftables table (family inet): one per independent installation.
-    #[arg(long, global = true, env = "HANDOFF_TABLE", default_value = handoff::kernel::netfilter::ruleset::DEFAULT_TABLE, value_name = "NAME")]
-    table: String,
-
-    /// How long a mutating command waits for another run's lock before giving up (exit 5).
-    #[arg(long, global = true, default_value_t = 600, value_name = "SECS")]
-    lock_timeout: u64,
-
-    #[command(subcommand)]
-    command: cli::Command,
+/// Whether `word` names a subcommand (`help` included), rather than gantry's leading config.
+fn is_subcommand(word: &str) -> bool {
+    word == "help"
+        || Cli::command()
+            .get_subcommands()
+            .any(|sub| sub.get_name() == word)
 }
-
-const SUBCOMMANDS: &[&str] = &[
-    "check", "switch", "drain", "flows", "list", "start", "update", "stop", "kill", "monitor",
-    "restore", "help",
-];
 
 /// gantry is run as `gantry CONFIG ACTION ...`: turn a leading config path into `-c CONFIG`.
 fn gantry_form(args: Vec<OsString>) -> Vec<OsString> {
@@ -55,7 +27,7 @@ fn gantry_form(args: Vec<OsString>) -> Vec<OsString> {
         return args;
     };
     let looks_like_config = !first.starts_with('-')
-        && !SUBCOMMANDS.contains(&first)
+        && !is_subcommand(first)
         && (first.ends_with(".json") || std::path::Path::new(first).is_file());
     if !looks_like_config {
         return args;
@@ -126,7 +98,14 @@ mod tests {
 
     #[test]
     fn the_cli_definition_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommand_names_are_not_taken_for_a_config_file() {
+        for word in ["update", "teardown", "man", "help"] {
+            assert!(is_subcommand(word), "{word}");
+        }
+        assert!(!is_subcommand("production.json"));
     }
 }

@@ -311,6 +311,7 @@ fn nothing_outside_our_own_table_changes() {
         &["switch", "web", "--to", BACKEND_A],
         &["kill", "web"],
         &["switch", "web", "--to", BACKEND_B],
+        &["teardown"],
         &["restore"],
     ];
     for args in commands {
@@ -433,6 +434,36 @@ fn restore_rebuilds_a_deleted_table_and_resumes_draining() {
         serde_json::json!([]),
         "{listed}"
     );
+}
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn teardown_leaves_no_table_twice_over_and_restore_routes_again() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 1000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    assert!(sandbox.ruleset().contains("table inet handoff"));
+
+    for round in ["first", "second (nothing left to remove)"] {
+        sandbox.handoff_ok(&["teardown"]);
+        let ruleset = sandbox.ruleset();
+        assert!(
+            !ruleset.contains("table inet handoff"),
+            "{round} teardown: {ruleset}"
+        );
+    }
+    let without = sandbox.requests(&sandbox.client, &gateway_80(), 300);
+    assert_eq!(
+        without["ok"], 0,
+        "nothing is forwarded after teardown: {without}"
+    );
+
+    // The state file was kept: restore routes the component again.
+    sandbox.handoff_ok(&["restore"]);
+    let after = sandbox.requests(&sandbox.client, &gateway_80(), 300);
+    assert_nothing_failed_or_stalled(&after, "after restore");
+    assert_served_by(&after, "a");
 }
 
 #[test]

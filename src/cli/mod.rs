@@ -3,11 +3,14 @@
 //! outside worlds ([`with_env`]), and renders what comes back; messages on the way go to stderr
 //! through [`StderrReporter`].
 
+pub mod app;
 pub mod check;
+pub mod completions;
 pub mod drain;
 pub mod flows;
 pub mod kill;
 pub mod list;
+pub mod man;
 pub mod monitor;
 mod output;
 mod progress;
@@ -15,6 +18,7 @@ pub mod restore;
 pub mod start;
 pub mod stop;
 pub mod switch;
+pub mod teardown;
 pub mod update;
 
 use std::cell::RefCell;
@@ -61,6 +65,13 @@ pub enum Command {
     Restore(restore::Args),
     /// Run healthChecks periodically; replace an unhealthy active container through update.
     Monitor(monitor::Args),
+    /// Remove handoff's table and its rules in Docker's chains (containers and state stay;
+    /// `restore` routes again). The package runs it on removal.
+    Teardown(teardown::Args),
+    /// Print the shell completion script for SHELL.
+    Completions(completions::Args),
+    /// Print the man page handoff(8), or write every page into --dir.
+    Man(man::Args),
 }
 
 /// The one argument of `start`, `stop` and `kill`.
@@ -115,6 +126,9 @@ pub fn run(command: &Command, globals: &Globals) -> Result<()> {
         Command::Kill(args) => kill::run(args, globals),
         Command::Restore(args) => restore::run(args, globals),
         Command::Monitor(args) => monitor::run(args, globals),
+        Command::Teardown(args) => teardown::run(args, globals),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 

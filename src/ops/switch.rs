@@ -12,7 +12,7 @@ use super::Env;
 use crate::config::{Component, PortPair};
 use crate::crash;
 use crate::error::Failure;
-use crate::kernel::conntrack::ensure_events_for_new_flows;
+use crate::kernel::conntrack::ensure_events_for_new_flows_once;
 use crate::kernel::netfilter::{ComponentRoutes, Switch};
 use crate::state::{now_ms, BackendRecord};
 
@@ -128,7 +128,7 @@ pub fn switch_to(
         routes: change.routes(),
     };
     // After the transaction: by now the NAT ruleset has loaded conntrack for sure.
-    if let Some(warning) = ensure_events_for_new_flows().warning() {
+    if let Some(warning) = ensure_events_for_new_flows_once().and_then(|found| found.warning()) {
         env.warn(warning);
     }
     Ok(Switched {

@@ -23,7 +23,7 @@ pub use request::{dump_request, expire_request, lookup_request};
 pub use socket::{
     dump, dump_replies_from, expire, lookup, run_dump, EventStream, Events, Netlink, EVENT_RCVBUF,
 };
-pub use sysctl::{ensure_events_for_new_flows, EventsSetting, StateTimeouts};
+pub use sysctl::{ensure_events_for_new_flows_once, EventsSetting, StateTimeouts};
 
 use anyhow::Result;
 use std::time::Duration;

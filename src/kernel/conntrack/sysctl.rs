@@ -2,6 +2,7 @@
 //! sets (event delivery for new flows).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::flow::TcpState;
 
@@ -70,6 +71,18 @@ impl EventsSetting {
     }
 }
 
+static CHECKED: AtomicBool = AtomicBool::new(false);
+
+/// [`ensure_events_for_new_flows`], once per process: the first call's finding, `None` after
+/// that. A `monitor` that replaces containers for weeks on a host whose `/proc/sys` is
+/// read-only warns once, not at every switch.
+pub fn ensure_events_for_new_flows_once() -> Option<EventsSetting> {
+    if CHECKED.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    Some(ensure_events_for_new_flows())
+}
+
 /// Make sure flows created from now on report their end.
 ///
 /// With `nf_conntrack_events = 2` (the kernel's default: "only when someone listens"), a flow
@@ -79,7 +92,7 @@ impl EventsSetting {
 /// would take the events away from the flows the *next* drain waits for. A value of 0 means
 /// events were turned off on purpose: it is left alone. Nothing here is an error: without
 /// events the drain still works, by per-flow lookups.
-pub fn ensure_events_for_new_flows() -> EventsSetting {
+fn ensure_events_for_new_flows() -> EventsSetting {
     let current = match std::fs::read_to_string(EVENTS_SYSCTL) {
         Ok(text) => text,
         Err(e) => return EventsSetting::Unchangeable(format!("cannot read {EVENTS_SYSCTL} ({e})")),

@@ -120,4 +120,11 @@ impl Firewall for FakeFirewall {
         self.inner.borrow_mut().forward_path_opened += 1;
         Ok(())
     }
+
+    fn remove_all(&self) -> Result<()> {
+        let mut inner = self.transaction("remove all".to_string())?;
+        inner.routes.clear();
+        inner.hairpin.clear();
+        Ok(())
+    }
 }

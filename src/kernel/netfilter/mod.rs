@@ -115,4 +115,8 @@ pub trait Firewall {
     /// DROP: see [`docker_user`]). Called where that can change — a first routing, `start`,
     /// `restore`, a switch that failed — not on every switch.
     fn open_forward_path(&self) -> Result<()>;
+
+    /// Take everything of ours out of the kernel: the table (every component's routes) and
+    /// the hole in Docker's FORWARD policy. Nothing else; done already is not an error.
+    fn remove_all(&self) -> Result<()>;
 }

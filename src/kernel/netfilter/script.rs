@@ -243,6 +243,13 @@ impl Firewall for NftFirewall {
         docker_user::ensure(&self.table)
     }
 
+    fn remove_all(&self) -> Result<()> {
+        if self.list(&["table", "inet", &self.table])?.is_some() {
+            self.apply(vec![format!("delete table inet {}", self.table)])?;
+        }
+        docker_user::remove(&self.table)
+    }
+
     fn routes(&self, component: &str) -> Result<ComponentRoutes> {
         let map = ruleset::backend_map(component);
         match batch::read_routes(&self.table, &map) {
