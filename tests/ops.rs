@@ -24,13 +24,13 @@ const UNITS: &[&str] = &[
 fn the_units_run_the_installed_binary_with_the_right_commands() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
     let read = |name: &str| std::fs::read_to_string(root.join(name)).expect(name);
-    assert!(read("handoff-restore.service").contains("ExecStart=/usr/local/sbin/handoff restore"));
+    assert!(read("handoff-restore.service").contains("ExecStart=/usr/sbin/handoff restore"));
     assert!(read("handoff-restore.service").contains("After=docker.service"));
     assert!(read("handoff-restore.service").contains("Type=oneshot"));
-    assert!(read("handoff-update@.service").contains("ExecStart=/usr/local/sbin/handoff update %i"));
+    assert!(read("handoff-update@.service").contains("ExecStart=/usr/sbin/handoff update %i"));
     assert!(read("handoff-update@.service").contains("Type=oneshot"));
     assert!(
-        read("handoff-monitor@.service").contains("ExecStart=/usr/local/sbin/handoff monitor %i")
+        read("handoff-monitor@.service").contains("ExecStart=/usr/sbin/handoff monitor %i")
     );
     assert!(read("handoff-monitor@.service").contains("Restart=always"));
 }
@@ -50,7 +50,7 @@ fn systemd_analyze_accepts_the_units() {
     for unit in UNITS {
         let text = std::fs::read_to_string(root.join(unit))
             .expect("unit")
-            .replace("/usr/local/sbin/handoff", env!("CARGO_BIN_EXE_handoff"));
+            .replace("/usr/sbin/handoff", env!("CARGO_BIN_EXE_handoff"));
         let name = unit.replace("@.", "@web.");
         std::fs::write(dir.path().join(&name), text).expect("copy unit");
         // Templates must be present under their own name for the instance to resolve.
@@ -63,10 +63,20 @@ fn systemd_analyze_accepts_the_units() {
         }
         paths.push(dir.path().join(name));
     }
+    // Documentation= names man pages: verify finds them in the pages this binary renders.
+    let man8 = dir.path().join("man/man8");
+    std::fs::create_dir_all(&man8).expect("man dir");
+    let rendered = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["man", "--dir"])
+        .arg(&man8)
+        .status()
+        .expect("handoff man");
+    assert!(rendered.success());
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .args(&paths)
         .env("SYSTEMD_LOG_LEVEL", "warning")
+        .env("MANPATH", dir.path().join("man"))
         .output()
         .expect("systemd-analyze");
     assert!(
