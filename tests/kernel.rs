@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -278,6 +279,15 @@ fn foreign_tables(sandbox: &Sandbox) -> String {
             out.push('\n');
         }
     }
+    // Legacy iptables tables are not in nft's listing: asking iptables-legacy for a chain
+    // creates its table.
+    let legacy = Command::new("ip")
+        .args(["netns", "exec", &sandbox.gateway, "sh", "-c"])
+        .arg("cat /proc/net/ip_tables_names 2>/dev/null")
+        .output()
+        .expect("legacy table names");
+    out.push_str("legacy tables: ");
+    out.push_str(&String::from_utf8_lossy(&legacy.stdout));
     out
 }
 

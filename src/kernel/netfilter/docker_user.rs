@@ -82,7 +82,31 @@ enum Listing {
     NoBinary,
 }
 
+/// The legacy (x_tables) tables that exist in this network namespace.
+const LEGACY_TABLES: &str = "/proc/net/ip_tables_names";
+
+/// Whether `iptables` is the legacy flavour and this namespace has no legacy filter table, so
+/// no Docker chain can be there. Asking anyway would *create* the table (listing loads it): a
+/// host with Docker on iptables-nft would get empty legacy tables, and iptables-nft would warn
+/// "iptables-legacy tables present" from then on.
+fn no_legacy_filter_table(iptables: &str) -> bool {
+    let legacy = iptables.ends_with("-legacy")
+        || Command::new(iptables)
+            .arg("-V")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("legacy"))
+            .unwrap_or(false);
+    legacy
+        && std::fs::read_to_string(LEGACY_TABLES)
+            .map(|names| !names.lines().any(|name| name == "filter"))
+            // No file: the x_tables module is not even loaded.
+            .unwrap_or(true)
+}
+
 fn list(iptables: &str, chain: &str) -> Result<Listing> {
+    if no_legacy_filter_table(iptables) {
+        return Ok(Listing::NoChain);
+    }
     let output = match Command::new(iptables)
         .args(["-w", LOCK_WAIT, "-S", chain])
         .output()
@@ -142,11 +166,13 @@ fn insert_position(rules: &str) -> usize {
 
 /// Is forwarded traffic dropped by default on this host (Docker's FORWARD policy)?
 fn forward_dropped(iptables: &str) -> bool {
-    Command::new(iptables)
-        .args(["-w", LOCK_WAIT, "-S", "FORWARD"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("-P FORWARD DROP"))
-        .unwrap_or(false)
+    // A legacy flavour without a filter table drops nothing (and asking would create one).
+    !no_legacy_filter_table(iptables)
+        && Command::new(iptables)
+            .args(["-w", LOCK_WAIT, "-S", "FORWARD"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("-P FORWARD DROP"))
+            .unwrap_or(false)
 }
 
 /// Does Docker run its nftables firewall backend (no iptables chains at all)?
