@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install handoff on this host: the system packages it and its tests need, the binary, the
-# systemd units, and its directories. CI (through scripts/test.sh) and the Vagrant VM run this
-# same script.
+# Install handoff on this host from a source tree: build its Debian package (scripts/package.sh)
+# and install that with apt, as from a release. With --deps-only, only the system packages
+# that handoff, its tests, demo and bench use (scripts/test.sh calls that).
 #
-#   sudo scripts/install.sh              packages, binary, units, directories
+#   sudo scripts/install.sh              the package (binary, units, man pages, completions)
 #   sudo scripts/install.sh --deps-only [TOOL:PACKAGE ...]
 #                                        only the system packages (what test.sh, demo.sh and
 #                                        bench.sh use), plus the extra ones named
@@ -25,7 +25,8 @@ fi
 packages=(
     nft:nftables ip:iproute2 flock:util-linux iptables:iptables dockerd:docker.io
     /bin/busybox:busybox-static tar:tar python3:python3 openssl:openssl
-    systemd-analyze:systemd vagrant:vagrant "$@"
+    systemd-analyze:systemd man:man-db vagrant:vagrant debootstrap:debootstrap
+    dpkg-shlibdeps:dpkg-dev "$@"
 )
 missing=()
 for entry in "${packages[@]}"; do
@@ -43,16 +44,6 @@ if ((${#missing[@]})); then
 fi
 [[ -n $deps_only ]] && exit 0
 
-export PATH="$HOME/.cargo/bin:/usr/local/cargo/bin:$PATH"
-cargo build --release --quiet --bin handoff
-install -m 0755 target/release/handoff /usr/local/sbin/handoff
-install -d -m 0755 /etc/handoff /usr/local/share/doc/handoff
-install -d -m 0700 /var/lib/handoff
-install -m 0644 README.md /usr/local/share/doc/handoff/README.md
-install -m 0644 systemd/handoff-restore.service systemd/handoff-update@.service \
-    systemd/handoff-monitor@.service /etc/systemd/system/
-if [[ -d /run/systemd/system ]]; then
-    systemctl daemon-reload
-    systemctl enable handoff-restore.service
-fi
-echo "installed /usr/local/sbin/handoff and its systemd units; put the config in /etc/handoff/handoff.json"
+deb=$(bash scripts/package.sh | tail -1)
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >/dev/null
+echo "installed $deb; put the config in /etc/handoff/handoff.json (example: /usr/share/doc/handoff/examples/handoff.json)"

@@ -1,5 +1,6 @@
 //! The operational files shipped with handoff: systemd units (checked with
-//! `systemd-analyze verify`) and the Vagrant VM (`vagrant validate`). The tools are installed
+//! `systemd-analyze verify`; scripts/vagrant-test.sh runs them under systemd) and the Vagrant
+//! machines (`vagrant validate`; scripts/vagrant-test.sh boots one). The tools are installed
 //! by scripts/test.sh; the tests that need them are ignored by a plain `cargo test` and fail,
 //! rather than pass, when asked to run without them.
 
@@ -25,13 +26,11 @@ fn the_units_run_the_installed_binary_with_the_right_commands() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
     let read = |name: &str| std::fs::read_to_string(root.join(name)).expect(name);
     assert!(read("handoff-restore.service").contains("ExecStart=/usr/sbin/handoff restore"));
-    assert!(read("handoff-restore.service").contains("After=docker.service"));
+    assert!(read("handoff-restore.service").contains("After=network-online.target docker.service"));
     assert!(read("handoff-restore.service").contains("Type=oneshot"));
     assert!(read("handoff-update@.service").contains("ExecStart=/usr/sbin/handoff update %i"));
     assert!(read("handoff-update@.service").contains("Type=oneshot"));
-    assert!(
-        read("handoff-monitor@.service").contains("ExecStart=/usr/sbin/handoff monitor %i")
-    );
+    assert!(read("handoff-monitor@.service").contains("ExecStart=/usr/sbin/handoff monitor %i"));
     assert!(read("handoff-monitor@.service").contains("Restart=always"));
 }
 
@@ -87,11 +86,14 @@ fn systemd_analyze_accepts_the_units() {
 }
 
 #[test]
-fn the_vm_definition_runs_the_same_install_and_test_scripts_as_ci() {
-    let vagrantfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("vagrant/Vagrantfile");
-    let text = std::fs::read_to_string(&vagrantfile).expect("Vagrantfile");
+fn every_provider_installs_the_package_with_the_same_provisioning_script() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("vagrant/Vagrantfile")).expect("Vagrantfile");
+    assert!(text.contains("config.vm.provider \"docker\""));
     assert!(text.contains("debian/bookworm64"));
-    assert!(text.contains("bash scripts/install.sh") && text.contains("bash scripts/test.sh"));
+    assert!(text.contains("path: \"provision.sh\""));
+    let test = std::fs::read_to_string(root.join("scripts/vagrant-test.sh")).expect("script");
+    assert!(test.contains("bash /handoff/vagrant/provision.sh"));
 }
 
 #[test]

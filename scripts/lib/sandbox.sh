@@ -34,9 +34,10 @@ ensure_dockerd() {
     return 1
 }
 
-# Build image REPO:TAG from busybox-static and the netkit server, serving as NAME.
-build_netkit_image() {
-    local image=$1 name=$2 root lib
+# Write TAR: a root filesystem of busybox-static and the netkit server ($bin/handoff-netkit)
+# with the libraries it links.
+netkit_rootfs_tar() {
+    local tar=$1 root lib
     root=$(mktemp -d)
     mkdir -p "$root/bin" "$root/usr/local/bin" "$root/tmp"
     cp /bin/busybox "$root/bin/busybox"
@@ -46,10 +47,22 @@ build_netkit_image() {
         mkdir -p "$root$(dirname "$lib")"
         cp "$lib" "$root$lib"
     done
-    tar -C "$root" -cf "$root.tar" .
-    docker import -c "CMD [\"/usr/local/bin/handoff-netkit\", \"serve\", \"--listen\", \"0.0.0.0:8080\", \"--name\", \"$name\"]" \
-        "$root.tar" "$image" >/dev/null
-    rm -rf "$root" "$root.tar"
+    tar -C "$root" -cf "$tar" .
+    rm -rf "$root"
+}
+
+# The image's CMD, for `docker import -c`: the netkit server on 8080, answering as NAME.
+netkit_serve_cmd() {
+    echo "CMD [\"/usr/local/bin/handoff-netkit\", \"serve\", \"--listen\", \"0.0.0.0:8080\", \"--name\", \"$1\"]"
+}
+
+# Build image REPO:TAG from busybox-static and the netkit server, serving as NAME.
+build_netkit_image() {
+    local image=$1 name=$2 tar
+    tar=$(mktemp --suffix=.tar)
+    netkit_rootfs_tar "$tar"
+    docker import -c "$(netkit_serve_cmd "$name")" "$tar" "$image" >/dev/null
+    rm -f "$tar"
 }
 
 # Stop the dockerd that ensure_dockerd started, if it started one, and wait for it to exit.
