@@ -4,7 +4,8 @@ tests that guard that promise must then fail. Run by scripts/mutants.sh (root, d
 
 For every fault, a copy of the tree gets the fault (an exact text replacement; a fault whose
 anchor is missing is an error, never silently skipped), and the tests named for it run there
-(`cargo test ... -- --include-ignored --exact`). A fault is *caught* when they fail, *survived*
+(`cargo test ... -- --include-ignored --exact`, or a test script such as
+scripts/vagrant-test.sh, which builds the package from the faulty tree). A fault is *caught* when they fail, *survived*
 when they pass: a survivor means a promise no test can see broken. Exit status 0 only when
 every fault was caught.
 """
@@ -136,6 +137,22 @@ FAULTS = [
         "    attribute.extend_from_slice(&16u16.to_ne_bytes());",
         [("kernel", "a_dump_for_one_backend_is_filtered_by_the_kernel")],
     ),
+    (
+        "package-removal-leaves-the-table",
+        "removing the package leaves no table behind",
+        "debian/prerm",
+        "    if ! /usr/sbin/handoff --lock-timeout 60 teardown; then",
+        "    if false; then",
+        [("script", "scripts/vagrant-test.sh")],
+    ),
+    (
+        "package-does-not-enable-restore",
+        "a reboot restores the routes with no manual step",
+        "debian/postinst",
+        "        deb-systemd-helper enable handoff-restore.service >/dev/null || true",
+        "        true",
+        [("script", "scripts/vagrant-test.sh")],
+    ),
 ]
 
 
@@ -177,6 +194,13 @@ def main():
             plant(tree, path, anchor, replacement)
             failed = []
             for target, test in tests:
+                if target == "script":
+                    # Its own target directory: the script packages what it builds there.
+                    script_env = {k: v for k, v in env.items() if k != "CARGO_TARGET_DIR"}
+                    result = run("bash", test, cwd=tree, env=script_env)
+                    if result.returncode != 0:
+                        failed.append(test)
+                    continue
                 result = run("cargo", "test", "--quiet", *test_args(target, test), cwd=tree,
                              env=env)
                 if "error[" in result.stderr and "test result" not in result.stdout:

@@ -2,7 +2,8 @@
 # Build the Debian package: target/debian/handoff_<version>_<arch>.deb, its path printed as
 # the last line. The man pages and completions come from the release binary itself
 # (`handoff man --dir`, `handoff completions`), so the package ships what users can generate.
-# cargo-deb is installed from crates.io when missing. Needs no root.
+# cargo-deb is installed from crates.io when missing, and dpkg-dev (cargo-deb computes the
+# shared-library dependencies with it) with apt, which needs root; otherwise no root is needed.
 #
 #   scripts/package.sh
 set -euo pipefail

@@ -9,7 +9,9 @@
 #   2. `vagrant reload` (a clean reboot) and a power cut (`docker kill`, then `vagrant up`):
 #      handoff-restore.service brings web back with no manual step, each time;
 #   3. handoff-monitor@web replaces a killed container;
-#   4. `apt-get purge handoff` stops the units and leaves no table or rule behind;
+#   4. the package reinstalled under load (0 failed; the monitor restarted), `apt-get remove`
+#      (units stopped, no table or rule, state and containers kept; reinstalling and restore
+#      route again), `apt-get purge` (nor state, nor enabled units);
 #   5. `vagrant destroy` leaves nothing on this host.
 #
 # Run by scripts/test.sh; root only. Installs vagrant and debootstrap when missing; the
@@ -69,6 +71,15 @@ wait_booted() {
     done
     [[ $state == running ]] ||
         fail "the machine did not boot to 'running' ($state): $(in_machine systemctl --failed --no-legend 2>&1)"
+}
+
+# After a boot: handoff-restore.service ran and routed web again (the ruleset was gone).
+check_restored() {
+    wait_unit_active handoff-restore.service
+    local journal
+    journal=$(in_machine journalctl --no-pager -o cat -b -u handoff-restore.service)
+    grep -q 'web: new connections now go to' <<<"$journal" ||
+        fail "handoff-restore did not route web again: $journal"
 }
 
 # Wait for a oneshot unit with RemainAfterExit to be active; fail if it failed.
@@ -139,7 +150,7 @@ bin=$repo/target/release
 cargo build --release --quiet --bin handoff-netkit
 netkit_rootfs_tar "$work/web.tar"
 cgroups_before=$(find /sys/fs/cgroup -maxdepth 3 -type d -name 'docker' -exec ls {} \; 2>/dev/null | sort | md5sum)
-host_ruleset_before=$(nft list ruleset | grep -v counter | md5sum)
+host_ruleset_before=$(nft list ruleset 2>/dev/null | grep -v counter | md5sum)
 
 # -- vagrant up, then the package installed with apt --------------------------------------------
 step "vagrant up --provider=docker ($image)"
@@ -148,6 +159,8 @@ id=$(cat "$VAGRANT_DOTFILE_PATH/machines/default/docker/id")
 wait_booted
 in_machine sh -c 'echo 1 >/proc/sys/net/netfilter/nf_conntrack_events' 2>/dev/null &&
     fail "/proc/sys is writable in the machine: the read-only case would go untested"
+in_machine sh -c '! command -v nft && ! command -v dockerd' >/dev/null ||
+    fail "the machine image already has nftables or Docker: apt would not be shown resolving them"
 in_machine bash /handoff/vagrant/provision.sh "/handoff/${deb#"$repo"/}" >&2
 for version in v1 v2; do
     in_machine docker import -c "$(netkit_serve_cmd "$version")" - "web:$version" <"$work/web.tar" >/dev/null
@@ -203,7 +216,7 @@ in_machine rm -f /var/lib/clean-shutdown
 (cd vagrant && vagrant reload >"$work/reload.log" 2>&1) || { cat "$work/reload.log" >&2; fail "vagrant reload"; }
 wait_booted
 in_machine test -e /var/lib/clean-shutdown || fail "vagrant reload was not a clean shutdown"
-wait_unit_active handoff-restore.service
+check_restored
 check_served_only_by v2 "after the clean reboot"
 
 step "2. a power cut (docker kill), then vagrant up"
@@ -212,7 +225,7 @@ docker kill "$id" >/dev/null
 (cd vagrant && vagrant up --provider=docker >"$work/up2.log" 2>&1) || { cat "$work/up2.log" >&2; fail "vagrant up after the power cut"; }
 wait_booted
 in_machine test -e /var/lib/clean-shutdown && fail "the power cut left a clean-shutdown mark"
-wait_unit_active handoff-restore.service
+check_restored
 check_served_only_by v2 "after the power cut"
 
 # -- 3. the monitor replaces a killed container -------------------------------------------------
@@ -221,6 +234,7 @@ in_machine systemctl enable --now --quiet handoff-monitor@web
 killed=$(running_web_containers web:v2)
 [[ -n $killed ]] || fail "no running v2 container to kill"
 in_machine docker kill "$killed" >/dev/null
+killed_at=$SECONDS
 replaced=
 for _ in $(seq 120); do
     replaced=$(running_web_containers web:v2)
@@ -229,6 +243,7 @@ for _ in $(seq 120); do
     sleep 1
 done
 [[ -n $replaced ]] || fail "the monitor did not replace the killed container within 120 s"
+step "the killed container was replaced after $((SECONDS - killed_at)) s"
 in_machine systemctl is-active --quiet handoff-monitor@web || fail "the monitor unit stopped"
 wait_for_routed() {
     for _ in $(seq 30); do
@@ -241,15 +256,43 @@ wait_for_routed() {
 wait_for_routed || fail "the replacement is not routed"
 check_served_only_by v2 "after the monitor's replacement"
 
-# -- 4. purge: units stopped, no table, no rule -------------------------------------------------
+# -- 4. upgrade, remove, purge ------------------------------------------------------------------
+step "4. the package reinstalled (an upgrade's maintainer scripts) under load"
+monitor_pid=$(in_machine systemctl show -p MainPID --value handoff-monitor@web)
+start_load 6000 "$work/upgrade.json"
+sleep 1
+in_machine env DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y -qq "/handoff/${deb#"$repo"/}" >"$work/reinstall.log" 2>&1 ||
+    { cat "$work/reinstall.log" >&2; fail "apt-get install --reinstall"; }
+wait "$load_pid" || true
+load_pid=
+check_load "$work/upgrade.json" "during the reinstall" only:v2
+[[ $(in_machine systemctl show -p MainPID --value handoff-monitor@web) != "$monitor_pid" ]] ||
+    fail "the running monitor was not restarted with the new binary"
+
+step "4. apt-get remove handoff: units stopped, no table, state and containers kept"
+in_machine env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq handoff >"$work/remove.log" 2>&1 ||
+    { cat "$work/remove.log" >&2; fail "apt-get remove"; }
+no_trace_in_the_kernel() {
+    in_machine systemctl is-active --quiet handoff-monitor@web && fail "the monitor still runs after $1"
+    in_machine nft list table inet handoff >/dev/null 2>&1 && fail "table inet handoff is left after $1"
+    in_machine sh -c 'iptables -S DOCKER-USER; iptables -S FORWARD' | grep -q 'handoff:' &&
+        fail "a handoff rule is left in Docker's chains after $1"
+    return 0
+}
+no_trace_in_the_kernel "apt-get remove"
+in_machine test -f /var/lib/handoff/state.json || fail "remove deleted the state file"
+[[ -n $(running_web_containers web:v2) ]] || fail "remove stopped the web container"
+in_machine env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "/handoff/${deb#"$repo"/}" >"$work/install2.log" 2>&1 ||
+    { cat "$work/install2.log" >&2; fail "apt-get install after remove"; }
+in_machine systemctl start handoff-restore.service
+check_served_only_by v2 "reinstalled, then handoff-restore"
+
 step "4. apt-get purge handoff"
 in_machine env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq handoff >"$work/purge.log" 2>&1 ||
     { cat "$work/purge.log" >&2; fail "apt-get purge"; }
-in_machine systemctl is-active --quiet handoff-monitor@web && fail "the monitor still runs after purge"
-in_machine nft list table inet handoff >/dev/null 2>&1 && fail "table inet handoff is left after purge"
-in_machine sh -c 'iptables -S DOCKER-USER; iptables -S FORWARD' | grep -q 'handoff:' &&
-    fail "a handoff rule is left in Docker's chains after purge"
+no_trace_in_the_kernel "apt-get purge"
 in_machine test -e /var/lib/handoff && fail "/var/lib/handoff is left after purge"
+in_machine sh -c 'ls /etc/systemd/system/*.wants/handoff-* 2>/dev/null' && fail "enabled handoff units are left after purge"
 
 # -- 5. destroy: nothing left on this host ------------------------------------------------------
 step "5. vagrant destroy"
@@ -261,6 +304,6 @@ id=
     fail "cgroups of the machine are left: $(find /sys/fs/cgroup -maxdepth 3 -type d -name "$machine*")"
 [[ $(find /sys/fs/cgroup -maxdepth 3 -type d -name 'docker' -exec ls {} \; 2>/dev/null | sort | md5sum) == "$cgroups_before" ]] ||
     fail "the host's docker cgroups changed"
-[[ $(nft list ruleset | grep -v counter | md5sum) == "$host_ruleset_before" ]] ||
+[[ $(nft list ruleset 2>/dev/null | grep -v counter | md5sum) == "$host_ruleset_before" ]] ||
     fail "the host's ruleset changed"
 step "passed"
