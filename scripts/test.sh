@@ -6,8 +6,9 @@
 #
 # On a fresh machine it first installs what the tests need through scripts/install.sh
 # --deps-only (nftables, iproute2, util-linux, iptables, docker.io, busybox-static, tar,
-# python3, openssl, systemd-analyze, man-db, vagrant, debootstrap, dpkg-dev), and starts dockerd when no daemon answers
-# (stopping it again at the end).
+# python3, openssl, systemd-analyze, man-db, vagrant, debootstrap, dpkg-dev, protobuf-compiler
+# for the etcd client's build, etcd-server for the fleet tests), and starts dockerd when no
+# daemon answers (stopping it again at the end).
 #
 # The tests that need root, Docker or those tools are #[ignore]d for a plain `cargo test`
 # (which then reports them as not run); here they run, and fail if they cannot.

@@ -3,12 +3,14 @@
 //!
 //! The layers, arrows pointing down only: [`cli`] (one file per subcommand) → [`ops`] (the use
 //! cases, returning data) → [`kernel`] (nftables, conntrack), [`runtime`] (Docker), [`health`]
-//! (network checks), [`config`], [`state`]; [`identity`], [`trust`], [`error`] and [`crash`] are leaves.
+//! (network checks), [`config`], [`state`], [`fleet`] (the fleet's store in etcd); [`identity`],
+//! [`trust`], [`error`] and [`crash`] are leaves.
 
 pub mod cli;
 pub mod config;
 pub mod crash;
 pub mod error;
+pub mod fleet;
 pub mod health;
 pub mod identity;
 pub mod kernel;

@@ -8,6 +8,16 @@ use std::path::Path;
 const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ops", &["crate::cli"]),
     (
+        "fleet",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+            "crate::health",
+        ],
+    ),
+    (
         "kernel",
         &[
             "crate::cli",

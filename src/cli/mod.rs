@@ -7,6 +7,7 @@ pub mod app;
 pub mod check;
 pub mod completions;
 pub mod drain;
+pub mod fleet;
 pub mod flows;
 pub mod kill;
 pub mod list;
@@ -72,6 +73,8 @@ pub enum Command {
     Completions(completions::Args),
     /// Print the man page handoff(8), or write every page into --dir.
     Man(man::Args),
+    /// Many hosts, one config, on etcd v3 (gantryd's distributed mode).
+    Fleet(fleet::Args),
 }
 
 /// The one argument of `start`, `stop` and `kill`.
@@ -129,6 +132,7 @@ pub fn run(command: &Command, globals: &Globals) -> Result<()> {
         Command::Teardown(args) => teardown::run(args, globals),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Fleet(args) => fleet::run(args),
     }
 }
 

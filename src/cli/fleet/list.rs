@@ -1,0 +1,88 @@
+//! `handoff fleet list [--json]`: the fleet's hosts, alive (their lease key exists) or lost
+//! (only their member record is left), and since when.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Fleet;
+use crate::fleet::records::now_ms;
+use crate::fleet::{HostRecord, MemberRecord};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// One JSON document (see README, "Fleet").
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Host {
+    name: String,
+    alive: bool,
+    /// Alive: registered since; lost: last seen.
+    since_ms: u64,
+}
+
+pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
+    let mut etcd = fleet.connect()?;
+    let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
+    for (_, value) in etcd.get_prefix(&fleet.keys.members())? {
+        if let Ok(member) = serde_json::from_slice::<MemberRecord>(&value) {
+            hosts.insert(
+                member.name.clone(),
+                Host {
+                    name: member.name,
+                    alive: false,
+                    since_ms: member.last_seen_ms,
+                },
+            );
+        }
+    }
+    for (_, value) in etcd.get_prefix(&fleet.keys.hosts())? {
+        if let Ok(record) = serde_json::from_slice::<HostRecord>(&value) {
+            hosts.insert(
+                record.name.clone(),
+                Host {
+                    name: record.name,
+                    alive: true,
+                    since_ms: record.since_ms,
+                },
+            );
+        }
+    }
+    if args.json {
+        let hosts: Vec<_> = hosts
+            .values()
+            .map(|h| {
+                json!({
+                    "name": h.name,
+                    "alive": h.alive,
+                    "since_ms": h.since_ms,
+                    "components": [],
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({ "fleet": fleet.name, "rollout": null, "hosts": hosts })
+        );
+        return Ok(());
+    }
+    println!("{:<24} {:<6} SINCE", "HOST", "STATE");
+    let now = now_ms();
+    for host in hosts.values() {
+        let (state, since) = if host.alive {
+            ("alive", "registered")
+        } else {
+            ("lost", "last seen")
+        };
+        println!(
+            "{:<24} {:<6} {since} {} ago",
+            host.name,
+            state,
+            crate::ops::human_duration(now.saturating_sub(host.since_ms))
+        );
+    }
+    Ok(())
+}

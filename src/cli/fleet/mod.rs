@@ -1,0 +1,64 @@
+//! `handoff fleet [--etcd URLS] [--fleet NAME] SUBCOMMAND`: gantryd's distributed mode, on
+//! etcd v3 (the store and its key layout: [`crate::fleet`]). One file per subcommand.
+
+pub mod agent;
+pub mod getconfig;
+pub mod list;
+pub mod setconfig;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::fleet::etcd::parse_endpoints;
+use crate::fleet::{Etcd, Keys, DEFAULT_ENDPOINTS, DEFAULT_FLEET};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// etcd endpoints, comma-separated http://HOST:PORT.
+    #[arg(long, env = "HANDOFF_ETCD", default_value = DEFAULT_ENDPOINTS, value_name = "URLS")]
+    pub etcd: String,
+    /// The fleet: independent fleets can share one etcd.
+    #[arg(long, env = "HANDOFF_FLEET", default_value = DEFAULT_FLEET, value_name = "NAME")]
+    pub fleet: String,
+    #[command(subcommand)]
+    pub command: FleetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Validate FILE exactly as `check` does and store it as the fleet's config.
+    Setconfig(setconfig::Args),
+    /// Print the fleet's stored config.
+    Getconfig(getconfig::Args),
+    /// The agent of one host: registers it under a lease and keeps it alive until stopped.
+    Agent(agent::Args),
+    /// The fleet's hosts: alive or lost, and since when.
+    List(list::Args),
+}
+
+/// What every fleet subcommand needs: where etcd is and which fleet.
+pub struct Fleet {
+    pub endpoints: Vec<String>,
+    pub keys: Keys,
+    pub name: String,
+}
+
+impl Fleet {
+    pub fn connect(&self) -> Result<Etcd> {
+        Etcd::connect(&self.endpoints)
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let fleet = Fleet {
+        endpoints: parse_endpoints(&args.etcd)?,
+        keys: Keys::new(&args.fleet)?,
+        name: args.fleet.clone(),
+    };
+    match &args.command {
+        FleetCommand::Setconfig(args) => setconfig::run(args, &fleet),
+        FleetCommand::Getconfig(args) => getconfig::run(args, &fleet),
+        FleetCommand::Agent(args) => agent::run(args, &fleet),
+        FleetCommand::List(args) => list::run(args, &fleet),
+    }
+}

@@ -1,0 +1,202 @@
+//! A synchronous etcd v3 client for the `fleet` commands and the agent: etcd-client (gRPC)
+//! driven by a current-thread tokio runtime of its own, as the Docker client is, so the rest of
+//! handoff stays synchronous. Every call is bounded by a timeout: an unreachable etcd is an
+//! error that names the endpoints, never a hang.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+
+use crate::error::Failure;
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Parse `--etcd`: comma-separated `http://HOST:PORT` endpoints.
+pub fn parse_endpoints(text: &str) -> Result<Vec<String>> {
+    let endpoints: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Failure::input("--etcd: no endpoint given").into());
+    }
+    for endpoint in &endpoints {
+        let Some(rest) = endpoint.strip_prefix("http://") else {
+            return Err(Failure::input(format!(
+                "--etcd: {endpoint:?} is not an http://HOST:PORT endpoint (TLS is not supported yet)"
+            ))
+            .into());
+        };
+        let port_ok = rest.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            return Err(Failure::input(format!(
+                "--etcd: {endpoint:?} has no HOST:PORT after http://"
+            ))
+            .into());
+        }
+    }
+    Ok(endpoints)
+}
+
+pub struct Etcd {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    endpoints: Vec<String>,
+}
+
+impl Etcd {
+    pub fn connect(endpoints: &[String]) -> Result<Etcd> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the etcd client runtime")?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let client = runtime
+            .block_on(Client::connect(endpoints, Some(options)))
+            .with_context(|| format!("cannot reach etcd at {}", endpoints.join(",")))?;
+        Ok(Etcd {
+            runtime,
+            client,
+            endpoints: endpoints.to_vec(),
+        })
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("etcd at {}: {what}", self.endpoints.join(","))
+    }
+
+    /// The value of `key` and its mod revision, or `None`.
+    pub fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let context = self.context(&format!("reading {key}"));
+        let response = self
+            .runtime
+            .block_on(self.client.get(key, None))
+            .context(context)?;
+        Ok(response
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+    }
+
+    /// Every key under `prefix`, with its value, in key order.
+    pub fn get_prefix(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let context = self.context(&format!("reading {prefix}"));
+        let response = self
+            .runtime
+            .block_on(
+                self.client
+                    .get(prefix, Some(GetOptions::new().with_prefix())),
+            )
+            .context(context)?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                )
+            })
+            .collect())
+    }
+
+    /// Store `value` at `key`; the revision of the write.
+    pub fn put(&mut self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64> {
+        let context = self.context(&format!("writing {key}"));
+        let response = self
+            .runtime
+            .block_on(self.client.put(key, value.into(), None))
+            .context(context)?;
+        Ok(response.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Grant a lease of `ttl` seconds; its id.
+    pub fn grant(&mut self, ttl: i64) -> Result<i64> {
+        let context = self.context("granting a lease");
+        let response = self
+            .runtime
+            .block_on(self.client.lease_grant(ttl, None))
+            .context(context)?;
+        Ok(response.id())
+    }
+
+    /// Renew `lease` once; the TTL left (0: the lease is gone).
+    pub fn keep_alive(&mut self, lease: i64) -> Result<i64> {
+        let context = self.context("renewing the lease");
+        let client = &mut self.client;
+        self.runtime
+            .block_on(async {
+                let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                let ttl = stream.message().await?.map(|r| r.ttl()).unwrap_or(0);
+                Ok::<i64, etcd_client::Error>(ttl)
+            })
+            .context(context)
+    }
+
+    pub fn revoke(&mut self, lease: i64) -> Result<()> {
+        let context = self.context("revoking the lease");
+        self.runtime
+            .block_on(self.client.lease_revoke(lease))
+            .context(context)?;
+        Ok(())
+    }
+
+    /// Write `value` at `key` under `lease`, only if no one holds the key under another lease
+    /// (a key held by a live lease of someone else is refused: `Ok(false)`).
+    pub fn put_if_absent_or_ours(&mut self, key: &str, value: Vec<u8>, lease: i64) -> Result<bool> {
+        let context = self.context(&format!("registering {key}"));
+        let put = TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
+        let absent = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([put.clone()]);
+        let ours = Txn::new()
+            .when([Compare::lease(key, CompareOp::Equal, lease)])
+            .and_then([put]);
+        let client = &mut self.client;
+        self.runtime
+            .block_on(async {
+                if client.txn(absent).await?.succeeded() {
+                    return Ok(true);
+                }
+                Ok::<bool, etcd_client::Error>(client.txn(ours).await?.succeeded())
+            })
+            .context(context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{exit_code_of, ExitCode};
+
+    #[test]
+    fn endpoints_are_http_host_port_lists() {
+        assert_eq!(
+            parse_endpoints("http://10.0.0.1:2379, http://10.0.0.2:2379").unwrap(),
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        for bad in [
+            "",
+            ",",
+            "10.0.0.1:2379",
+            "https://e:2379",
+            "http://e",
+            "http://:2379",
+            "http://e:0",
+        ] {
+            let error = parse_endpoints(bad).unwrap_err();
+            assert_eq!(exit_code_of(&error), ExitCode::Input, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Where each record of a fleet lives in etcd (the layout is documented in [`super`]).
+
+use anyhow::Result;
+
+use crate::error::Failure;
+
+/// A fleet or host name: `[a-z0-9][a-z0-9_.-]*`, at most 63 characters (a host name's label),
+/// so that it can never reach into another key.
+pub fn valid_name(what: &str, name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+    if !valid {
+        return Err(Failure::input(format!(
+            "{what}: {name:?} is not a valid name (use [a-z0-9][a-z0-9_.-]*, at most 63 characters)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The keys of one fleet.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    pub fn new(fleet: &str) -> Result<Keys> {
+        valid_name("--fleet", fleet)?;
+        Ok(Keys {
+            root: format!("/handoff/fleets/{fleet}/"),
+        })
+    }
+
+    pub fn config(&self) -> String {
+        format!("{}config", self.root)
+    }
+
+    pub fn hosts(&self) -> String {
+        format!("{}hosts/", self.root)
+    }
+
+    pub fn host(&self, host: &str) -> String {
+        format!("{}{host}", self.hosts())
+    }
+
+    pub fn members(&self) -> String {
+        format!("{}members/", self.root)
+    }
+
+    pub fn member(&self, host: &str) -> String {
+        format!("{}{host}", self.members())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{exit_code_of, ExitCode};
+
+    #[test]
+    fn every_key_of_a_fleet_is_under_its_own_root() {
+        let keys = Keys::new("prod").unwrap();
+        assert_eq!(keys.config(), "/handoff/fleets/prod/config");
+        assert_eq!(keys.host("h1"), "/handoff/fleets/prod/hosts/h1");
+        assert_eq!(keys.member("h1"), "/handoff/fleets/prod/members/h1");
+        assert!(keys.host("h1").starts_with(&keys.hosts()));
+    }
+
+    #[test]
+    fn names_that_could_reach_into_another_key_are_refused() {
+        for bad in ["", "a/b", "..", "A", "-x", "a b", &"a".repeat(64)] {
+            let error = Keys::new(bad).unwrap_err();
+            assert_eq!(exit_code_of(&error), ExitCode::Input, "{bad:?}");
+        }
+        assert!(valid_name("--host", "web-1.example").is_ok());
+    }
+}

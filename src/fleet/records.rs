@@ -1,0 +1,30 @@
+//! The JSON records the fleet keeps in etcd.
+
+use serde::{Deserialize, Serialize};
+
+/// `hosts/{host}`, under the agent's lease: present exactly while the agent is alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    /// When this registration started (ms since the epoch).
+    pub since_ms: u64,
+    /// The agent's process id, for an operator looking for it.
+    pub pid: u32,
+}
+
+/// `members/{host}`: outlives the lease, so a lost host is listed as lost, with when it was
+/// last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub name: String,
+    /// The last keep-alive the agent got an answer to (ms since the epoch).
+    pub last_seen_ms: u64,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,152 @@
+//! An agent's registration: `hosts/{host}` under a lease that a thread of its own keeps alive
+//! (every third of the TTL), with `members/{host}` refreshed at each renewal so a lost host is
+//! listed with when it was last seen.
+//!
+//! etcd unreachable is not a reason to stop: the thread retries with backoff (1 s doubling to
+//! 5 s) and, when etcd answers again, renews the lease — or, if the lease expired meanwhile,
+//! registers again under a new one. Stopping the registration revokes the lease, so a host
+//! whose agent stops cleanly shows as lost at once rather than after the TTL.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::records::{now_ms, HostRecord, MemberRecord};
+use super::{Etcd, Keys, LEASE_TTL_SECS};
+use crate::error::Failure;
+
+/// Something worth a line in the agent's log (etcd lost, back, registered again).
+pub type Notify = Box<dyn Fn(String) + Send>;
+
+pub struct Registration {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Registration {
+    /// Register `host` now (an error when etcd cannot be reached, or another live agent holds
+    /// the name), then keep the registration alive until dropped.
+    pub fn start(endpoints: &[String], keys: &Keys, host: &str, notify: Notify) -> Result<Self> {
+        let mut etcd = Etcd::connect(endpoints)?;
+        let lease = register(&mut etcd, keys, host)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let keeper = Keeper {
+            etcd,
+            keys: keys.clone(),
+            host: host.to_string(),
+            lease,
+            stop: stop.clone(),
+            notify,
+        };
+        let thread = std::thread::Builder::new()
+            .name("fleet-lease".into())
+            .spawn(move || keeper.run())?;
+        Ok(Registration {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Grant a lease and write the host's registration under it; the lease.
+fn register(etcd: &mut Etcd, keys: &Keys, host: &str) -> Result<i64> {
+    let lease = etcd.grant(LEASE_TTL_SECS)?;
+    let record = HostRecord {
+        name: host.to_string(),
+        since_ms: now_ms(),
+        pid: std::process::id(),
+    };
+    if !etcd.put_if_absent_or_ours(&keys.host(host), serde_json::to_vec(&record)?, lease)? {
+        let _ = etcd.revoke(lease);
+        return Err(Failure::input(format!(
+            "another live agent is registered as host {host:?} in this fleet (--host names must be unique)"
+        ))
+        .into());
+    }
+    seen(etcd, keys, host)?;
+    Ok(lease)
+}
+
+fn seen(etcd: &mut Etcd, keys: &Keys, host: &str) -> Result<()> {
+    let member = MemberRecord {
+        name: host.to_string(),
+        last_seen_ms: now_ms(),
+    };
+    etcd.put(&keys.member(host), serde_json::to_vec(&member)?)?;
+    Ok(())
+}
+
+struct Keeper {
+    etcd: Etcd,
+    keys: Keys,
+    host: String,
+    lease: i64,
+    stop: Arc<AtomicBool>,
+    notify: Notify,
+}
+
+impl Keeper {
+    fn run(mut self) {
+        let period = Duration::from_millis(LEASE_TTL_SECS as u64 * 1000 / 3);
+        let mut backoff = Duration::from_secs(1);
+        let mut failing_since: Option<Instant> = None;
+        let mut next = Instant::now() + period;
+        loop {
+            while Instant::now() < next {
+                if self.stop.load(Ordering::SeqCst) {
+                    let _ = self.etcd.revoke(self.lease);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100).min(next - Instant::now()));
+            }
+            match self.renew() {
+                Ok(()) => {
+                    if let Some(since) = failing_since.take() {
+                        (self.notify)(format!(
+                            "etcd answers again after {:.1} s; registration of {} renewed",
+                            since.elapsed().as_secs_f64(),
+                            self.host
+                        ));
+                    }
+                    backoff = Duration::from_secs(1);
+                    next = Instant::now() + period;
+                }
+                Err(error) => {
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        (self.notify)(format!(
+                            "cannot renew the registration ({error:#}); the data path is unaffected, retrying"
+                        ));
+                    }
+                    next = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Renew the lease; register again under a new one if it expired.
+    fn renew(&mut self) -> Result<()> {
+        if self.etcd.keep_alive(self.lease)? > 0 {
+            return seen(&mut self.etcd, &self.keys, &self.host);
+        }
+        self.lease = register(&mut self.etcd, &self.keys, &self.host)?;
+        (self.notify)(format!(
+            "the lease had expired; {} registered again",
+            self.host
+        ));
+        Ok(())
+    }
+}

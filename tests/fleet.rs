@@ -1,0 +1,326 @@
+//! The fleet against a real etcd (Debian's etcd-server): each test makes a network namespace of
+//! its own, runs its own etcd there on 127.0.0.1:2379, and runs `handoff fleet` in it, so tests
+//! run in parallel and the traffic never leaves the namespace. Everything is killed and deleted
+//! on drop, also when the test fails.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{is_root, HANDOFF};
+
+/// The agent's lease TTL (src/fleet/mod.rs).
+const TTL: Duration = Duration::from_secs(10);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+struct EtcdSandbox {
+    ns: String,
+    dir: tempfile::TempDir,
+    etcd: Option<Child>,
+    agents: Vec<Child>,
+}
+
+impl EtcdSandbox {
+    fn new() -> EtcdSandbox {
+        assert!(
+            is_root(),
+            "this test needs root (a network namespace): run `sudo scripts/test.sh`"
+        );
+        assert!(
+            Command::new("sh")
+                .args(["-c", "command -v etcd"])
+                .status()
+                .is_ok_and(|s| s.success()),
+            "etcd is not installed (apt-get install etcd-server; scripts/test.sh does it)"
+        );
+        let ns = format!(
+            "hf-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .expect("ip");
+        assert!(ok.success(), "ip netns add {ns}");
+        let mut sandbox = EtcdSandbox {
+            ns,
+            dir: tempfile::tempdir().expect("tempdir"),
+            etcd: None,
+            agents: Vec::new(),
+        };
+        sandbox.exec_ok("ip", &["link", "set", "lo", "up"]);
+        sandbox.start_etcd();
+        sandbox
+    }
+
+    fn exec(&self, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.ns, program])
+            .args(args);
+        command
+    }
+
+    fn exec_ok(&self, program: &str, args: &[&str]) {
+        let output = self.exec(program, args).output().expect(program);
+        assert!(output.status.success(), "{program} {args:?}: {output:?}");
+    }
+
+    /// etcd on 127.0.0.1:2379 in the namespace, its data in the test's directory (kept across
+    /// a restart); returns when it answers.
+    fn start_etcd(&mut self) {
+        let data = self.dir.path().join("etcd");
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log");
+        let child = self
+            .exec(
+                "etcd",
+                &[
+                    "--data-dir",
+                    data.to_str().expect("path"),
+                    "--listen-client-urls",
+                    "http://127.0.0.1:2379",
+                    "--advertise-client-urls",
+                    "http://127.0.0.1:2379",
+                    "--listen-peer-urls",
+                    "http://127.0.0.1:2380",
+                    "--initial-advertise-peer-urls",
+                    "http://127.0.0.1:2380",
+                    "--initial-cluster",
+                    "default=http://127.0.0.1:2380",
+                ],
+            )
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("etcd");
+        self.etcd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.fleet(&["getconfig"]).status.code() == Some(2)
+                || self.fleet(&["getconfig"]).status.success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not answer: {}", self.etcd_log());
+    }
+
+    fn stop_etcd(&mut self) {
+        if let Some(mut etcd) = self.etcd.take() {
+            let _ = etcd.kill();
+            let _ = etcd.wait();
+        }
+    }
+
+    fn etcd_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    fn fleet(&self, args: &[&str]) -> Output {
+        self.exec(HANDOFF, &["fleet"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("handoff fleet")
+    }
+
+    fn fleet_ok(&self, args: &[&str]) -> String {
+        let output = self.fleet(args);
+        assert!(
+            output.status.success(),
+            "handoff fleet {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn spawn_agent(&mut self, host: &str) -> usize {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("agent-{host}.log"))).expect("log");
+        let child = self
+            .exec(HANDOFF, &["fleet", "agent", "--host", host])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("agent");
+        self.agents.push(child);
+        self.agents.len() - 1
+    }
+
+    fn agent_log(&self, host: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("agent-{host}.log")))
+            .unwrap_or_default()
+    }
+
+    /// `fleet list --json`'s hosts, by name: alive or not.
+    fn hosts(&self) -> Vec<(String, bool)> {
+        let output = self.fleet(&["list", "--json"]);
+        if !output.status.success() {
+            return Vec::new();
+        }
+        let listed: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("list --json is JSON");
+        listed["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .map(|h| {
+                (
+                    h["name"].as_str().expect("name").to_string(),
+                    h["alive"].as_bool().expect("alive"),
+                )
+            })
+            .collect()
+    }
+
+    /// Wait until `host` is listed as `alive`; how long that took.
+    fn wait_host(&self, host: &str, alive: bool, limit: Duration) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.hosts().iter().any(|(h, a)| h == host && *a == alive) {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{host} not listed as alive={alive} within {limit:?}: {:?}\nagent log: {}",
+            self.hosts(),
+            self.agent_log(host)
+        );
+    }
+}
+
+impl Drop for EtcdSandbox {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        self.stop_etcd();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path.to_str().expect("path").to_string()
+}
+
+#[test]
+#[ignore = "needs root and etcd: run by sudo scripts/test.sh"]
+fn setconfig_validates_like_check_and_a_bad_file_stores_nothing() {
+    let sandbox = EtcdSandbox::new();
+    let dir = sandbox.dir.path();
+    let none = sandbox.fleet(&["getconfig"]);
+    assert_eq!(none.status.code(), Some(2), "{none:?}");
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no config stored"));
+
+    let good = write(dir, "good.json", &common::web_config(3000, 1000));
+    let bad = write(
+        dir,
+        "bad.json",
+        r#"{"components":[{"name":"web","portz":[]}]}"#,
+    );
+    let refused = sandbox.fleet(&["setconfig", &bad]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("portz"),
+        "the error names the field: {refused:?}"
+    );
+    assert_eq!(sandbox.fleet(&["getconfig"]).status.code(), Some(2));
+
+    sandbox.fleet_ok(&["setconfig", &good]);
+    assert_eq!(
+        sandbox.fleet_ok(&["getconfig"]),
+        std::fs::read_to_string(&good).expect("good")
+    );
+    // A bad file later leaves the stored config as it was.
+    assert_eq!(sandbox.fleet(&["setconfig", &bad]).status.code(), Some(2));
+    assert_eq!(
+        sandbox.fleet_ok(&["getconfig"]),
+        std::fs::read_to_string(&good).expect("good")
+    );
+    // Fleets are independent.
+    let other = sandbox.fleet(&["--fleet", "other", "getconfig"]);
+    assert_eq!(other.status.code(), Some(2), "{other:?}");
+}
+
+#[test]
+#[ignore = "needs root and etcd: run by sudo scripts/test.sh"]
+fn a_killed_agent_is_lost_within_the_ttl_a_stopped_one_at_once_and_names_are_unique() {
+    let mut sandbox = EtcdSandbox::new();
+    let h1 = sandbox.spawn_agent("h1");
+    sandbox.spawn_agent("h2");
+    sandbox.wait_host("h1", true, Duration::from_secs(10));
+    sandbox.wait_host("h2", true, Duration::from_secs(10));
+
+    let twin = sandbox.fleet(&["agent", "--host", "h1"]);
+    assert_eq!(
+        twin.status.code(),
+        Some(2),
+        "a second h1 is refused: {twin:?}"
+    );
+    assert!(String::from_utf8_lossy(&twin.stderr).contains("another live agent"));
+
+    // SIGKILL: nothing revokes the lease; it must expire.
+    let killed = &mut sandbox.agents[h1];
+    killed.kill().expect("kill");
+    killed.wait().expect("wait");
+    let lost_after = sandbox.wait_host("h1", false, TTL + Duration::from_secs(5));
+    eprintln!("killed agent listed as lost after {lost_after:?}");
+    assert!(
+        lost_after <= TTL + Duration::from_secs(2),
+        "h1 listed as lost after {lost_after:?}"
+    );
+
+    // SIGTERM: the agent revokes its lease on the way out.
+    let pid = sandbox.agents[1].id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let lost_after = sandbox.wait_host("h2", false, Duration::from_secs(5));
+    assert!(
+        lost_after < Duration::from_secs(2),
+        "h2 lost after {lost_after:?}"
+    );
+    let status = sandbox.agents[1].wait().expect("wait");
+    assert!(status.success(), "a stopped agent exits 0: {status:?}");
+    assert!(sandbox.agent_log("h2").contains("lease revoked"));
+}
+
+#[test]
+#[ignore = "needs root and etcd: run by sudo scripts/test.sh"]
+fn an_agent_outlives_etcd_being_down_for_20_s_and_is_registered_again_after() {
+    let mut sandbox = EtcdSandbox::new();
+    sandbox.spawn_agent("h1");
+    sandbox.wait_host("h1", true, Duration::from_secs(10));
+    sandbox.stop_etcd();
+    std::thread::sleep(Duration::from_secs(20));
+    assert!(
+        sandbox.agents[0].try_wait().expect("try_wait").is_none(),
+        "the agent exited while etcd was down: {}",
+        sandbox.agent_log("h1")
+    );
+    sandbox.start_etcd();
+    sandbox.wait_host("h1", true, TTL + Duration::from_secs(10));
+    // Still alive a lease later: it renews, not just re-registers once.
+    std::thread::sleep(TTL + Duration::from_secs(2));
+    sandbox.wait_host("h1", true, Duration::from_secs(1));
+    let log = sandbox.agent_log("h1");
+    eprintln!("agent log:\n{log}");
+    assert!(log.contains("cannot renew the registration"), "{log}");
+    assert!(
+        log.contains("etcd answers again") || log.contains("registered again"),
+        "{log}"
+    );
+}
