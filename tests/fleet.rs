@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::docker::{ComponentOptions, DockerSandbox};
 use common::{is_root, HANDOFF};
 
 /// The agent's lease TTL (src/fleet/mod.rs).
@@ -19,24 +20,18 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 struct EtcdSandbox {
     ns: String,
+    /// Where etcd listens (client port 2379, peer port 2380).
+    address: String,
+    /// The namespace is the test's own (deleted on drop), not a Docker sandbox's.
+    own_namespace: bool,
     dir: tempfile::TempDir,
     etcd: Option<Child>,
     agents: Vec<Child>,
 }
 
 impl EtcdSandbox {
+    /// A namespace of the test's own, etcd on its loopback.
     fn new() -> EtcdSandbox {
-        assert!(
-            is_root(),
-            "this test needs root (a network namespace): run `sudo scripts/test.sh`"
-        );
-        assert!(
-            Command::new("sh")
-                .args(["-c", "command -v etcd"])
-                .status()
-                .is_ok_and(|s| s.success()),
-            "etcd is not installed (apt-get install etcd-server; scripts/test.sh does it)"
-        );
         let ns = format!(
             "hf-{}-{}",
             std::process::id(),
@@ -47,15 +42,41 @@ impl EtcdSandbox {
             .status()
             .expect("ip");
         assert!(ok.success(), "ip netns add {ns}");
-        let mut sandbox = EtcdSandbox {
-            ns,
+        let sandbox = EtcdSandbox::in_namespace(&ns, "127.0.0.1", true);
+        sandbox.exec_ok("ip", &["link", "set", "lo", "up"]);
+        sandbox.started()
+    }
+
+    /// etcd in an existing namespace `ns`, listening on `address`.
+    fn in_namespace(ns: &str, address: &str, own_namespace: bool) -> EtcdSandbox {
+        assert!(
+            is_root(),
+            "this test needs root (a network namespace): run `sudo scripts/test.sh`"
+        );
+        assert!(
+            Command::new("sh")
+                .args(["-c", "command -v etcd >/dev/null"])
+                .status()
+                .is_ok_and(|s| s.success()),
+            "etcd is not installed (apt-get install etcd-server; scripts/test.sh does it)"
+        );
+        EtcdSandbox {
+            ns: ns.to_string(),
+            address: address.to_string(),
+            own_namespace,
             dir: tempfile::tempdir().expect("tempdir"),
             etcd: None,
             agents: Vec::new(),
-        };
-        sandbox.exec_ok("ip", &["link", "set", "lo", "up"]);
-        sandbox.start_etcd();
-        sandbox
+        }
+    }
+
+    fn started(mut self) -> EtcdSandbox {
+        self.start_etcd();
+        self
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}:2379", self.address)
     }
 
     fn exec(&self, program: &str, args: &[&str]) -> Command {
@@ -76,6 +97,9 @@ impl EtcdSandbox {
     fn start_etcd(&mut self) {
         let data = self.dir.path().join("etcd");
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log");
+        let client = self.endpoint();
+        let peer = format!("http://{}:2380", self.address);
+        let cluster = format!("default={peer}");
         let child = self
             .exec(
                 "etcd",
@@ -83,15 +107,15 @@ impl EtcdSandbox {
                     "--data-dir",
                     data.to_str().expect("path"),
                     "--listen-client-urls",
-                    "http://127.0.0.1:2379",
+                    &client,
                     "--advertise-client-urls",
-                    "http://127.0.0.1:2379",
+                    &client,
                     "--listen-peer-urls",
-                    "http://127.0.0.1:2380",
+                    &peer,
                     "--initial-advertise-peer-urls",
-                    "http://127.0.0.1:2380",
+                    &peer,
                     "--initial-cluster",
-                    "default=http://127.0.0.1:2380",
+                    &cluster,
                 ],
             )
             .stdout(log.try_clone().expect("log"))
@@ -123,7 +147,8 @@ impl EtcdSandbox {
     }
 
     fn fleet(&self, args: &[&str]) -> Output {
-        self.exec(HANDOFF, &["fleet"])
+        let endpoint = self.endpoint();
+        self.exec(HANDOFF, &["fleet", "--etcd", &endpoint])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -204,7 +229,9 @@ impl Drop for EtcdSandbox {
             let _ = agent.wait();
         }
         self.stop_etcd();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        if self.own_namespace {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        }
     }
 }
 
@@ -323,4 +350,86 @@ fn an_agent_outlives_etcd_being_down_for_20_s_and_is_registered_again_after() {
         log.contains("etcd answers again") || log.contains("registered again"),
         "{log}"
     );
+}
+
+/// `fleet list --json`'s component `name` on `host`, if reported.
+fn component_status(etcd: &EtcdSandbox, host: &str, name: &str) -> Option<serde_json::Value> {
+    let output = etcd.fleet(&["list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    listed["hosts"]
+        .as_array()?
+        .iter()
+        .find(|h| h["name"] == host)?["components"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+}
+
+#[test]
+#[ignore = "needs root, etcd and Docker: run by sudo scripts/test.sh"]
+fn an_agent_starts_the_fleets_components_and_a_restarted_agent_starts_nothing_twice() {
+    let docker = DockerSandbox::new(ComponentOptions::default());
+    // etcd in the sandbox's client namespace, which the host reaches over its veth.
+    let etcd = EtcdSandbox::in_namespace(&docker.client, &docker.client_address(), false).started();
+    let config = docker.config_path();
+    etcd.fleet_ok(&["setconfig", config.to_str().expect("path")]);
+    let endpoint = etcd.endpoint();
+    let agent_args = ["fleet", "--etcd", &endpoint, "agent", "--host", "h1"];
+    let agent_log = etcd.dir.path().join("agent.log");
+    let spawn_agent = || {
+        let log = std::fs::File::create(&agent_log).expect("log");
+        docker
+            .handoff_command(&agent_args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("agent")
+    };
+    let mut agent = spawn_agent();
+    let ready = |etcd: &EtcdSandbox| {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Some(status) = component_status(etcd, "h1", "web") {
+                if status["state"] == "ready" {
+                    return status;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "web not ready on h1: {}",
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        );
+    };
+    let status = ready(&etcd);
+    assert_eq!(status["tag"], "v1", "{status}");
+    let load = docker.load(4, 1500, &[]);
+    common::assert_served_by(&load, "v1");
+    assert_eq!(docker.containers().len(), 1);
+    let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    assert!(log.contains("web: started v1"), "{log}");
+
+    // A SIGKILLed agent, started again: it reports what serves and starts nothing.
+    agent.kill().expect("kill");
+    agent.wait().expect("wait");
+    // Its old registration must expire before the name is free again.
+    etcd.wait_host("h1", false, TTL + Duration::from_secs(5));
+    let mut agent = spawn_agent();
+    let started = Instant::now();
+    while !std::fs::read_to_string(&agent_log)
+        .unwrap_or_default()
+        .contains("web: serving v1")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(docker.containers().len(), 1, "nothing started twice");
+    common::assert_served_by(&docker.load(4, 1000, &[]), "v1");
+    let _ = agent.kill();
+    let _ = agent.wait();
 }

@@ -132,7 +132,7 @@ pub fn run(command: &Command, globals: &Globals) -> Result<()> {
         Command::Teardown(args) => teardown::run(args, globals),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
-        Command::Fleet(args) => fleet::run(args),
+        Command::Fleet(args) => fleet::run(args, globals),
     }
 }
 

@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
 
 use crate::error::Failure;
 
@@ -86,6 +89,21 @@ impl Etcd {
             .kvs()
             .first()
             .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+    }
+
+    /// The value of `key` (or `None`) and the store's revision at the read, from which a
+    /// [`Etcd::watch`] misses nothing.
+    pub fn get_at(&mut self, key: &str) -> Result<(Option<Vec<u8>>, i64)> {
+        let context = self.context(&format!("reading {key}"));
+        let response = self
+            .runtime
+            .block_on(self.client.get(key, None))
+            .context(context)?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((
+            response.kvs().first().map(|kv| kv.value().to_vec()),
+            revision,
+        ))
     }
 
     /// Every key under `prefix`, with its value, in key order.
@@ -172,6 +190,65 @@ impl Etcd {
                 Ok::<bool, etcd_client::Error>(client.txn(ours).await?.succeeded())
             })
             .context(context)
+    }
+}
+
+/// A watch on one key, opened by [`Etcd::watch`].
+pub struct Watch {
+    stream: WatchStream,
+}
+
+impl Etcd {
+    /// Watch `key` for changes after `revision` (no change between the read and the watch can
+    /// be missed).
+    pub fn watch(&mut self, key: &str, revision: i64) -> Result<Watch> {
+        let context = self.context(&format!("watching {key}"));
+        let options = WatchOptions::new().with_start_revision(revision + 1);
+        let stream = self
+            .runtime
+            .block_on(self.client.watch(key, Some(options)))
+            .context(context)?;
+        Ok(Watch { stream })
+    }
+
+    /// Wait up to `timeout` for a change; `Ok(true)` when one came. An error means the watch
+    /// is gone (etcd went away, or the revision was compacted): read afresh and watch again.
+    pub fn changed(&mut self, watch: &mut Watch, timeout: Duration) -> Result<bool> {
+        let context = self.context("waiting for a change");
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, watch.stream.message()).await })
+        {
+            Err(_elapsed) => Ok(false),
+            Ok(Ok(Some(response))) if response.canceled() => Err(anyhow::anyhow!(
+                "the watch was cancelled: {}",
+                response.cancel_reason()
+            ))
+            .context(context),
+            Ok(Ok(Some(response))) => Ok(!response.events().is_empty()),
+            Ok(Ok(None)) => Err(anyhow::anyhow!("the watch stream ended")).context(context),
+            Ok(Err(error)) => Err(error).context(context),
+        }
+    }
+
+    /// Write `value` at `key` only while `lease` holds `holder` (the writer's registration):
+    /// a paused agent whose lease expired cannot write. `Ok(false)` when fenced off.
+    pub fn put_fenced(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        holder: &str,
+        lease: i64,
+    ) -> Result<bool> {
+        let context = self.context(&format!("writing {key}"));
+        let txn = Txn::new()
+            .when([Compare::lease(holder, CompareOp::Equal, lease)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let response = self
+            .runtime
+            .block_on(self.client.txn(txn))
+            .context(context)?;
+        Ok(response.succeeded())
     }
 }
 

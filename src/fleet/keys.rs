@@ -48,6 +48,14 @@ impl Keys {
         format!("{}{host}", self.hosts())
     }
 
+    pub fn statuses(&self) -> String {
+        format!("{}status/", self.root)
+    }
+
+    pub fn status(&self, host: &str, component: &str) -> String {
+        format!("{}{host}/{component}", self.statuses())
+    }
+
     pub fn members(&self) -> String {
         format!("{}members/", self.root)
     }
@@ -69,6 +77,10 @@ mod tests {
         assert_eq!(keys.host("h1"), "/handoff/fleets/prod/hosts/h1");
         assert_eq!(keys.member("h1"), "/handoff/fleets/prod/members/h1");
         assert!(keys.host("h1").starts_with(&keys.hosts()));
+        assert_eq!(
+            keys.status("h1", "web"),
+            "/handoff/fleets/prod/status/h1/web"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `config` | the config file's text, validated as `check` does before it is stored | until replaced |
 //! | `hosts/{host}` | [`HostRecord`]: alive since when | the agent's lease (TTL [`LEASE_TTL_SECS`] s, kept alive every third of it): gone when the agent is |
 //! | `members/{host}` | [`MemberRecord`]: last seen, refreshed with each keep-alive | kept, so a lost host stays listed as lost |
+//! | `status/{host}/{component}` | [`StatusRecord`]: tag, active address, `ready`/`failed` | written only while the host's lease holds `hosts/{host}` (fencing) |
 //!
 //! gantryd polled every 30 s and wrote a machine registry it never read; here the agent holds a
 //! lease, so a dead host's registration disappears within the TTL, and every reader tells alive
@@ -22,7 +23,7 @@ pub mod registration;
 
 pub use etcd::Etcd;
 pub use keys::Keys;
-pub use records::{HostRecord, MemberRecord};
+pub use records::{HostRecord, MemberRecord, StatusRecord};
 
 /// The agent's lease: a host that stops renewing it is lost after this many seconds.
 pub const LEASE_TTL_SECS: i64 = 10;

@@ -21,6 +21,21 @@ pub struct MemberRecord {
     pub last_seen_ms: u64,
 }
 
+/// `status/{host}/{component}`: what serves the component on the host, as its agent last saw
+/// it. Not under the lease: a lost host's last known state stays readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub component: String,
+    /// The active container's image tag (absent when nothing serves).
+    pub tag: Option<String>,
+    /// The active backend address.
+    pub active: Option<String>,
+    /// `ready` (serving) or `failed` (with the reason).
+    pub state: String,
+    pub reason: Option<String>,
+    pub at_ms: u64,
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -7,7 +7,7 @@
 //! registers again under a new one. Stopping the registration revokes the lease, so a host
 //! whose agent stops cleanly shows as lost at once rather than after the TTL.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ pub type Notify = Box<dyn Fn(String) + Send>;
 
 pub struct Registration {
     stop: Arc<AtomicBool>,
+    lease: Arc<AtomicI64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -31,13 +32,13 @@ impl Registration {
     /// the name), then keep the registration alive until dropped.
     pub fn start(endpoints: &[String], keys: &Keys, host: &str, notify: Notify) -> Result<Self> {
         let mut etcd = Etcd::connect(endpoints)?;
-        let lease = register(&mut etcd, keys, host)?;
+        let lease = Arc::new(AtomicI64::new(register(&mut etcd, keys, host)?));
         let stop = Arc::new(AtomicBool::new(false));
         let keeper = Keeper {
             etcd,
             keys: keys.clone(),
             host: host.to_string(),
-            lease,
+            lease: lease.clone(),
             stop: stop.clone(),
             notify,
         };
@@ -46,8 +47,14 @@ impl Registration {
             .spawn(move || keeper.run())?;
         Ok(Registration {
             stop,
+            lease,
             thread: Some(thread),
         })
+    }
+
+    /// The lease the registration holds now (it changes when it had to register again).
+    pub fn lease(&self) -> i64 {
+        self.lease.load(Ordering::SeqCst)
     }
 }
 
@@ -92,7 +99,7 @@ struct Keeper {
     etcd: Etcd,
     keys: Keys,
     host: String,
-    lease: i64,
+    lease: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
     notify: Notify,
 }
@@ -106,7 +113,7 @@ impl Keeper {
         loop {
             while Instant::now() < next {
                 if self.stop.load(Ordering::SeqCst) {
-                    let _ = self.etcd.revoke(self.lease);
+                    let _ = self.etcd.revoke(self.lease.load(Ordering::SeqCst));
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(100).min(next - Instant::now()));
@@ -139,10 +146,11 @@ impl Keeper {
 
     /// Renew the lease; register again under a new one if it expired.
     fn renew(&mut self) -> Result<()> {
-        if self.etcd.keep_alive(self.lease)? > 0 {
+        if self.etcd.keep_alive(self.lease.load(Ordering::SeqCst))? > 0 {
             return seen(&mut self.etcd, &self.keys, &self.host);
         }
-        self.lease = register(&mut self.etcd, &self.keys, &self.host)?;
+        let lease = register(&mut self.etcd, &self.keys, &self.host)?;
+        self.lease.store(lease, Ordering::SeqCst);
         (self.notify)(format!(
             "the lease had expired; {} registered again",
             self.host

@@ -1,5 +1,6 @@
 //! `handoff fleet list [--json]`: the fleet's hosts, alive (their lease key exists) or lost
-//! (only their member record is left), and since when.
+//! (only their member record is left), and since when; per host, each component as its agent
+//! last reported it.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use serde_json::json;
 
 use super::Fleet;
 use crate::fleet::records::now_ms;
-use crate::fleet::{HostRecord, MemberRecord};
+use crate::fleet::{HostRecord, MemberRecord, StatusRecord};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,6 +23,7 @@ struct Host {
     alive: bool,
     /// Alive: registered since; lost: last seen.
     since_ms: u64,
+    components: Vec<StatusRecord>,
 }
 
 pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
@@ -35,6 +37,7 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
                     name: member.name,
                     alive: false,
                     since_ms: member.last_seen_ms,
+                    components: Vec::new(),
                 },
             );
         }
@@ -47,8 +50,19 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
                     name: record.name,
                     alive: true,
                     since_ms: record.since_ms,
+                    components: Vec::new(),
                 },
             );
+        }
+    }
+    let statuses = fleet.keys.statuses();
+    for (key, value) in etcd.get_prefix(&statuses)? {
+        let host = key[statuses.len()..].split('/').next().unwrap_or_default();
+        if let (Some(entry), Ok(status)) = (
+            hosts.get_mut(host),
+            serde_json::from_slice::<StatusRecord>(&value),
+        ) {
+            entry.components.push(status);
         }
     }
     if args.json {
@@ -59,7 +73,13 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
                     "name": h.name,
                     "alive": h.alive,
                     "since_ms": h.since_ms,
-                    "components": [],
+                    "components": h.components.iter().map(|c| json!({
+                        "name": c.component,
+                        "tag": c.tag,
+                        "active": c.active,
+                        "state": c.state,
+                        "reason": c.reason,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -83,6 +103,19 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
             state,
             crate::ops::human_duration(now.saturating_sub(host.since_ms))
         );
+        for c in &host.components {
+            println!(
+                "    {:<20} {:<8} {:<12} {}{}",
+                c.component,
+                c.state,
+                c.tag.as_deref().unwrap_or("-"),
+                c.active.as_deref().unwrap_or("-"),
+                c.reason
+                    .as_deref()
+                    .map(|r| format!("  ({r})"))
+                    .unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod setconfig;
 use anyhow::Result;
 use clap::Subcommand;
 
+use super::Globals;
 use crate::fleet::etcd::parse_endpoints;
 use crate::fleet::{Etcd, Keys, DEFAULT_ENDPOINTS, DEFAULT_FLEET};
 
@@ -30,7 +31,8 @@ pub enum FleetCommand {
     Setconfig(setconfig::Args),
     /// Print the fleet's stored config.
     Getconfig(getconfig::Args),
-    /// The agent of one host: registers it under a lease and keeps it alive until stopped.
+    /// The agent of one host: registers it under a lease, keeps it alive, and converges the
+    /// host to the fleet's config (every component started here) whenever the config changes.
     Agent(agent::Args),
     /// The fleet's hosts: alive or lost, and since when.
     List(list::Args),
@@ -49,7 +51,7 @@ impl Fleet {
     }
 }
 
-pub fn run(args: &Args) -> Result<()> {
+pub fn run(args: &Args, globals: &Globals) -> Result<()> {
     let fleet = Fleet {
         endpoints: parse_endpoints(&args.etcd)?,
         keys: Keys::new(&args.fleet)?,
@@ -58,7 +60,7 @@ pub fn run(args: &Args) -> Result<()> {
     match &args.command {
         FleetCommand::Setconfig(args) => setconfig::run(args, &fleet),
         FleetCommand::Getconfig(args) => getconfig::run(args, &fleet),
-        FleetCommand::Agent(args) => agent::run(args, &fleet),
+        FleetCommand::Agent(args) => agent::run(args, &fleet, globals),
         FleetCommand::List(args) => list::run(args, &fleet),
     }
 }
