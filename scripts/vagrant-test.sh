@@ -8,7 +8,8 @@
 #      requests, the old container gone, the read-only /proc/sys warned about once;
 #   2. `vagrant reload` (a clean reboot) and a power cut (`docker kill`, then `vagrant up`):
 #      handoff-restore.service brings web back with no manual step, each time;
-#   3. handoff-monitor@web replaces a killed container;
+#   3. handoff-monitor@web replaces a killed container; handoff-fleet-agent.service, against an
+#      etcd in the machine, registers the host and reports web without starting it twice;
 #   4. the package reinstalled under load (0 failed; the monitor restarted), `apt-get remove`
 #      (units stopped, no table or rule, state and containers kept; reinstalling and restore
 #      route again), `apt-get purge` (nor state, nor enabled units);
@@ -256,6 +257,36 @@ wait_for_routed() {
 wait_for_routed || fail "the replacement is not routed"
 check_served_only_by v2 "after the monitor's replacement"
 
+# -- 3. the fleet agent's unit, against an etcd in the machine --------------------------------
+step "3. handoff-fleet-agent.service: registers, reports web, starts nothing"
+in_machine env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >"$work/etcd.log" 2>&1 ||
+    { cat "$work/etcd.log" >&2; fail "apt-get install etcd-server"; }
+in_machine systemctl is-active --quiet etcd || in_machine systemctl start etcd
+containers_before=$(in_machine docker ps -q | wc -l)
+in_machine handoff fleet setconfig /etc/handoff/handoff.json >&2
+in_machine systemctl start handoff-fleet-agent.service
+# host:alive:component:state:tag for every component `fleet list --json` reports.
+fleet_report() {
+    in_machine handoff fleet list --json >"$work/fleet.json" 2>/dev/null || return 0
+    python3 - "$work/fleet.json" <<'PY'
+import json, sys
+listed = json.load(open(sys.argv[1]))
+print(" ".join(f"{h['name']}:{h['alive']}:{c['name']}:{c['state']}:{c['tag']}"
+               for h in listed["hosts"] for c in h["components"]))
+PY
+}
+reported=
+for _ in $(seq 60); do
+    reported=$(fleet_report)
+    [[ $reported == "handoff-host:True:web:ready:v2" ]] && break
+    sleep 0.5
+done
+[[ $reported == "handoff-host:True:web:ready:v2" ]] ||
+    fail "the fleet agent did not report web ready at v2 ($reported): $(in_machine journalctl --no-pager -o cat -u handoff-fleet-agent | tail -20)"
+(($(in_machine docker ps -q | wc -l) == containers_before)) || fail "the fleet agent started a container twice"
+step "fleet agent journal:"
+in_machine journalctl --no-pager -o cat -u handoff-fleet-agent | sed 's/^/    /' >&2
+
 # -- 4. upgrade, remove, purge ------------------------------------------------------------------
 step "4. the package reinstalled (an upgrade's maintainer scripts) under load"
 monitor_pid=$(in_machine systemctl show -p MainPID --value handoff-monitor@web)
@@ -274,6 +305,7 @@ in_machine env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq handoff >"$w
     { cat "$work/remove.log" >&2; fail "apt-get remove"; }
 no_trace_in_the_kernel() {
     in_machine systemctl is-active --quiet handoff-monitor@web && fail "the monitor still runs after $1"
+    in_machine systemctl is-active --quiet handoff-fleet-agent && fail "the fleet agent still runs after $1"
     in_machine nft list table inet handoff >/dev/null 2>&1 && fail "table inet handoff is left after $1"
     in_machine sh -c 'iptables -S DOCKER-USER; iptables -S FORWARD' | grep -q 'handoff:' &&
         fail "a handoff rule is left in Docker's chains after $1"

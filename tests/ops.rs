@@ -19,6 +19,7 @@ const UNITS: &[&str] = &[
     "handoff-restore.service",
     "handoff-update@.service",
     "handoff-monitor@.service",
+    "handoff-fleet-agent.service",
 ];
 
 #[test]
