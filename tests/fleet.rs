@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::docker::{ComponentOptions, DockerSandbox};
 use common::{is_root, HANDOFF};
+use handoff::fleet::rollout::{self, Snapshot};
+use handoff::fleet::{Etcd, HostRecord, Keys, StatusRecord};
 
 /// The agent's lease TTL (src/fleet/mod.rs).
 const TTL: Duration = Duration::from_secs(10);
@@ -31,19 +33,43 @@ struct EtcdSandbox {
 
 impl EtcdSandbox {
     /// A namespace of the test's own, etcd on its loopback.
+    /// A namespace of the test's own, reached from the host over a veth (10.233.N.1 here,
+    /// 10.233.N.2 there), with etcd on its end.
     fn new() -> EtcdSandbox {
-        let ns = format!(
-            "hf-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let ns = format!("hf-{}-{n}", std::process::id());
+        let subnet = 1 + (std::process::id() as usize + n) % 250;
+        let veth = format!("hf{}x{n}", std::process::id() % 100_000);
+        let (here, there) = (format!("{veth}a"), format!("{veth}b"));
         let ok = Command::new("ip")
             .args(["netns", "add", &ns])
             .status()
             .expect("ip");
         assert!(ok.success(), "ip netns add {ns}");
-        let sandbox = EtcdSandbox::in_namespace(&ns, "127.0.0.1", true);
+        let address = format!("10.233.{subnet}.2");
+        let sandbox = EtcdSandbox::in_namespace(&ns, &address, true);
+        for args in [
+            vec![
+                "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns,
+            ],
+            vec![
+                "addr",
+                "add",
+                &format!("10.233.{subnet}.1/30"),
+                "dev",
+                &here,
+            ],
+            vec!["link", "set", &here, "up"],
+        ] {
+            let ok = Command::new("ip").args(&args).status().expect("ip");
+            assert!(ok.success(), "ip {args:?}");
+        }
         sandbox.exec_ok("ip", &["link", "set", "lo", "up"]);
+        sandbox.exec_ok(
+            "ip",
+            &["addr", "add", &format!("{address}/30"), "dev", &there],
+        );
+        sandbox.exec_ok("ip", &["link", "set", &there, "up"]);
         sandbox.started()
     }
 
@@ -169,7 +195,10 @@ impl EtcdSandbox {
         let log =
             std::fs::File::create(self.dir.path().join(format!("agent-{host}.log"))).expect("log");
         let child = self
-            .exec(HANDOFF, &["fleet", "agent", "--host", host])
+            .exec(
+                HANDOFF,
+                &["fleet", "--etcd", &self.endpoint(), "agent", "--host", host],
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -232,6 +261,16 @@ impl Drop for EtcdSandbox {
         if self.own_namespace {
             let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         }
+    }
+}
+
+/// A process killed when the test ends, also when it fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -379,12 +418,14 @@ fn an_agent_starts_the_fleets_components_and_a_restarted_agent_starts_nothing_tw
     let agent_log = etcd.dir.path().join("agent.log");
     let spawn_agent = || {
         let log = std::fs::File::create(&agent_log).expect("log");
-        docker
-            .handoff_command(&agent_args)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("agent")
+        KillOnDrop(
+            docker
+                .handoff_command(&agent_args)
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("agent"),
+        )
     };
     let mut agent = spawn_agent();
     let ready = |etcd: &EtcdSandbox| {
@@ -411,11 +452,11 @@ fn an_agent_starts_the_fleets_components_and_a_restarted_agent_starts_nothing_tw
     assert!(log.contains("web: started v1"), "{log}");
 
     // A SIGKILLed agent, started again: it reports what serves and starts nothing.
-    agent.kill().expect("kill");
-    agent.wait().expect("wait");
+    agent.0.kill().expect("kill");
+    agent.0.wait().expect("wait");
     // Its old registration must expire before the name is free again.
     etcd.wait_host("h1", false, TTL + Duration::from_secs(5));
-    let mut agent = spawn_agent();
+    let agent = spawn_agent();
     let started = Instant::now();
     while !std::fs::read_to_string(&agent_log)
         .unwrap_or_default()
@@ -430,6 +471,212 @@ fn an_agent_starts_the_fleets_components_and_a_restarted_agent_starts_nothing_tw
     }
     assert_eq!(docker.containers().len(), 1, "nothing started twice");
     common::assert_served_by(&docker.load(4, 1000, &[]), "v1");
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
+}
+
+/// Hosts registered by the test itself (a lease each), all serving `web` at v1.
+fn register_hosts(etcd: &mut Etcd, keys: &Keys, names: &[&str]) -> Vec<i64> {
+    names
+        .iter()
+        .map(|name| {
+            let lease = etcd.grant(30).expect("lease");
+            let record = HostRecord {
+                name: name.to_string(),
+                since_ms: 0,
+                pid: 0,
+            };
+            assert!(etcd
+                .put_if_absent_or_ours(
+                    &keys.host(name),
+                    serde_json::to_vec(&record).unwrap(),
+                    lease
+                )
+                .expect("register"));
+            let status = StatusRecord {
+                component: "web".into(),
+                tag: Some("v1".into()),
+                active: None,
+                state: "ready".into(),
+                reason: None,
+                at_ms: 0,
+            };
+            etcd.put(
+                &keys.status(name, "web"),
+                serde_json::to_vec(&status).unwrap(),
+            )
+            .expect("status");
+            lease
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and etcd: run by sudo scripts/test.sh"]
+fn competing_hosts_never_hold_more_turns_than_max_parallel_and_a_lost_holder_halts_the_rollout() {
+    let sandbox = EtcdSandbox::new();
+    let endpoints = vec![sandbox.endpoint()];
+    let keys = Keys::new("default").unwrap();
+    let mut etcd = Etcd::connect(&endpoints).expect("etcd");
+    let names = ["h1", "h2", "h3", "h4", "h5"];
+    let leases = register_hosts(&mut etcd, &keys, &names);
+    let snapshot = Snapshot::read(&mut etcd, &keys).unwrap();
+    rollout::begin(&mut etcd, &keys, &snapshot, "web", "v2", 2, "v1")
+        .unwrap()
+        .expect("begun");
+
+    // Five hosts race for a turn, each on its own connection, from one snapshot each.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(names.len()));
+    let racers: Vec<_> = names
+        .iter()
+        .zip(&leases)
+        .map(|(name, lease)| {
+            let (endpoints, keys, barrier) = (endpoints.clone(), keys.clone(), barrier.clone());
+            let (name, lease) = (name.to_string(), *lease);
+            std::thread::spawn(move || {
+                let mut etcd = Etcd::connect(&endpoints).expect("etcd");
+                let snapshot = Snapshot::read(&mut etcd, &keys).unwrap();
+                barrier.wait();
+                rollout::take_turn(&mut etcd, &keys, &snapshot, &name, lease)
+                    .unwrap()
+                    .map(|slot| (name, lease, slot))
+            })
+        })
+        .collect();
+    let turns: Vec<_> = racers
+        .into_iter()
+        .filter_map(|r| r.join().unwrap())
+        .collect();
+    // Every racer saw both slots free: exactly two win, no third squeezes in.
+    assert_eq!(turns.len(), 2, "turns taken: {turns:?}");
+    let held = Snapshot::read(&mut etcd, &keys).unwrap();
+    assert_eq!(held.turns.len(), turns.len());
+    assert_eq!(held.updating.len(), turns.len());
+
+    // A holder dies (its lease goes): the next reader halts the rollout, naming it.
+    let (lost, lease, _) = &turns[0];
+    etcd.revoke(*lease).unwrap();
+    let after = Snapshot::read(&mut etcd, &keys).unwrap();
+    assert_eq!(
+        rollout::check(&mut etcd, &keys, &after).unwrap().as_deref(),
+        Some(rollout::HALTED)
+    );
+    let (record, _) = Snapshot::read(&mut etcd, &keys).unwrap().rollout.unwrap();
+    assert_eq!(record.state, "halted");
+    assert_eq!(
+        record.reason.as_deref(),
+        Some(format!("host {lost} was lost during its update").as_str())
+    );
+    // A halted rollout gives no more turns.
+    let halted = Snapshot::read(&mut etcd, &keys).unwrap();
+    assert_eq!(
+        rollout::take_turn(&mut etcd, &keys, &halted, "h5", leases[4]).unwrap(),
+        None
+    );
+}
+
+#[test]
+#[ignore = "needs root, etcd and Docker: run by sudo scripts/test.sh"]
+fn a_rollout_under_load_fails_nothing_a_bad_version_halts_and_a_lost_host_halts_within_the_ttl() {
+    let docker = DockerSandbox::new(ComponentOptions::default());
+    let etcd = EtcdSandbox::in_namespace(&docker.client, &docker.client_address(), false).started();
+    let config = docker.config_path();
+    etcd.fleet_ok(&["setconfig", config.to_str().expect("path")]);
+    let endpoint = etcd.endpoint();
+    let agent_log = etcd.dir.path().join("agent.log");
+    let spawn_agent = || {
+        let log = std::fs::File::create(&agent_log).expect("log");
+        KillOnDrop(
+            docker
+                .handoff_command(&["fleet", "--etcd", &endpoint, "agent", "--host", "h1"])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("agent"),
+        )
+    };
+    let log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
+    let mut agent = spawn_agent();
+    let started = Instant::now();
+    while component_status(&etcd, "h1", "web").is_none_or(|s| s["state"] != "ready") {
+        assert!(started.elapsed() < Duration::from_secs(30), "{}", log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let fleet = |args: &[&str]| {
+        let mut command = Command::new(HANDOFF);
+        command
+            .args(["fleet", "--etcd", &endpoint])
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    };
+
+    // v1 -> v2 under load: nothing fails, the command returns 0 when the host serves v2.
+    let load = docker.spawn_load(4, 6000);
+    std::thread::sleep(Duration::from_millis(1000));
+    let rolled = fleet(&["update", "web", "--tag", "v2"])
+        .output()
+        .expect("update");
+    assert!(rolled.status.success(), "{rolled:?}\n{}", log());
+    let load = common::finish_json(load);
+    common::assert_nothing_failed_or_stalled(&load, "the rollout");
+    common::assert_served_by(&load, "v2");
+    assert_eq!(component_status(&etcd, "h1", "web").unwrap()["tag"], "v2");
+
+    // rollback: v1 again.
+    let back = fleet(&["rollback", "web"]).output().expect("rollback");
+    assert!(back.status.success(), "{back:?}\n{}", log());
+    common::assert_served_by(&docker.load(2, 1000, &[]), "v1");
+
+    // A version that cannot start: exit 3, the rollout halted with the host's reason, v1 serves.
+    let bad = fleet(&["update", "web", "--tag", "missing"])
+        .output()
+        .expect("update");
+    assert_eq!(bad.status.code(), Some(3), "{bad:?}\n{}", log());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        said.contains("halted") && said.contains("host h1"),
+        "{said}"
+    );
+    common::assert_served_by(&docker.load(2, 1000, &[]), "v1");
+
+    // The agent killed during its update (v3 answers 2 s after it starts): the rollout halts
+    // with "lost" within the lease's TTL (+ 2 s), and the command exits 3 saying so.
+    let mut waiting = KillOnDrop(
+        fleet(&["update", "web", "--tag", "v3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("update"),
+    );
+    let started = Instant::now();
+    while !log().contains("my turn (slot 0) in the rollout to v3") {
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.0.kill().expect("kill");
+    agent.0.wait().expect("wait");
+    let killed_at = Instant::now();
+    let started = Instant::now();
+    while waiting.0.try_wait().expect("try_wait").is_none() {
+        assert!(
+            started.elapsed() < TTL + Duration::from_secs(10),
+            "fleet update did not end after the agent was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let halted_after = killed_at.elapsed();
+    let status = waiting.0.wait().expect("update");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut waiting.0.stderr.take().expect("stderr"), &mut said)
+        .expect("stderr");
+    eprintln!("the rollout halted {halted_after:?} after the agent was killed");
+    assert_eq!(status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("host h1 was lost during its update"),
+        "{said}"
+    );
+    assert!(
+        halted_after <= TTL + Duration::from_secs(2),
+        "halted {halted_after:?} after the kill"
+    );
 }

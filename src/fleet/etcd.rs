@@ -49,6 +49,9 @@ pub fn parse_endpoints(text: &str) -> Result<Vec<String>> {
     Ok(endpoints)
 }
 
+/// A key, its value and its mod revision.
+pub type Entry = (String, Vec<u8>, i64);
+
 pub struct Etcd {
     runtime: tokio::runtime::Runtime,
     client: Client,
@@ -91,19 +94,41 @@ impl Etcd {
             .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
     }
 
-    /// The value of `key` (or `None`) and the store's revision at the read, from which a
-    /// [`Etcd::watch`] misses nothing.
-    pub fn get_at(&mut self, key: &str) -> Result<(Option<Vec<u8>>, i64)> {
-        let context = self.context(&format!("reading {key}"));
+    /// Every key under `prefix` with its value and mod revision, and the store's revision at
+    /// the read.
+    pub fn snapshot(&mut self, prefix: &str) -> Result<(Vec<Entry>, i64)> {
+        let context = self.context(&format!("reading {prefix}"));
         let response = self
             .runtime
-            .block_on(self.client.get(key, None))
+            .block_on(
+                self.client
+                    .get(prefix, Some(GetOptions::new().with_prefix())),
+            )
             .context(context)?;
         let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-        Ok((
-            response.kvs().first().map(|kv| kv.value().to_vec()),
-            revision,
-        ))
+        let entries = response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                    kv.mod_revision(),
+                )
+            })
+            .collect();
+        Ok((entries, revision))
+    }
+
+    /// One transaction: `Ok(true)` when its comparisons held and its operations were applied.
+    pub fn txn(&mut self, compares: Vec<Compare>, operations: Vec<TxnOp>) -> Result<bool> {
+        let context = self.context("a transaction");
+        let txn = Txn::new().when(compares).and_then(operations);
+        let response = self
+            .runtime
+            .block_on(self.client.txn(txn))
+            .context(context)?;
+        Ok(response.succeeded())
     }
 
     /// Every key under `prefix`, with its value, in key order.
@@ -199,11 +224,14 @@ pub struct Watch {
 }
 
 impl Etcd {
-    /// Watch `key` for changes after `revision` (no change between the read and the watch can
-    /// be missed).
+    /// Watch `key` (every key under it when it ends with `/`) for changes after `revision` (no
+    /// change between the read and the watch can be missed).
     pub fn watch(&mut self, key: &str, revision: i64) -> Result<Watch> {
         let context = self.context(&format!("watching {key}"));
-        let options = WatchOptions::new().with_start_revision(revision + 1);
+        let mut options = WatchOptions::new().with_start_revision(revision + 1);
+        if key.ends_with('/') {
+            options = options.with_prefix();
+        }
         let stream = self
             .runtime
             .block_on(self.client.watch(key, Some(options)))

@@ -36,8 +36,37 @@ impl Keys {
         })
     }
 
+    /// Everything the agents watch: the config, the rollout, its turns.
+    pub fn spec(&self) -> String {
+        format!("{}spec/", self.root)
+    }
+
     pub fn config(&self) -> String {
-        format!("{}config", self.root)
+        format!("{}config", self.spec())
+    }
+
+    pub fn rollout(&self) -> String {
+        format!("{}rollout", self.spec())
+    }
+
+    pub fn turns(&self) -> String {
+        format!("{}turns/", self.spec())
+    }
+
+    pub fn turn(&self, slot: u32) -> String {
+        format!("{}{slot}", self.turns())
+    }
+
+    pub fn updatings(&self) -> String {
+        format!("{}updating/", self.spec())
+    }
+
+    pub fn updating(&self, host: &str) -> String {
+        format!("{}{host}", self.updatings())
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
     }
 
     pub fn hosts(&self) -> String {
@@ -73,7 +102,9 @@ mod tests {
     #[test]
     fn every_key_of_a_fleet_is_under_its_own_root() {
         let keys = Keys::new("prod").unwrap();
-        assert_eq!(keys.config(), "/handoff/fleets/prod/config");
+        assert_eq!(keys.config(), "/handoff/fleets/prod/spec/config");
+        assert_eq!(keys.turn(1), "/handoff/fleets/prod/spec/turns/1");
+        assert!(keys.rollout().starts_with(&keys.spec()));
         assert_eq!(keys.host("h1"), "/handoff/fleets/prod/hosts/h1");
         assert_eq!(keys.member("h1"), "/handoff/fleets/prod/members/h1");
         assert!(keys.host("h1").starts_with(&keys.hosts()));

@@ -7,10 +7,15 @@
 //!
 //! | key | value | lifetime |
 //! |---|---|---|
-//! | `config` | the config file's text, validated as `check` does before it is stored | until replaced |
+//! | `spec/config` | the config file's text, validated as `check` does before it is stored | until replaced |
+//! | `spec/rollout` | [`RolloutRecord`]: component, tag, previous tag, max parallel, `running`/`halted`/`done`, reason | until the next rollout |
+//! | `spec/turns/{slot}` | [`TurnRecord`]: the host updating in that slot | the host's lease ([`rollout`]) |
+//! | `spec/updating/{host}` | marks a host mid-update: it outlives a lost lease, which is how a lost host is noticed | until its turn ends or the rollout halts |
 //! | `hosts/{host}` | [`HostRecord`]: alive since when | the agent's lease (TTL [`LEASE_TTL_SECS`] s, kept alive every third of it): gone when the agent is |
 //! | `members/{host}` | [`MemberRecord`]: last seen, refreshed with each keep-alive | kept, so a lost host stays listed as lost |
 //! | `status/{host}/{component}` | [`StatusRecord`]: tag, active address, `ready`/`failed` | written only while the host's lease holds `hosts/{host}` (fencing) |
+//!
+//! Agents watch `spec/` from the revision they read, so they react to a rollout at once.
 //!
 //! gantryd polled every 30 s and wrote a machine registry it never read; here the agent holds a
 //! lease, so a dead host's registration disappears within the TTL, and every reader tells alive
@@ -20,10 +25,11 @@ pub mod etcd;
 pub mod keys;
 pub mod records;
 pub mod registration;
+pub mod rollout;
 
 pub use etcd::Etcd;
 pub use keys::Keys;
-pub use records::{HostRecord, MemberRecord, StatusRecord};
+pub use records::{HostRecord, MemberRecord, RolloutRecord, StatusRecord, TurnRecord};
 
 /// The agent's lease: a host that stops renewing it is lost after this many seconds.
 pub const LEASE_TTL_SECS: i64 = 10;

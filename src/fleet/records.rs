@@ -36,6 +36,27 @@ pub struct StatusRecord {
     pub at_ms: u64,
 }
 
+/// `spec/rollout`: the fleet's current (or last) rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub component: String,
+    pub tag: String,
+    /// The tag the fleet ran before (what `rollback` returns to).
+    pub previous: String,
+    pub max_parallel: u32,
+    /// `running`, `halted` or `done`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub started_ms: u64,
+}
+
+/// `spec/turns/{slot}`, under the holder's lease: a host updating in this rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    pub host: String,
+    pub since_ms: u64,
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -2,10 +2,13 @@
 //! host under a lease kept alive through etcd outages, and converges the host to the fleet's
 //! config — every Docker component started here, at the config's tag — at start and whenever
 //! the config changes (an etcd watch from the revision it read: no polling), writing each
-//! component's status under its lease (fencing). etcd unreachable never tears anything down:
-//! it retries with backoff and converges again from a fresh read when etcd answers. SIGTERM or
-//! SIGINT revoke the lease, so the host shows as lost at once. Rollouts (`fleet update`) and
-//! health checks come next (README, "Fleet").
+//! component's status under its lease (fencing). In a running rollout it takes a turn when
+//! its host needs the new tag and a slot is free (`crate::fleet::rollout`), updates locally
+//! (the same use case as `update`), ends the turn at the switch — or halts the rollout with
+//! its reason when the new version is not ready — and drains the old version here while the
+//! rollout moves on. etcd unreachable never tears anything down: it retries with backoff and
+//! starts again from a fresh read when etcd answers. SIGTERM or SIGINT revoke the lease, so
+//! the host shows as lost at once. Health checks come next (README, "Fleet").
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,8 +22,41 @@ use crate::config::{self, Config};
 use crate::fleet::keys::valid_name;
 use crate::fleet::records::{now_ms, StatusRecord};
 use crate::fleet::registration::Registration;
+use crate::fleet::rollout::{self, Snapshot, DONE};
 use crate::fleet::{Etcd, LEASE_TTL_SECS};
 use crate::ops::converge::converge;
+use crate::ops::drain::finish_drain;
+use crate::ops::update::update;
+
+/// The config with each component's tag as the fleet wants it: a finished rollout's tag
+/// replaces the config's (a host that joins later starts at what the fleet runs).
+fn desired(mut config: Config, snapshot: &Snapshot) -> Config {
+    if let Some((rollout, _)) = snapshot.rollout.as_ref().filter(|(r, _)| r.state == DONE) {
+        for component in &mut config.components {
+            if component.name == rollout.component {
+                component.tag = rollout.tag.clone();
+            }
+        }
+    }
+    config
+}
+
+fn status(
+    component: &str,
+    tag: Option<String>,
+    active: Option<String>,
+    state: &str,
+    reason: Option<String>,
+) -> StatusRecord {
+    StatusRecord {
+        component: component.to_string(),
+        tag,
+        active,
+        state: state.to_string(),
+        reason,
+        at_ms: now_ms(),
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -115,35 +151,122 @@ impl Agent<'_> {
         }
     }
 
-    /// One round: the config as of now, convergence, then a watch from that revision until
-    /// the config changes (`Ok`) or the watch fails (`Err`).
+    /// One round: the fleet as of now (one read), convergence, a turn in a running rollout
+    /// when this host needs one, then a watch on `spec/` from that revision until something
+    /// changes (`Ok`) or the watch fails (`Err`).
     fn read_converge_and_watch(&mut self) -> Result<()> {
-        let key = self.fleet.keys.config();
-        let (text, revision) = self.etcd.get_at(&key)?;
-        match text {
+        let keys = &self.fleet.keys;
+        let snapshot = Snapshot::read(&mut self.etcd, keys)?;
+        if let Some(state) = rollout::check(&mut self.etcd, keys, &snapshot)? {
+            say(format!("the rollout is {state}"));
+            return Ok(());
+        }
+        match &snapshot.config {
             None => say(format!("fleet {}: no config stored yet", self.fleet.name)),
-            Some(text) => match config::parse(&String::from_utf8_lossy(&text)) {
-                Ok(config) => self.converge(&config)?,
+            Some(text) => match config::parse(text) {
+                Ok(config) => {
+                    let config = desired(config, &snapshot);
+                    self.converge(&config)?;
+                    if self.take_part(&config, &snapshot)? {
+                        return Ok(());
+                    }
+                }
                 // setconfig validates; a config written around it is reported, never applied.
                 Err(error) => say(format!(
                     "the stored config is not valid, ignored: {error:#}"
                 )),
             },
         }
-        let mut watch = self.etcd.watch(&key, revision)?;
+        let mut watch = self.etcd.watch(&keys.spec(), snapshot.revision)?;
         while !STOP.load(Ordering::SeqCst) {
             if self.etcd.changed(&mut watch, Duration::from_secs(1))? {
-                say(format!("fleet {}: the config changed", self.fleet.name));
                 return Ok(());
             }
         }
         Ok(())
     }
 
+    /// Update this host in the running rollout if it needs it and a turn is free; whether it
+    /// took a turn.
+    fn take_part(&mut self, config: &Config, snapshot: &Snapshot) -> Result<bool> {
+        let Some((rollout, _)) = snapshot.running() else {
+            return Ok(false);
+        };
+        let Ok(component) = config.component(&rollout.component) else {
+            return Ok(false);
+        };
+        let serving = snapshot.serving_tag(self.host, &component.name);
+        if serving.is_none()
+            || serving == Some(rollout.tag.as_str())
+            || snapshot.updating.contains(self.host)
+        {
+            return Ok(false);
+        }
+        let lease = self.registration.lease();
+        let keys = &self.fleet.keys;
+        let Some(slot) = rollout::take_turn(&mut self.etcd, keys, snapshot, self.host, lease)?
+        else {
+            return Ok(false);
+        };
+        let name = &component.name;
+        say(format!(
+            "{name}: my turn (slot {slot}) in the rollout to {}",
+            rollout.tag
+        ));
+        let result = with_env(self.globals, |env| {
+            update(env, component, Some(&rollout.tag))
+        });
+        let (status, halt_reason) = match &result {
+            Ok(report) => {
+                let address = report.switched.as_ref().map(|s| s.address.to_string());
+                say(format!(
+                    "{name}: {} now serves (switched); the previous version drains here",
+                    rollout.tag
+                ));
+                (
+                    status(name, Some(rollout.tag.clone()), address, "ready", None),
+                    None,
+                )
+            }
+            Err(error) => {
+                let reason = format!("host {}: {error:#}", self.host);
+                say(format!(
+                    "{name}: update failed, halting the rollout: {reason}"
+                ));
+                (
+                    status(name, None, None, "failed", Some(reason.clone())),
+                    Some(reason),
+                )
+            }
+        };
+        let ended = rollout::end_turn(
+            &mut self.etcd,
+            keys,
+            slot,
+            self.host,
+            lease,
+            &status,
+            halt_reason.as_deref().map(|r| (rollout, r)),
+        )?;
+        if !ended {
+            say(format!(
+                "{name}: my turn had ended meanwhile (lease lost); the rollout was halted or moved on"
+            ));
+        }
+        if result.is_ok() {
+            // The old container drains here while the rollout moves on to the next host.
+            let drained = with_env(self.globals, |env| finish_drain(env, component, None));
+            if let Err(error) = drained {
+                say(format!("{name}: draining the previous version: {error:#}"));
+            }
+        }
+        Ok(true)
+    }
+
     fn converge(&mut self, config: &Config) -> Result<()> {
         let results = with_env(self.globals, |env| Ok(converge(env, config)))?;
         for (component, result) in results {
-            let status = match &result {
+            let record = match &result {
                 Ok(serving) => {
                     say(format!(
                         "{component}: {} {} at {}",
@@ -155,30 +278,22 @@ impl Agent<'_> {
                         serving.tag,
                         serving.address
                     ));
-                    StatusRecord {
-                        component: component.clone(),
-                        tag: Some(serving.tag.clone()),
-                        active: Some(serving.address.to_string()),
-                        state: "ready".into(),
-                        reason: None,
-                        at_ms: now_ms(),
-                    }
+                    status(
+                        &component,
+                        Some(serving.tag.clone()),
+                        Some(serving.address.to_string()),
+                        "ready",
+                        None,
+                    )
                 }
                 Err(error) => {
                     say(format!("{component}: failed: {error:#}"));
-                    StatusRecord {
-                        component: component.clone(),
-                        tag: None,
-                        active: None,
-                        state: "failed".into(),
-                        reason: Some(format!("{error:#}")),
-                        at_ms: now_ms(),
-                    }
+                    status(&component, None, None, "failed", Some(format!("{error:#}")))
                 }
             };
             let written = self.etcd.put_fenced(
                 &self.fleet.keys.status(self.host, &component),
-                serde_json::to_vec(&status)?,
+                serde_json::to_vec(&record)?,
                 &self.fleet.keys.host(self.host),
                 self.registration.lease(),
             )?;

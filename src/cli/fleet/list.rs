@@ -1,6 +1,6 @@
 //! `handoff fleet list [--json]`: the fleet's hosts, alive (their lease key exists) or lost
 //! (only their member record is left), and since when; per host, each component as its agent
-//! last reported it.
+//! last reported it; the current (or last) rollout.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::Fleet;
 use crate::fleet::records::now_ms;
-use crate::fleet::{HostRecord, MemberRecord, StatusRecord};
+use crate::fleet::{HostRecord, MemberRecord, RolloutRecord, StatusRecord};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -65,6 +65,9 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
             entry.components.push(status);
         }
     }
+    let rollout = etcd
+        .get(&fleet.keys.rollout())?
+        .and_then(|(value, _)| serde_json::from_slice::<RolloutRecord>(&value).ok());
     if args.json {
         let hosts: Vec<_> = hosts
             .values()
@@ -85,9 +88,33 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
             .collect();
         println!(
             "{}",
-            json!({ "fleet": fleet.name, "rollout": null, "hosts": hosts })
+            json!({
+                "fleet": fleet.name,
+                "rollout": rollout.as_ref().map(|r| json!({
+                    "component": r.component,
+                    "tag": r.tag,
+                    "previous": r.previous,
+                    "max_parallel": r.max_parallel,
+                    "state": r.state,
+                    "reason": r.reason,
+                })),
+                "hosts": hosts,
+            })
         );
         return Ok(());
+    }
+    if let Some(r) = &rollout {
+        println!(
+            "rollout: {} {} -> {}, {}{}",
+            r.component,
+            r.previous,
+            r.tag,
+            r.state,
+            r.reason
+                .as_deref()
+                .map(|reason| format!(": {reason}"))
+                .unwrap_or_default()
+        );
     }
     println!("{:<24} {:<6} SINCE", "HOST", "STATE");
     let now = now_ms();

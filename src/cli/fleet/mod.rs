@@ -4,7 +4,9 @@
 pub mod agent;
 pub mod getconfig;
 pub mod list;
+pub mod rollback;
 pub mod setconfig;
+pub mod update;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -36,6 +38,10 @@ pub enum FleetCommand {
     Agent(agent::Args),
     /// The fleet's hosts: alive or lost, and since when.
     List(list::Args),
+    /// Roll COMPONENT out to a tag across the fleet, at most --max-parallel hosts at once.
+    Update(update::Args),
+    /// Roll COMPONENT back to the tag the fleet ran before its last rollout.
+    Rollback(rollback::Args),
 }
 
 /// What every fleet subcommand needs: where etcd is and which fleet.
@@ -62,5 +68,7 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
         FleetCommand::Getconfig(args) => getconfig::run(args, &fleet),
         FleetCommand::Agent(args) => agent::run(args, &fleet, globals),
         FleetCommand::List(args) => list::run(args, &fleet),
+        FleetCommand::Update(args) => update::run(args, &fleet),
+        FleetCommand::Rollback(args) => rollback::run(args, &fleet),
     }
 }
