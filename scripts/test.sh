@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, the kernel tests (network namespaces, real nftables and
 # conntrack), the Docker tests (a real dockerd, images built locally with `docker import`) and
-# the real-host test (scripts/vagrant-test.sh: a Debian machine booted by Vagrant, handoff
-# installed from its package, its units run under systemd). Root only.
+# the real-host tests (scripts/vagrant-test.sh: a Debian machine booted by Vagrant, handoff
+# installed from its package, its units run under systemd; scripts/fleet-test.sh: three such
+# machines as a fleet on etcd). Root only.
 #
 # On a fresh machine it first installs what the tests need through scripts/install.sh
 # --deps-only (nftables, iproute2, util-linux, iptables, docker.io, busybox-static, tar,
@@ -30,4 +31,5 @@ trap stop_dockerd EXIT
 status=0
 cargo test --all-targets --no-fail-fast -- --include-ignored || status=$?
 bash scripts/vagrant-test.sh || status=$?
+bash scripts/fleet-test.sh || status=$?
 exit "$status"
