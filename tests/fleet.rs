@@ -264,6 +264,29 @@ impl Drop for EtcdSandbox {
     }
 }
 
+/// `handoff fleet agent --host h1` for a Docker sandbox's host, its output in `log`.
+fn spawn_docker_agent(docker: &DockerSandbox, endpoint: &str, log: &Path) -> KillOnDrop {
+    let file = std::fs::File::create(log).expect("log");
+    KillOnDrop(
+        docker
+            .handoff_command(&["fleet", "--etcd", endpoint, "agent", "--host", "h1"])
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("agent"),
+    )
+}
+
+/// A Docker sandbox (one host) and an etcd in its client namespace, which the host reaches
+/// over its veth, with the sandbox's config stored as the fleet's. etcd goes first on drop.
+fn docker_fleet() -> (EtcdSandbox, DockerSandbox) {
+    let docker = DockerSandbox::new(ComponentOptions::default());
+    let etcd = EtcdSandbox::in_namespace(&docker.client, &docker.client_address(), false).started();
+    let config = docker.config_path();
+    etcd.fleet_ok(&["setconfig", config.to_str().expect("path")]);
+    (etcd, docker)
+}
+
 /// A process killed when the test ends, also when it fails.
 struct KillOnDrop(Child);
 
@@ -408,25 +431,10 @@ fn component_status(etcd: &EtcdSandbox, host: &str, name: &str) -> Option<serde_
 #[test]
 #[ignore = "needs root, etcd and Docker: run by sudo scripts/test.sh"]
 fn an_agent_starts_the_fleets_components_and_a_restarted_agent_starts_nothing_twice() {
-    let docker = DockerSandbox::new(ComponentOptions::default());
-    // etcd in the sandbox's client namespace, which the host reaches over its veth.
-    let etcd = EtcdSandbox::in_namespace(&docker.client, &docker.client_address(), false).started();
-    let config = docker.config_path();
-    etcd.fleet_ok(&["setconfig", config.to_str().expect("path")]);
+    let (etcd, docker) = docker_fleet();
     let endpoint = etcd.endpoint();
-    let agent_args = ["fleet", "--etcd", &endpoint, "agent", "--host", "h1"];
     let agent_log = etcd.dir.path().join("agent.log");
-    let spawn_agent = || {
-        let log = std::fs::File::create(&agent_log).expect("log");
-        KillOnDrop(
-            docker
-                .handoff_command(&agent_args)
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("agent"),
-        )
-    };
+    let spawn_agent = || spawn_docker_agent(&docker, &endpoint, &agent_log);
     let mut agent = spawn_agent();
     let ready = |etcd: &EtcdSandbox| {
         let started = Instant::now();
@@ -577,25 +585,11 @@ fn competing_hosts_never_hold_more_turns_than_max_parallel_and_a_lost_holder_hal
 #[test]
 #[ignore = "needs root, etcd and Docker: run by sudo scripts/test.sh"]
 fn a_rollout_under_load_fails_nothing_a_bad_version_halts_and_a_lost_host_halts_within_the_ttl() {
-    let docker = DockerSandbox::new(ComponentOptions::default());
-    let etcd = EtcdSandbox::in_namespace(&docker.client, &docker.client_address(), false).started();
-    let config = docker.config_path();
-    etcd.fleet_ok(&["setconfig", config.to_str().expect("path")]);
+    let (etcd, docker) = docker_fleet();
     let endpoint = etcd.endpoint();
     let agent_log = etcd.dir.path().join("agent.log");
-    let spawn_agent = || {
-        let log = std::fs::File::create(&agent_log).expect("log");
-        KillOnDrop(
-            docker
-                .handoff_command(&["fleet", "--etcd", &endpoint, "agent", "--host", "h1"])
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("agent"),
-        )
-    };
     let log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
-    let mut agent = spawn_agent();
+    let mut agent = spawn_docker_agent(&docker, &endpoint, &agent_log);
     let started = Instant::now();
     while component_status(&etcd, "h1", "web").is_none_or(|s| s["state"] != "ready") {
         assert!(started.elapsed() < Duration::from_secs(30), "{}", log());

@@ -133,23 +133,10 @@ impl Etcd {
 
     /// Every key under `prefix`, with its value, in key order.
     pub fn get_prefix(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let context = self.context(&format!("reading {prefix}"));
-        let response = self
-            .runtime
-            .block_on(
-                self.client
-                    .get(prefix, Some(GetOptions::new().with_prefix())),
-            )
-            .context(context)?;
-        Ok(response
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    kv.value().to_vec(),
-                )
-            })
+        let (entries, _) = self.snapshot(prefix)?;
+        Ok(entries
+            .into_iter()
+            .map(|(key, value, _)| (key, value))
             .collect())
     }
 
