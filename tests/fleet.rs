@@ -264,12 +264,24 @@ impl Drop for EtcdSandbox {
     }
 }
 
-/// `handoff fleet agent --host h1` for a Docker sandbox's host, its output in `log`.
+/// `handoff fleet agent --host h1` for a Docker sandbox's host (health rounds every second,
+/// two failed ones replace), its output in `log`.
 fn spawn_docker_agent(docker: &DockerSandbox, endpoint: &str, log: &Path) -> KillOnDrop {
     let file = std::fs::File::create(log).expect("log");
     KillOnDrop(
         docker
-            .handoff_command(&["fleet", "--etcd", endpoint, "agent", "--host", "h1"])
+            .handoff_command(&[
+                "fleet",
+                "--etcd",
+                endpoint,
+                "agent",
+                "--host",
+                "h1",
+                "--health-interval",
+                "1",
+                "--health-failures",
+                "2",
+            ])
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
             .spawn()
@@ -430,7 +442,7 @@ fn component_status(etcd: &EtcdSandbox, host: &str, name: &str) -> Option<serde_
 
 #[test]
 #[ignore = "needs root, etcd and Docker: run by sudo scripts/test.sh"]
-fn an_agent_starts_the_fleets_components_and_a_restarted_agent_starts_nothing_twice() {
+fn an_agent_starts_the_fleets_components_starts_nothing_twice_and_replaces_a_dead_container() {
     let (etcd, docker) = docker_fleet();
     let endpoint = etcd.endpoint();
     let agent_log = etcd.dir.path().join("agent.log");
@@ -478,6 +490,31 @@ fn an_agent_starts_the_fleets_components_and_a_restarted_agent_starts_nothing_tw
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(docker.containers().len(), 1, "nothing started twice");
+    common::assert_served_by(&docker.load(4, 1000, &[]), "v1");
+
+    // The container dies: the agent's health rounds replace it (the new one may get the same
+    // address), and the status says it serves again.
+    let (dead, _, _) = docker.containers().remove(0);
+    common::docker::must("docker", &["kill", &dead]);
+    let started = Instant::now();
+    let replaced = "unhealthy; replaced by a new v1 container";
+    while !std::fs::read_to_string(&agent_log)
+        .unwrap_or_default()
+        .contains(replaced)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "not replaced: {}",
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("replaced {:?} after the kill", started.elapsed());
+    let status = component_status(&etcd, "h1", "web").expect("status");
+    assert_eq!(status["state"], "ready", "{status}");
+    let running: Vec<_> = docker.containers().into_iter().filter(|c| c.2).collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_ne!(running[0].0, dead);
     common::assert_served_by(&docker.load(4, 1000, &[]), "v1");
     drop(agent);
 }

@@ -8,10 +8,13 @@
 //! its reason when the new version is not ready — and drains the old version here while the
 //! rollout moves on. etcd unreachable never tears anything down: it retries with backoff and
 //! starts again from a fresh read when etcd answers. SIGTERM or SIGINT revoke the lease, so
-//! the host shows as lost at once. Health checks come next (README, "Fleet").
+//! the host shows as lost at once. Between changes it runs `monitor`'s health rounds for the
+//! components serving here (every --health-interval s), replacing a container that failed
+//! --health-failures rounds in a row, at the tag it serves.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{signal, SigHandler, Signal};
@@ -26,6 +29,7 @@ use crate::fleet::rollout::{self, Snapshot, DONE};
 use crate::fleet::{Etcd, LEASE_TTL_SECS};
 use crate::ops::converge::converge;
 use crate::ops::drain::finish_drain;
+use crate::ops::monitor::round;
 use crate::ops::update::update;
 
 /// The config with each component's tag as the fleet wants it: a finished rollout's tag
@@ -63,6 +67,12 @@ pub struct Args {
     /// This host's name in the fleet [default: the hostname].
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
+    /// Seconds between rounds of health checks of the components serving here.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub health_interval: u64,
+    /// Consecutive failed rounds before a component's container is replaced (as `monitor`).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub health_failures: u32,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -106,6 +116,13 @@ pub fn run(args: &Args, fleet: &Fleet, globals: &Globals) -> Result<()> {
         globals,
         host: &host,
         registration: &registration,
+        health: Health {
+            interval: Duration::from_secs(args.health_interval.max(1)),
+            failures_allowed: args.health_failures.max(1),
+            last: Instant::now(),
+            failures: HashMap::new(),
+            serving: HashMap::new(),
+        },
     };
     agent.run();
     drop(registration);
@@ -119,6 +136,18 @@ struct Agent<'a> {
     globals: &'a Globals,
     host: &'a str,
     registration: &'a Registration,
+    health: Health,
+}
+
+/// The agent's health checks: `monitor`'s rounds, for every component serving here.
+struct Health {
+    interval: Duration,
+    failures_allowed: u32,
+    last: Instant,
+    /// Failed rounds in a row, per component.
+    failures: HashMap<String, u32>,
+    /// The tag each component serves here (a replacement keeps it, whatever the config says).
+    serving: HashMap<String, String>,
 }
 
 impl Agent<'_> {
@@ -161,15 +190,17 @@ impl Agent<'_> {
             say(format!("the rollout is {state}"));
             return Ok(());
         }
+        let mut config = None;
         match &snapshot.config {
             None => say(format!("fleet {}: no config stored yet", self.fleet.name)),
             Some(text) => match config::parse(text) {
-                Ok(config) => {
-                    let config = desired(config, &snapshot);
-                    self.converge(&config)?;
-                    if self.take_part(&config, &snapshot)? {
+                Ok(parsed) => {
+                    let parsed = desired(parsed, &snapshot);
+                    self.converge(&parsed)?;
+                    if self.take_part(&parsed, &snapshot)? {
                         return Ok(());
                     }
+                    config = Some(parsed);
                 }
                 // setconfig validates; a config written around it is reported, never applied.
                 Err(error) => say(format!(
@@ -181,6 +212,12 @@ impl Agent<'_> {
         while !STOP.load(Ordering::SeqCst) {
             if self.etcd.changed(&mut watch, Duration::from_secs(1))? {
                 return Ok(());
+            }
+            if let Some(config) = &config {
+                if self.health.last.elapsed() >= self.health.interval {
+                    self.health.last = Instant::now();
+                    self.health_round(config)?;
+                }
             }
         }
         Ok(())
@@ -263,11 +300,77 @@ impl Agent<'_> {
         Ok(true)
     }
 
+    /// One round of health checks for every component serving here; a component whose
+    /// container failed too many rounds in a row is replaced (at the tag it serves) and its
+    /// new status written.
+    fn health_round(&mut self, config: &Config) -> Result<()> {
+        for component in config.components.iter().filter(|c| c.repo.is_some()) {
+            let Some(tag) = self.health.serving.get(&component.name) else {
+                continue;
+            };
+            let mut serving = component.clone();
+            serving.tag = tag.clone();
+            let failures = self
+                .health
+                .failures
+                .get(&component.name)
+                .copied()
+                .unwrap_or(0);
+            let allowed = self.health.failures_allowed;
+            let round = match with_env(self.globals, |env| round(env, &serving, allowed, failures))
+            {
+                Ok(round) => round,
+                Err(error) => {
+                    say(format!("{}: health round: {error:#}", component.name));
+                    continue;
+                }
+            };
+            self.health
+                .failures
+                .insert(component.name.clone(), round.failures);
+            let record = match round.replaced {
+                None => continue,
+                Some(Ok(report)) => {
+                    let address = report.switched.as_ref().map(|s| s.address.to_string());
+                    say(format!(
+                        "{}: unhealthy; replaced by a new {tag} container at {}",
+                        component.name,
+                        address.as_deref().unwrap_or("-")
+                    ));
+                    status(&component.name, Some(tag.clone()), address, "ready", None)
+                }
+                Some(Err(error)) => {
+                    say(format!(
+                        "{}: unhealthy; replacing failed: {error:#}",
+                        component.name
+                    ));
+                    status(
+                        &component.name,
+                        None,
+                        None,
+                        "failed",
+                        Some(format!("{error:#}")),
+                    )
+                }
+            };
+            self.etcd.put_fenced(
+                &self.fleet.keys.status(self.host, &component.name),
+                serde_json::to_vec(&record)?,
+                &self.fleet.keys.host(self.host),
+                self.registration.lease(),
+            )?;
+        }
+        Ok(())
+    }
+
     fn converge(&mut self, config: &Config) -> Result<()> {
         let results = with_env(self.globals, |env| Ok(converge(env, config)))?;
         for (component, result) in results {
             let record = match &result {
                 Ok(serving) => {
+                    self.health
+                        .serving
+                        .insert(component.clone(), serving.tag.clone());
                     say(format!(
                         "{component}: {} {} at {}",
                         if serving.started {
