@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-    WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 
 use crate::error::Failure;
@@ -56,6 +56,9 @@ pub struct Etcd {
     runtime: tokio::runtime::Runtime,
     client: Client,
     endpoints: Vec<String>,
+    /// The open keep-alive stream and the lease it renews: one stream for a registration's
+    /// life, not one per renewal.
+    keep_alive: Option<(i64, LeaseKeeper, LeaseKeepAliveStream)>,
 }
 
 impl Etcd {
@@ -74,6 +77,7 @@ impl Etcd {
             runtime,
             client,
             endpoints: endpoints.to_vec(),
+            keep_alive: None,
         })
     }
 
@@ -131,15 +135,6 @@ impl Etcd {
         Ok(response.succeeded())
     }
 
-    /// Every key under `prefix`, with its value, in key order.
-    pub fn get_prefix(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let (entries, _) = self.snapshot(prefix)?;
-        Ok(entries
-            .into_iter()
-            .map(|(key, value, _)| (key, value))
-            .collect())
-    }
-
     /// Store `value` at `key`; the revision of the write.
     pub fn put(&mut self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64> {
         let context = self.context(&format!("writing {key}"));
@@ -160,18 +155,28 @@ impl Etcd {
         Ok(response.id())
     }
 
-    /// Renew `lease` once; the TTL left (0: the lease is gone).
+    /// Renew `lease` once; the TTL left (0: the lease is gone). The stream stays open for the
+    /// next renewal of the same lease; after an error the next renewal opens a new one.
     pub fn keep_alive(&mut self, lease: i64) -> Result<i64> {
         let context = self.context("renewing the lease");
+        let open = self.keep_alive.take().filter(|(id, _, _)| *id == lease);
         let client = &mut self.client;
-        self.runtime
+        let (ttl, keeper, stream) = self
+            .runtime
             .block_on(async {
-                let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+                let (mut keeper, mut stream) = match open {
+                    Some((_, keeper, stream)) => (keeper, stream),
+                    None => client.lease_keep_alive(lease).await?,
+                };
                 keeper.keep_alive().await?;
                 let ttl = stream.message().await?.map(|r| r.ttl()).unwrap_or(0);
-                Ok::<i64, etcd_client::Error>(ttl)
+                Ok::<_, etcd_client::Error>((ttl, keeper, stream))
             })
-            .context(context)
+            .context(context)?;
+        if ttl > 0 {
+            self.keep_alive = Some((lease, keeper, stream));
+        }
+        Ok(ttl)
     }
 
     pub fn revoke(&mut self, lease: i64) -> Result<()> {

@@ -22,14 +22,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Result;
 use etcd_client::{Compare, CompareOp, PutOptions, TxnOp};
 
-use super::records::{now_ms, HostRecord, RolloutRecord, StatusRecord, TurnRecord};
+use super::records::{now_ms, HostRecord, MemberRecord, RolloutRecord, StatusRecord, TurnRecord};
 use super::{Etcd, Keys};
 
 pub const RUNNING: &str = "running";
 pub const HALTED: &str = "halted";
 pub const DONE: &str = "done";
 
-/// One consistent read of a fleet (one etcd revision).
+/// One consistent read of a fleet (one etcd revision): what the agents, `fleet update` and
+/// `fleet list` decide from.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub revision: i64,
@@ -40,8 +41,10 @@ pub struct Snapshot {
     pub turns: Vec<(u32, TurnRecord)>,
     /// Hosts that started an update in the current rollout and have not finished it.
     pub updating: BTreeSet<String>,
-    /// Hosts whose lease is alive.
-    pub alive: BTreeSet<String>,
+    /// Hosts whose lease is alive, by name.
+    pub alive: BTreeMap<String, HostRecord>,
+    /// Every host ever registered, by name: when it was last seen.
+    pub members: BTreeMap<String, MemberRecord>,
     /// (host, component) -> status.
     pub statuses: BTreeMap<(String, String), StatusRecord>,
 }
@@ -68,7 +71,11 @@ impl Snapshot {
                 snapshot.updating.insert(host.to_string());
             } else if key.starts_with(&keys.hosts()) {
                 if let Ok(record) = serde_json::from_slice::<HostRecord>(&value) {
-                    snapshot.alive.insert(record.name);
+                    snapshot.alive.insert(record.name.clone(), record);
+                }
+            } else if key.starts_with(&keys.members()) {
+                if let Ok(member) = serde_json::from_slice::<MemberRecord>(&value) {
+                    snapshot.members.insert(member.name.clone(), member);
                 }
             } else if let Some(rest) = key.strip_prefix(&keys.statuses()) {
                 if let (Some((host, _)), Ok(status)) = (
@@ -112,7 +119,7 @@ impl Snapshot {
             && !self.alive.is_empty()
             && self
                 .alive
-                .iter()
+                .keys()
                 .all(|h| self.serving_tag(h, &rollout.component) == Some(rollout.tag.as_str()))
     }
 }

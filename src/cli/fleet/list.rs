@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::Fleet;
 use crate::fleet::records::now_ms;
-use crate::fleet::{HostRecord, MemberRecord, RolloutRecord, StatusRecord};
+use crate::fleet::rollout::Snapshot;
+use crate::fleet::StatusRecord;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,47 +28,28 @@ struct Host {
 }
 
 pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
-    let mut etcd = fleet.connect()?;
-    let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
-    for (_, value) in etcd.get_prefix(&fleet.keys.members())? {
-        if let Ok(member) = serde_json::from_slice::<MemberRecord>(&value) {
-            hosts.insert(
-                member.name.clone(),
-                Host {
-                    name: member.name,
-                    alive: false,
-                    since_ms: member.last_seen_ms,
-                    components: Vec::new(),
-                },
-            );
+    let snapshot = Snapshot::read(&mut fleet.connect()?, &fleet.keys)?;
+    let lost = snapshot.members.values().map(|m| Host {
+        name: m.name.clone(),
+        alive: false,
+        since_ms: m.last_seen_ms,
+        components: Vec::new(),
+    });
+    let alive = snapshot.alive.values().map(|h| Host {
+        name: h.name.clone(),
+        alive: true,
+        since_ms: h.since_ms,
+        components: Vec::new(),
+    });
+    // A live registration replaces the member record of the same host.
+    let mut hosts: BTreeMap<String, Host> =
+        lost.chain(alive).map(|h| (h.name.clone(), h)).collect();
+    for ((host, _), status) in &snapshot.statuses {
+        if let Some(entry) = hosts.get_mut(host) {
+            entry.components.push(status.clone());
         }
     }
-    for (_, value) in etcd.get_prefix(&fleet.keys.hosts())? {
-        if let Ok(record) = serde_json::from_slice::<HostRecord>(&value) {
-            hosts.insert(
-                record.name.clone(),
-                Host {
-                    name: record.name,
-                    alive: true,
-                    since_ms: record.since_ms,
-                    components: Vec::new(),
-                },
-            );
-        }
-    }
-    let statuses = fleet.keys.statuses();
-    for (key, value) in etcd.get_prefix(&statuses)? {
-        let host = key[statuses.len()..].split('/').next().unwrap_or_default();
-        if let (Some(entry), Ok(status)) = (
-            hosts.get_mut(host),
-            serde_json::from_slice::<StatusRecord>(&value),
-        ) {
-            entry.components.push(status);
-        }
-    }
-    let rollout = etcd
-        .get(&fleet.keys.rollout())?
-        .and_then(|(value, _)| serde_json::from_slice::<RolloutRecord>(&value).ok());
+    let rollout = snapshot.rollout.map(|(record, _)| record);
     if args.json {
         let hosts: Vec<_> = hosts
             .values()

@@ -12,6 +12,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::Globals;
+use crate::error::Failure;
 use crate::fleet::etcd::parse_endpoints;
 use crate::fleet::{Etcd, Keys, DEFAULT_ENDPOINTS, DEFAULT_FLEET};
 
@@ -54,6 +55,15 @@ pub struct Fleet {
 impl Fleet {
     pub fn connect(&self) -> Result<Etcd> {
         Etcd::connect(&self.endpoints)
+    }
+
+    /// The error of a command that needs the stored config when there is none.
+    pub fn no_config(&self) -> anyhow::Error {
+        Failure::input(format!(
+            "fleet {}: no config stored (handoff fleet setconfig FILE)",
+            self.name
+        ))
+        .into()
     }
 }
 

@@ -32,11 +32,7 @@ pub struct Args {
 /// The fleet's stored config, parsed.
 pub fn stored_config(fleet: &Fleet, snapshot: &Snapshot) -> Result<Config> {
     let Some(text) = &snapshot.config else {
-        return Err(Failure::input(format!(
-            "fleet {}: no config stored (handoff fleet setconfig FILE)",
-            fleet.name
-        ))
-        .into());
+        return Err(fleet.no_config());
     };
     config::parse(text)
 }
@@ -111,7 +107,7 @@ fn wait(etcd: &mut Etcd, fleet: &Fleet, started: &RolloutRecord) -> Result<()> {
                 rollout.tag
             );
         }
-        for host in &snapshot.alive {
+        for host in snapshot.alive.keys() {
             if snapshot.serving_tag(host, &rollout.component) == Some(rollout.tag.as_str())
                 && reported.insert(host.clone())
             {
