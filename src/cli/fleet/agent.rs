@@ -21,7 +21,7 @@ use nix::sys::signal::{signal, SigHandler, Signal};
 
 use super::super::{with_env, Globals};
 use super::Fleet;
-use crate::config::{self, Config};
+use crate::config::{self, Component, Config};
 use crate::fleet::keys::valid_name;
 use crate::fleet::records::{now_ms, StatusRecord};
 use crate::fleet::registration::Registration;
@@ -304,61 +304,70 @@ impl Agent<'_> {
     /// container failed too many rounds in a row is replaced (at the tag it serves) and its
     /// new status written.
     fn health_round(&mut self, config: &Config) -> Result<()> {
-        for component in config.components.iter().filter(|c| c.repo.is_some()) {
-            let Some(tag) = self.health.serving.get(&component.name) else {
-                continue;
-            };
-            let mut serving = component.clone();
-            serving.tag = tag.clone();
-            let failures = self
-                .health
-                .failures
-                .get(&component.name)
-                .copied()
-                .unwrap_or(0);
-            let allowed = self.health.failures_allowed;
-            let round = match with_env(self.globals, |env| round(env, &serving, allowed, failures))
-            {
+        // Each component as it serves here: a replacement keeps its tag.
+        let checked: Vec<(Component, u32)> = config
+            .components
+            .iter()
+            .filter(|c| c.repo.is_some())
+            .filter_map(|c| {
+                let mut serving = c.clone();
+                serving.tag = self.health.serving.get(&c.name)?.clone();
+                let failures = self.health.failures.get(&c.name).copied().unwrap_or(0);
+                Some((serving, failures))
+            })
+            .collect();
+        let allowed = self.health.failures_allowed;
+        // One connection to the outside worlds for the whole round.
+        let rounds = with_env(self.globals, |env| {
+            Ok(checked
+                .iter()
+                .map(|(component, failures)| round(env, component, allowed, *failures))
+                .collect::<Vec<_>>())
+        })?;
+        for ((component, _), round) in checked.iter().zip(rounds) {
+            let (name, tag) = (&component.name, &component.tag);
+            let round = match round {
                 Ok(round) => round,
                 Err(error) => {
-                    say(format!("{}: health round: {error:#}", component.name));
+                    say(format!("{name}: health round: {error:#}"));
                     continue;
                 }
             };
-            self.health
-                .failures
-                .insert(component.name.clone(), round.failures);
+            self.health.failures.insert(name.clone(), round.failures);
             let record = match round.replaced {
                 None => continue,
                 Some(Ok(report)) => {
                     let address = report.switched.as_ref().map(|s| s.address.to_string());
                     say(format!(
-                        "{}: unhealthy; replaced by a new {tag} container at {}",
-                        component.name,
+                        "{name}: unhealthy; replaced by a new {tag} container at {}",
                         address.as_deref().unwrap_or("-")
                     ));
-                    status(&component.name, Some(tag.clone()), address, "ready", None)
+                    status(name, Some(tag.clone()), address, "ready", None)
                 }
                 Some(Err(error)) => {
-                    say(format!(
-                        "{}: unhealthy; replacing failed: {error:#}",
-                        component.name
-                    ));
-                    status(
-                        &component.name,
-                        None,
-                        None,
-                        "failed",
-                        Some(format!("{error:#}")),
-                    )
+                    say(format!("{name}: unhealthy; replacing failed: {error:#}"));
+                    status(name, None, None, "failed", Some(format!("{error:#}")))
                 }
             };
-            self.etcd.put_fenced(
-                &self.fleet.keys.status(self.host, &component.name),
-                serde_json::to_vec(&record)?,
-                &self.fleet.keys.host(self.host),
-                self.registration.lease(),
-            )?;
+            self.write_status(&record)?;
+        }
+        Ok(())
+    }
+
+    /// Write this host's status of a component, only while this agent's lease holds the
+    /// host's registration (fencing); says so when it no longer does.
+    fn write_status(&mut self, record: &StatusRecord) -> Result<()> {
+        let written = self.etcd.put_fenced(
+            &self.fleet.keys.status(self.host, &record.component),
+            serde_json::to_vec(record)?,
+            &self.fleet.keys.host(self.host),
+            self.registration.lease(),
+        )?;
+        if !written {
+            say(format!(
+                "{}: status not written: this agent's lease no longer holds {}",
+                record.component, self.host
+            ));
         }
         Ok(())
     }
@@ -394,18 +403,7 @@ impl Agent<'_> {
                     status(&component, None, None, "failed", Some(format!("{error:#}")))
                 }
             };
-            let written = self.etcd.put_fenced(
-                &self.fleet.keys.status(self.host, &component),
-                serde_json::to_vec(&record)?,
-                &self.fleet.keys.host(self.host),
-                self.registration.lease(),
-            )?;
-            if !written {
-                say(format!(
-                    "{component}: status not written: this agent's lease no longer holds {}",
-                    self.host
-                ));
-            }
+            self.write_status(&record)?;
         }
         Ok(())
     }
