@@ -18,21 +18,16 @@ repo=$PWD
 
 # shellcheck source=lib/sandbox.sh
 source scripts/lib/sandbox.sh
+# shellcheck source=lib/machines.sh
+source scripts/lib/machines.sh
 require_root_and_packages debootstrap:debootstrap
 ensure_dockerd
 
-work=$(mktemp -d /tmp/handoff-fleet.XXXXXX)
-export VAGRANT_DOTFILE_PATH=$work/vagrant-state
-export VAGRANT_CHECKPOINT_DISABLE=1
+machines_begin fleet-test
 export HANDOFF_MACHINES="h1 h2 h3"
 hosts=(h1 h2 h3)
 declare -A id ip
 loads=()
-step() { echo "fleet-test: $*" >&2; }
-fail() {
-    echo "fleet-test: FAILED: $*" >&2
-    exit 1
-}
 
 cleanup() {
     local rc=$?
@@ -57,17 +52,7 @@ trap cleanup EXIT
 on() {
     local host=$1
     shift
-    docker exec -i "${id[$host]}" "$@"
-}
-
-wait_booted() {
-    local state=
-    for _ in $(seq 240); do
-        state=$(on "$1" systemctl is-system-running 2>/dev/null || true)
-        [[ $state == running ]] && return 0
-        sleep 0.5
-    done
-    fail "$1 did not boot ($state)"
+    machine_exec "${id[$host]}" "$@"
 }
 
 # host:component:state:tag for every status `fleet list --json` reports, and the rollout.
@@ -110,14 +95,7 @@ check_loads() {
     for pid in "${loads[@]}"; do wait "$pid" || true; done
     loads=()
     for host in h1 h2; do
-        python3 - "$work/load-$host-$tag.json" "$host: $tag" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-summary = f"{report['ok']} ok, {report['failed']} failed, by backend {report.get('by_backend')}, slowest {report.get('slowest_ms')} ms"
-if report["failed"] or report.get("slowest_ms", 0) >= 1000:
-    sys.exit(f"fleet-test: FAILED: {sys.argv[2]}: {summary}")
-print(f"fleet-test: {sys.argv[2]}: {summary}", file=sys.stderr)
-PY
+        check_load "$work/load-$host-$tag.json" "$host: $tag"
     done
 }
 
@@ -133,10 +111,10 @@ netkit_rootfs_tar "$work/web.tar"
 step "vagrant up h1 h2 h3"
 (cd vagrant && vagrant up --provider=docker >"$work/up.log" 2>&1) || { cat "$work/up.log" >&2; fail "vagrant up"; }
 for host in "${hosts[@]}"; do
-    id[$host]=$(cat "$VAGRANT_DOTFILE_PATH/machines/$host/docker/id")
-    ip[$host]=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${id[$host]}")
+    id[$host]=$(machine_id "$host")
+    ip[$host]=$(machine_ip "${id[$host]}")
 done
-for host in "${hosts[@]}"; do wait_booted "$host"; done
+for host in "${hosts[@]}"; do machine_wait_booted "${id[$host]}"; done
 for host in "${hosts[@]}"; do
     on "$host" bash /handoff/vagrant/provision.sh "/handoff/${deb#"$repo"/}" >"$work/provision-$host.log" 2>&1 &
 done

@@ -24,18 +24,13 @@ repo=$PWD
 
 # shellcheck source=lib/sandbox.sh
 source scripts/lib/sandbox.sh
+# shellcheck source=lib/machines.sh
+source scripts/lib/machines.sh
 require_root_and_packages debootstrap:debootstrap
 ensure_dockerd
 
-work=$(mktemp -d /tmp/handoff-vagrant.XXXXXX)
-export VAGRANT_DOTFILE_PATH=$work/vagrant-state
-export VAGRANT_CHECKPOINT_DISABLE=1
+machines_begin vagrant-test
 id=
-step() { echo "vagrant-test: $*" >&2; }
-fail() {
-    echo "vagrant-test: FAILED: $*" >&2
-    exit 1
-}
 
 diagnose() {
     [[ -n $id ]] && docker inspect "$id" >/dev/null 2>&1 || return 0
@@ -59,20 +54,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-in_machine() { docker exec -i "$id" "$@"; }
-machine_ip() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id"; }
-
-# Wait until systemd in the machine has finished booting; a degraded boot is a failure.
-wait_booted() {
-    local state=
-    for _ in $(seq 240); do
-        state=$(in_machine systemctl is-system-running 2>/dev/null || true)
-        [[ $state == running || $state == degraded ]] && break
-        sleep 0.5
-    done
-    [[ $state == running ]] ||
-        fail "the machine did not boot to 'running' ($state): $(in_machine systemctl --failed --no-legend 2>&1)"
-}
+in_machine() { machine_exec "$id" "$@"; }
 
 # After a boot: handoff-restore.service ran and routed web again (the ruleset was gone).
 check_restored() {
@@ -98,43 +80,14 @@ wait_unit_active() {
 # the report goes to FILE.
 start_load() {
     local ms=$1 file=$2
-    "$bin/handoff-netkit" load --target "$(machine_ip):80" --connections 4 --duration-ms "$ms" >"$file" &
+    "$bin/handoff-netkit" load --target "$(machine_ip "$id"):80" --connections 4 --duration-ms "$ms" >"$file" &
     load_pid=$!
-}
-
-# Check a load report: no request failed, none took a second or more, and each BACKEND
-# answered some (`v1 v2`); `only:BACKEND` also requires that nothing else answered.
-check_load() {
-    local file=$1 what=$2
-    shift 2
-    python3 - "$file" "$what" "$@" <<'PY'
-import json, sys
-path, what, expected = sys.argv[1], sys.argv[2], sys.argv[3:]
-report = json.load(open(path))
-problems = []
-if report["failed"] != 0:
-    problems.append(f"{report['failed']} failed")
-if report.get("slowest_ms", 0) >= 1000:
-    problems.append(f"slowest request {report['slowest_ms']} ms")
-by_backend = report.get("by_backend", {})
-for backend in expected:
-    if backend.startswith("only:"):
-        backend = backend[5:]
-        if set(by_backend) != {backend}:
-            problems.append(f"answered by {sorted(by_backend)}, expected only {backend}")
-    elif by_backend.get(backend, 0) == 0:
-        problems.append(f"{backend} answered nothing")
-summary = f"{report['ok']} ok, {report['failed']} failed, by backend {by_backend}, slowest {report.get('slowest_ms')} ms"
-if problems:
-    sys.exit(f"vagrant-test: FAILED: {what}: {'; '.join(problems)} ({summary})")
-print(f"vagrant-test: {what}: {summary}", file=sys.stderr)
-PY
 }
 
 # Short load that must be answered by BACKEND only (after a reboot, after a replacement).
 check_served_only_by() {
     local backend=$1 what=$2
-    "$bin/handoff-netkit" load --target "$(machine_ip):80" --connections 2 --duration-ms 2000 >"$work/short.json"
+    "$bin/handoff-netkit" load --target "$(machine_ip "$id"):80" --connections 2 --duration-ms 2000 >"$work/short.json"
     check_load "$work/short.json" "$what" "only:$backend"
 }
 
@@ -156,8 +109,8 @@ host_ruleset_before=$(nft list ruleset 2>/dev/null | grep -v counter | md5sum)
 # -- vagrant up, then the package installed with apt --------------------------------------------
 step "vagrant up --provider=docker ($image)"
 (cd vagrant && vagrant up --provider=docker >"$work/up.log" 2>&1) || { cat "$work/up.log" >&2; fail "vagrant up"; }
-id=$(cat "$VAGRANT_DOTFILE_PATH/machines/default/docker/id")
-wait_booted
+id=$(machine_id default)
+machine_wait_booted "$id"
 in_machine sh -c 'echo 1 >/proc/sys/net/netfilter/nf_conntrack_events' 2>/dev/null &&
     fail "/proc/sys is writable in the machine: the read-only case would go untested"
 in_machine sh -c '! command -v nft && ! command -v dockerd' >/dev/null ||
@@ -215,7 +168,7 @@ sed 's/^/    /' <<<"$journal" | tail -12 >&2
 step "2. vagrant reload (a clean reboot)"
 in_machine rm -f /var/lib/clean-shutdown
 (cd vagrant && vagrant reload >"$work/reload.log" 2>&1) || { cat "$work/reload.log" >&2; fail "vagrant reload"; }
-wait_booted
+machine_wait_booted "$id"
 in_machine test -e /var/lib/clean-shutdown || fail "vagrant reload was not a clean shutdown"
 check_restored
 check_served_only_by v2 "after the clean reboot"
@@ -224,7 +177,7 @@ step "2. a power cut (docker kill), then vagrant up"
 in_machine rm -f /var/lib/clean-shutdown
 docker kill "$id" >/dev/null
 (cd vagrant && vagrant up --provider=docker >"$work/up2.log" 2>&1) || { cat "$work/up2.log" >&2; fail "vagrant up after the power cut"; }
-wait_booted
+machine_wait_booted "$id"
 in_machine test -e /var/lib/clean-shutdown && fail "the power cut left a clean-shutdown mark"
 check_restored
 check_served_only_by v2 "after the power cut"
@@ -248,7 +201,7 @@ step "the killed container was replaced after $((SECONDS - killed_at)) s"
 in_machine systemctl is-active --quiet handoff-monitor@web || fail "the monitor unit stopped"
 wait_for_routed() {
     for _ in $(seq 30); do
-        "$bin/handoff-netkit" load --target "$(machine_ip):80" --connections 1 --duration-ms 300 >"$work/probe.json" || true
+        "$bin/handoff-netkit" load --target "$(machine_ip "$id"):80" --connections 1 --duration-ms 300 >"$work/probe.json" || true
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["ok"] and not r["failed"] else 1)' "$work/probe.json" && return 0
         sleep 1
     done
