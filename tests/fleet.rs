@@ -711,3 +711,111 @@ fn a_rollout_under_load_fails_nothing_a_bad_version_halts_and_a_lost_host_halts_
         "halted {halted_after:?} after the kill"
     );
 }
+
+/// Wait until h1 reports `state` for web; the status.
+fn wait_state(etcd: &EtcdSandbox, state: &str, limit: Duration, log: &Path) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = component_status(etcd, "h1", "web") {
+            if status["state"] == state {
+                return status;
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "web not {state} on h1 within {limit:?}: {:?}\n{}",
+            component_status(etcd, "h1", "web"),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs root, etcd and Docker: run by sudo scripts/test.sh"]
+fn a_fleet_stop_drains_before_retiring_a_kill_cuts_it_short_and_a_start_serves_again() {
+    let (etcd, docker) = docker_fleet();
+    let endpoint = etcd.endpoint();
+    let agent_log = etcd.dir.path().join("agent.log");
+    let log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
+    let _agent = spawn_docker_agent(&docker, &endpoint, &agent_log);
+    wait_state(&etcd, "ready", Duration::from_secs(30), &agent_log);
+    let fleet = |args: &[&str]| {
+        let mut command = Command::new(HANDOFF);
+        command
+            .args(["fleet", "--etcd", &endpoint])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let running = || docker.containers().into_iter().filter(|c| c.2).count();
+    let hold = |ms: &str| {
+        let mut hold = docker
+            .client_command(&["hold", "--target", &docker.target(), "--ms", ms])
+            .spawn()
+            .expect("hold");
+        assert!(common::read_line(&mut hold).contains(r#""backend":"v1""#));
+        KillOnDrop(hold)
+    };
+
+    // stop: out of the ruleset at once, `stopping` while the held connection lives, then
+    // retired; the command returns when the host reports `stopped`.
+    let held = hold("3000");
+    let asked = Instant::now();
+    let stopped = fleet(&["stop", "web"]).output().expect("stop");
+    let took = asked.elapsed();
+    assert!(stopped.status.success(), "{stopped:?}\n{}", log());
+    assert!(
+        took >= Duration::from_millis(2000),
+        "fleet stop returned after {took:?}, before the held connection ended"
+    );
+    assert!(log().contains("web: stopped fleet-wide: out of the ruleset, draining"));
+    drop(held);
+    assert_eq!(running(), 0, "{:?}", docker.containers());
+    assert_eq!(docker.routed_address(), None);
+    // Health rounds (every second here) and convergence leave a stopped component alone.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        component_status(&etcd, "h1", "web").unwrap()["state"],
+        "stopped"
+    );
+    assert_eq!(running(), 0);
+    // A rollout of a stopped component is refused (exit 5), nothing changes.
+    let refused = fleet(&["update", "web", "--tag", "v2"])
+        .output()
+        .expect("update");
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("fleet start web"));
+
+    // start: the agent starts it again, at the fleet's tag.
+    let started = fleet(&["start", "web"]).output().expect("start");
+    assert!(started.status.success(), "{started:?}\n{}", log());
+    assert_eq!(component_status(&etcd, "h1", "web").unwrap()["tag"], "v1");
+    common::assert_served_by(&docker.load(2, 1000, &[]), "v1");
+
+    // A kill during a stop's drain: retired at once, and the drain's end does not turn
+    // `killed` back into `stopped`.
+    let _held = hold("8000");
+    let asked = fleet(&["stop", "web", "--no-wait"]).output().expect("stop");
+    assert!(asked.status.success(), "{asked:?}");
+    wait_state(&etcd, "stopping", Duration::from_secs(10), &agent_log);
+    let asked = Instant::now();
+    let killed = fleet(&["kill", "web"]).output().expect("kill");
+    assert!(killed.status.success(), "{killed:?}\n{}", log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(running(), 0, "{:?}", docker.containers());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        component_status(&etcd, "h1", "web").unwrap()["state"],
+        "killed"
+    );
+    fleet(&["start", "web"]).output().expect("start");
+    wait_state(&etcd, "ready", Duration::from_secs(30), &agent_log);
+    common::assert_served_by(&docker.load(2, 1000, &[]), "v1");
+}

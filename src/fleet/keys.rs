@@ -65,6 +65,14 @@ impl Keys {
         format!("{}{host}", self.updatings())
     }
 
+    pub fn stops(&self) -> String {
+        format!("{}stopped/", self.spec())
+    }
+
+    pub fn stop(&self, component: &str) -> String {
+        format!("{}{component}", self.stops())
+    }
+
     pub fn root(&self) -> &str {
         &self.root
     }
@@ -105,6 +113,7 @@ mod tests {
         assert_eq!(keys.config(), "/handoff/fleets/prod/spec/config");
         assert_eq!(keys.turn(1), "/handoff/fleets/prod/spec/turns/1");
         assert!(keys.rollout().starts_with(&keys.spec()));
+        assert_eq!(keys.stop("web"), "/handoff/fleets/prod/spec/stopped/web");
         assert_eq!(keys.host("h1"), "/handoff/fleets/prod/hosts/h1");
         assert_eq!(keys.member("h1"), "/handoff/fleets/prod/members/h1");
         assert!(keys.host("h1").starts_with(&keys.hosts()));

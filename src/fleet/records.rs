@@ -30,7 +30,8 @@ pub struct StatusRecord {
     pub tag: Option<String>,
     /// The active backend address.
     pub active: Option<String>,
-    /// `ready` (serving) or `failed` (with the reason).
+    /// `ready` (serving), `failed` (with the reason), or after a fleet-wide stop `stopping`
+    /// (out of the ruleset, draining), `stopped` (drained and retired) or `killed`.
     pub state: String,
     pub reason: Option<String>,
     pub at_ms: u64,
@@ -48,6 +49,16 @@ pub struct RolloutRecord {
     pub state: String,
     pub reason: Option<String>,
     pub started_ms: u64,
+}
+
+/// `spec/stopped/{component}`: the component is stopped fleet-wide (`fleet stop`, or `fleet
+/// kill` when `kill`): every agent takes it out of its host and convergence no longer starts
+/// it, until `fleet start` deletes the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRecord {
+    pub component: String,
+    pub kill: bool,
+    pub since_ms: u64,
 }
 
 /// `spec/turns/{slot}`, under the holder's lease: a host updating in this rollout.

@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Result;
 use etcd_client::{Compare, CompareOp, PutOptions, TxnOp};
 
-use super::records::{now_ms, HostRecord, MemberRecord, RolloutRecord, StatusRecord, TurnRecord};
+use super::records::{
+    now_ms, HostRecord, MemberRecord, RolloutRecord, StatusRecord, StopRecord, TurnRecord,
+};
 use super::{Etcd, Keys};
 
 pub const RUNNING: &str = "running";
@@ -41,6 +43,8 @@ pub struct Snapshot {
     pub turns: Vec<(u32, TurnRecord)>,
     /// Hosts that started an update in the current rollout and have not finished it.
     pub updating: BTreeSet<String>,
+    /// Components stopped (or killed) fleet-wide, by name.
+    pub stopped: BTreeMap<String, StopRecord>,
     /// Hosts whose lease is alive, by name.
     pub alive: BTreeMap<String, HostRecord>,
     /// Every host ever registered, by name: when it was last seen.
@@ -66,6 +70,10 @@ impl Snapshot {
             } else if let Some(slot) = key.strip_prefix(&keys.turns()) {
                 if let (Ok(slot), Ok(turn)) = (slot.parse(), serde_json::from_slice(&value)) {
                     snapshot.turns.push((slot, turn));
+                }
+            } else if key.starts_with(&keys.stops()) {
+                if let Ok(stop) = serde_json::from_slice::<StopRecord>(&value) {
+                    snapshot.stopped.insert(stop.component.clone(), stop);
                 }
             } else if let Some(host) = key.strip_prefix(&keys.updatings()) {
                 snapshot.updating.insert(host.to_string());
@@ -111,6 +119,13 @@ impl Snapshot {
             .get(&(host.to_string(), component.to_string()))
             .filter(|s| s.state == "ready")
             .and_then(|s| s.tag.as_deref())
+    }
+
+    /// The state `host` last reported for `component`.
+    pub fn state_of(&self, host: &str, component: &str) -> Option<&str> {
+        self.statuses
+            .get(&(host.to_string(), component.to_string()))
+            .map(|s| s.state.as_str())
     }
 
     /// Every live host serves the rollout's tag and no update is under way.
@@ -265,7 +280,8 @@ pub fn end_turn(
 }
 
 /// Start (or resume) a rollout of `component` to `tag`. A running rollout of anything else is
-/// refused (`Err` names it); a halted or finished one is replaced; the same one is resumed.
+/// refused (`Err` names it), as is a component stopped fleet-wide; a halted or finished one is
+/// replaced; the same one is resumed.
 pub fn begin(
     etcd: &mut Etcd,
     keys: &Keys,
@@ -275,6 +291,11 @@ pub fn begin(
     max_parallel: u32,
     config_tag: &str,
 ) -> Result<std::result::Result<RolloutRecord, String>> {
+    if snapshot.stopped.contains_key(component) {
+        return Ok(Err(format!(
+            "{component} is stopped fleet-wide; `handoff fleet start {component}` first"
+        )));
+    }
     let (previous, guard) = match &snapshot.rollout {
         Some((r, revision)) => {
             if r.state == RUNNING && (r.component != component || r.tag != tag) {
@@ -309,7 +330,9 @@ pub fn begin(
         reason: None,
         started_ms: now_ms(),
     };
-    if !etcd.txn(vec![guard], vec![put_rollout(keys, &record)?])? {
+    // A stop requested since the read wins: the rollout is not started.
+    let not_stopped = Compare::create_revision(keys.stop(component), CompareOp::Equal, 0);
+    if !etcd.txn(vec![guard, not_stopped], vec![put_rollout(keys, &record)?])? {
         return Ok(Err(
             "the rollout changed while it was being started; run the command again".into(),
         ));

@@ -2,12 +2,15 @@
 //! host. A component with no serving container here is started (`start`: pull per policy,
 //! ready checks, the switch); one that serves is reported as it is. Nothing is ever stopped
 //! or torn down here: convergence only adds what is missing, so a stale view of the fleet (or
-//! an etcd that is gone) can never take a running service away.
+//! an etcd that is gone) can never take a running service away. Like every step it first
+//! reconciles the state with what runs, so a container left by an update that died (an agent
+//! SIGKILLed during its turn) is marked draining, for the agent's drains to retire.
 
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
+use super::reconcile::reconcile;
 use super::session::Session;
 use super::update::start;
 use super::Env;
@@ -48,7 +51,8 @@ fn converge_component(env: &Env, component: &Component) -> Result<Serving> {
 
 /// The active, running container of `component`, if the kernel routes to one.
 fn serving(env: &Env, component: &Component) -> Result<Option<Serving>> {
-    let session = Session::open(env, component, "converge")?;
+    let mut session = Session::open(env, component, "converge")?;
+    reconcile(env, &mut session, component)?;
     Ok(session.routes.active().and_then(|address| {
         session.container_at(address).map(|container| Serving {
             tag: container

@@ -21,67 +21,73 @@ pub struct StopReport {
 }
 
 pub fn stop(env: &Env, component: &Component, drain_first: bool) -> Result<StopReport> {
-    let name = &component.name;
-    {
-        let what = if drain_first { "stop" } else { "kill" };
-        let mut session = Session::open(env, component, what)?;
-        let now = now_ms();
-        let mut active = active_record(&session.routes, now);
-        if let Some(record) = &mut active {
-            record.container = session.container_at(record.address).map(|c| c.id.clone());
-        }
-        let running: Vec<(std::net::Ipv4Addr, String)> = session
-            .containers
-            .iter()
-            .filter(|c| c.running)
-            .filter_map(|c| Some((c.address?, c.id.clone())))
-            .collect();
-        let entry = session.state.components.entry(name.clone()).or_default();
-        if let Some(mut record) = active.or(entry.active.take()) {
-            record.since_ms = now;
-            if !entry.draining.iter().any(|b| b.address == record.address) {
-                entry.draining.push(record);
-            }
-        }
-        entry.active = None;
-        // Containers of the component that nothing tracks yet are retired with the rest.
-        for (address, id) in running {
-            if !entry.draining.iter().any(|b| b.address == address) {
-                entry.draining.push(BackendRecord {
-                    address,
-                    ports: component.port_pairs(),
-                    since_ms: now,
-                    container: Some(id),
-                });
-            }
-        }
-        let mut ports: Vec<PortPair> = session
-            .routes
-            .routes
-            .iter()
-            .map(|r| PortPair {
-                external: r.external,
-                backend: r.backend_port,
-            })
-            .chain(component.port_pairs())
-            .collect();
-        ports.sort_by_key(|p| p.external);
-        ports.dedup_by_key(|p| p.external);
-        session.save(env)?;
-        let known = session.state.known_addresses();
-        env.firewall.unroute(name, &ports, &known)?;
-        env.step(format!("{name}: new connections are no longer forwarded"));
-        sweep_stopped(env, &mut session, component);
-    }
+    withdraw(env, component, if drain_first { "stop" } else { "kill" })?;
     if drain_first {
         return Ok(StopReport {
             drain: Some(finish_drain(env, component, None)?),
             killed: Vec::new(),
         });
     }
-    let draining = env.draining_of(name)?;
+    let draining = env.draining_of(&component.name)?;
     Ok(StopReport {
         drain: None,
         killed: retire_finished(env, component, &draining, false)?,
     })
+}
+
+/// The first half of `stop` and `kill`, under the lock: take the component's ports out of the
+/// ruleset and mark every backend (the active one and any running container of the component)
+/// draining, so that nothing new reaches them and retiring them is what is left. `what` names
+/// the command to whoever waits for the lock.
+pub fn withdraw(env: &Env, component: &Component, what: &str) -> Result<()> {
+    let name = &component.name;
+    let mut session = Session::open(env, component, what)?;
+    let now = now_ms();
+    let mut active = active_record(&session.routes, now);
+    if let Some(record) = &mut active {
+        record.container = session.container_at(record.address).map(|c| c.id.clone());
+    }
+    let running: Vec<(std::net::Ipv4Addr, String)> = session
+        .containers
+        .iter()
+        .filter(|c| c.running)
+        .filter_map(|c| Some((c.address?, c.id.clone())))
+        .collect();
+    let entry = session.state.components.entry(name.clone()).or_default();
+    if let Some(mut record) = active.or(entry.active.take()) {
+        record.since_ms = now;
+        if !entry.draining.iter().any(|b| b.address == record.address) {
+            entry.draining.push(record);
+        }
+    }
+    entry.active = None;
+    // Containers of the component that nothing tracks yet are retired with the rest.
+    for (address, id) in running {
+        if !entry.draining.iter().any(|b| b.address == address) {
+            entry.draining.push(BackendRecord {
+                address,
+                ports: component.port_pairs(),
+                since_ms: now,
+                container: Some(id),
+            });
+        }
+    }
+    let mut ports: Vec<PortPair> = session
+        .routes
+        .routes
+        .iter()
+        .map(|r| PortPair {
+            external: r.external,
+            backend: r.backend_port,
+        })
+        .chain(component.port_pairs())
+        .collect();
+    ports.sort_by_key(|p| p.external);
+    ports.dedup_by_key(|p| p.external);
+    session.save(env)?;
+    let known = session.state.known_addresses();
+    env.firewall.unroute(name, &ports, &known)?;
+    env.step(format!("{name}: new connections are no longer forwarded"));
+    sweep_stopped(env, &mut session, component);
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! `handoff fleet list [--json]`: the fleet's hosts, alive (their lease key exists) or lost
 //! (only their member record is left), and since when; per host, each component as its agent
-//! last reported it; the current (or last) rollout.
+//! last reported it; the current (or last) rollout; the components stopped fleet-wide.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +50,7 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
         }
     }
     let rollout = snapshot.rollout.map(|(record, _)| record);
+    let stopped = snapshot.stopped;
     if args.json {
         let hosts: Vec<_> = hosts
             .values()
@@ -80,6 +81,11 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
                     "state": r.state,
                     "reason": r.reason,
                 })),
+                "stopped": stopped.values().map(|s| json!({
+                    "component": s.component,
+                    "kill": s.kill,
+                    "since_ms": s.since_ms,
+                })).collect::<Vec<_>>(),
                 "hosts": hosts,
             })
         );
@@ -98,8 +104,17 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    println!("{:<24} {:<6} SINCE", "HOST", "STATE");
     let now = now_ms();
+    for stop in stopped.values() {
+        println!(
+            "{}: {} fleet-wide {} ago (handoff fleet start {} lifts it)",
+            stop.component,
+            if stop.kill { "killed" } else { "stopped" },
+            crate::ops::human_duration(now.saturating_sub(stop.since_ms)),
+            stop.component
+        );
+    }
+    println!("{:<24} {:<6} SINCE", "HOST", "STATE");
     for host in hosts.values() {
         let (state, since) = if host.alive {
             ("alive", "registered")

@@ -2,10 +2,14 @@
 //! etcd v3 (the store and its key layout: [`crate::fleet`]). One file per subcommand.
 
 pub mod agent;
+mod drains;
 pub mod getconfig;
+pub mod kill;
 pub mod list;
 pub mod rollback;
 pub mod setconfig;
+pub mod start;
+pub mod stop;
 pub mod update;
 
 use anyhow::Result;
@@ -43,6 +47,12 @@ pub enum FleetCommand {
     Update(update::Args),
     /// Roll COMPONENT back to the tag the fleet ran before its last rollout.
     Rollback(rollback::Args),
+    /// Stop COMPONENT on every host: out of the ruleset, drained, then retired.
+    Stop(stop::Args),
+    /// Kill COMPONENT on every host: out of the ruleset and retired at once, without draining.
+    Kill(kill::Args),
+    /// Lift a fleet-wide stop or kill: every host starts COMPONENT again.
+    Start(start::Args),
 }
 
 /// What every fleet subcommand needs: where etcd is and which fleet.
@@ -80,5 +90,8 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
         FleetCommand::List(args) => list::run(args, &fleet),
         FleetCommand::Update(args) => update::run(args, &fleet),
         FleetCommand::Rollback(args) => rollback::run(args, &fleet),
+        FleetCommand::Stop(args) => stop::run(args, &fleet),
+        FleetCommand::Kill(args) => kill::run(args, &fleet),
+        FleetCommand::Start(args) => start::run(args, &fleet),
     }
 }

@@ -1,4 +1,6 @@
 use super::super::converge::{converge, Serving};
+use super::super::launch::launch;
+use super::super::session::Session;
 use super::super::testkit::{docker_address, Kit};
 use super::super::update::update;
 
@@ -55,4 +57,25 @@ fn a_component_that_fails_to_start_is_reported_and_the_others_still_converge() {
     assert!(results[0].1.is_err(), "web's image cannot be pulled");
     let api = results[1].1.as_ref().unwrap();
     assert!(api.started);
+}
+
+#[test]
+fn a_container_left_by_an_update_that_died_is_marked_draining_for_the_agent_to_retire() {
+    let kit = Kit::docker();
+    let env = kit.quiet_env();
+    converge(&env, &kit.config);
+    // An update that launched its container and died before the switch (an agent SIGKILLed
+    // during its turn): the container runs, nothing records it.
+    {
+        let mut session = Session::open(&env, kit.web(), "update").unwrap();
+        launch(&env, &mut session, kit.web(), "v2").unwrap();
+    }
+    assert!(kit.state().component("web").draining.is_empty());
+    let results = converge(&env, &kit.config);
+    let serving = results[0].1.as_ref().unwrap();
+    assert_eq!(serving.address, docker_address(2), "the old one still serves");
+    let draining = kit.state().component("web").draining;
+    assert_eq!(draining.len(), 1, "{draining:?}");
+    assert_eq!(draining[0].address, docker_address(3));
+    assert_eq!(kit.routed(), Some(docker_address(2)));
 }
