@@ -9,7 +9,13 @@
 #      agents' journals show no two turns overlapping;
 #   3. etcd stopped for 20 s in steady state: no request fails, the agents resync after;
 #   4. `fleet update web --tag missing`: exit 3 after the first host, the other untouched;
-#   5. h3's agent, started only now, converges to v2 (the fleet's finished rollout).
+#   5. h3's agent, started only now, converges to v2 (the fleet's finished rollout);
+#   6. `fleet update web --tag v1 --max-parallel 2` under load on all three: 0 failed, and the
+#      agents' journals show two hosts updating at once, never three;
+#   7. the agent of the host taking its turn is SIGKILLed mid-update: the waiting `fleet update`
+#      exits 3 with "host X was lost during its update" within the lease's TTL + 2 s;
+#   8. `fleet stop web`, `fleet start web`, `fleet kill web`, `fleet start web`: every host
+#      reports each state, no web container runs on any while stopped, and each start serves.
 #
 # Run by scripts/test.sh; root only. Everything is removed on exit, also on failure.
 set -euo pipefail
@@ -20,71 +26,21 @@ repo=$PWD
 source scripts/lib/sandbox.sh
 # shellcheck source=lib/machines.sh
 source scripts/lib/machines.sh
+# shellcheck source=lib/fleet.sh
+source scripts/lib/fleet.sh
 require_root_and_packages debootstrap:debootstrap
 ensure_dockerd
 
 machines_begin fleet-test
-export HANDOFF_MACHINES="h1 h2 h3"
-hosts=(h1 h2 h3)
-declare -A id ip
-loads=()
+trap fleet_cleanup EXIT
+bin=$repo/target/release
 
-cleanup() {
-    local rc=$?
-    for pid in "${loads[@]}"; do kill "$pid" 2>/dev/null || true; done
-    if ((rc != 0)); then
-        for host in "${hosts[@]}"; do
-            [[ -n ${id[$host]:-} ]] || continue
-            echo "---- $host: handoff journal ----" >&2
-            docker exec "${id[$host]}" journalctl --no-pager -o short-monotonic -u 'handoff*' 2>&1 | tail -25 >&2 || true
-        done
-    fi
-    (cd vagrant && vagrant destroy -f >/dev/null 2>&1) || true
-    for host in "${hosts[@]}"; do
-        [[ -n ${id[$host]:-} ]] && docker rm -f "${id[$host]}" >/dev/null 2>&1
-    done
-    rm -rf "$work"
-    stop_dockerd
-    exit "$rc"
-}
-trap cleanup EXIT
-
-on() {
-    local host=$1
-    shift
-    machine_exec "${id[$host]}" "$@"
-}
-
-# host:component:state:tag for every status `fleet list --json` reports, and the rollout.
-fleet_view() {
-    on h1 handoff fleet list --json >"$work/fleet.json" 2>/dev/null || return 0
-    python3 - "$work/fleet.json" <<'PY'
-import json, sys
-listed = json.load(open(sys.argv[1]))
-parts = [f"{h['name']}:{'alive' if h['alive'] else 'lost'}:{c['name']}:{c['state']}:{c['tag']}"
-         for h in listed["hosts"] for c in h["components"]]
-rollout = listed.get("rollout")
-if rollout:
-    parts.append(f"rollout:{rollout['tag']}:{rollout['state']}")
-print(" ".join(parts))
-PY
-}
-
-wait_view() {
-    local want=$1 what=$2 view=
-    for _ in $(seq 120); do
-        view=$(fleet_view)
-        [[ " $view " == *" $want "* ]] && return 0
-        sleep 0.5
-    done
-    fail "$what: '$want' not in the fleet view: $view"
-}
-
+load_hosts=(h1 h2)
 start_loads() {
     local ms=$1 tag=$2 host
     loads=()
-    for host in h1 h2; do
-        "$repo/target/release/handoff-netkit" load --target "${ip[$host]}:80" --connections 2 \
+    for host in "${load_hosts[@]}"; do
+        "$bin/handoff-netkit" load --target "${ip[$host]}:80" --connections 2 \
             --duration-ms "$ms" >"$work/load-$host-$tag.json" &
         loads+=($!)
     done
@@ -94,49 +50,31 @@ check_loads() {
     local tag=$1 pid host
     for pid in "${loads[@]}"; do wait "$pid" || true; done
     loads=()
-    for host in h1 h2; do
+    for host in "${load_hosts[@]}"; do
         check_load "$work/load-$host-$tag.json" "$host: $tag"
     done
 }
 
-# -- three machines, the package in each, etcd on h1 --------------------------------------------
-step "building the package, the machine image and the web image"
-deb=$(bash scripts/package.sh | tail -1)
-export HANDOFF_MACHINE_IMAGE
-HANDOFF_MACHINE_IMAGE=$(bash scripts/machine-image.sh | tail -1)
-bin=$repo/target/release
-cargo build --release --quiet --bin handoff-netkit
-netkit_rootfs_tar "$work/web.tar"
+# The agents' event history since SINCE (epoch seconds): every turn begun and ended, in time
+# order; fail unless at most MAX hosts were updating at once, and say how many were.
+check_turns() {
+    local max=${*: -2:1} since=${*: -1} turns most
+    local names=("${@:1:$#-2}")
+    turns=$(for host in "${names[@]}"; do
+        on "$host" journalctl --no-pager -o short-unix -u handoff-fleet-agent --since "@$since" |
+            awk -v h="$host" '/my turn/ {print $1, h, "begin"} /now serves|update failed/ {print $1, h, "end"}'
+    done | sort -n)
+    echo "$turns" | sed 's/^/    /' >&2
+    most=$(awk '$3 == "begin" {n++; if (n > m) m = n} $3 == "end" {n--} END {print m + 0}' <<<"$turns")
+    ((most <= max)) || fail "$most hosts were updating at once (at most $max allowed): $turns"
+    step "at most $most host(s) updating at once (allowed: $max)"
+    turns_most=$most
+}
 
-step "vagrant up h1 h2 h3"
-(cd vagrant && vagrant up --provider=docker >"$work/up.log" 2>&1) || { cat "$work/up.log" >&2; fail "vagrant up"; }
-for host in "${hosts[@]}"; do
-    id[$host]=$(machine_id "$host")
-    ip[$host]=$(machine_ip "${id[$host]}")
-done
-for host in "${hosts[@]}"; do machine_wait_booted "${id[$host]}"; done
-for host in "${hosts[@]}"; do
-    on "$host" bash /handoff/vagrant/provision.sh "/handoff/${deb#"$repo"/}" >"$work/provision-$host.log" 2>&1 &
-done
-wait || fail "provisioning: $(cat "$work"/provision-*.log)"
-for host in "${hosts[@]}"; do
-    for version in v1 v2; do
-        on "$host" docker import -c "$(netkit_serve_cmd "$version")" - "web:$version" <"$work/web.tar" >/dev/null
-    done
-    printf 'HANDOFF_ETCD=http://%s:2379\nHANDOFF_AGENT_ARGS=--host %s\n' "${ip[h1]}" "$host" |
-        on "$host" sh -c 'cat >/etc/default/handoff'
-done
-on h1 env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >"$work/etcd.log" 2>&1 ||
-    { cat "$work/etcd.log" >&2; fail "etcd-server"; }
-on h1 sh -c "cat >>/etc/default/etcd" <<EOF
-ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379
-ETCD_ADVERTISE_CLIENT_URLS=http://${ip[h1]}:2379
-EOF
-on h1 systemctl restart etcd
+fleet_up
 
 # -- 1. setconfig: the agents start web -----------------------------------------------------------
 step "1. fleet setconfig; agents on h1 and h2 start web v1"
-on h1 sh -c 'cat >/etc/handoff/handoff.json' <examples/web.json
 on h1 handoff fleet setconfig /etc/handoff/handoff.json >&2
 for host in h1 h2; do on "$host" systemctl start handoff-fleet-agent; done
 wait_view "h1:alive:web:ready:v1" "h1 converged"
@@ -150,13 +88,7 @@ started=$SECONDS
 on h1 handoff fleet update web --tag v2 >&2 || fail "fleet update web --tag v2"
 step "the rollout took $((SECONDS - started)) s"
 check_loads v2
-turns=$(for host in h1 h2; do
-    on "$host" journalctl --no-pager -o short-unix -u handoff-fleet-agent |
-        awk -v h="$host" '/my turn/ {print $1, h, "begin"} /now serves/ {print $1, h, "end"}'
-done | sort -n)
-echo "$turns" | sed 's/^/    /' >&2
-awk '$3 == "begin" {n++; if (n > 1) bad = 1} $3 == "end" {n--} END {exit bad}' <<<"$turns" ||
-    fail "two hosts were updating at once: $turns"
+check_turns "${hosts[@]}" 1 "$(date +%s -d '-1 hour')"
 
 # -- 3. etcd down for 20 s --------------------------------------------------------------------------
 step "3. etcd stopped for 20 s under load"
@@ -189,4 +121,78 @@ on h3 systemctl start handoff-fleet-agent
 wait_view "h3:alive:web:ready:v2" "h3 converged"
 "$bin/handoff-netkit" load --target "${ip[h3]}:80" --connections 2 --duration-ms 1000 >"$work/h3.json"
 grep -q '"v2"' "$work/h3.json" || fail "h3 does not serve v2: $(cat "$work/h3.json")"
+
+# -- 6. two at a time across three hosts --------------------------------------------------------
+step "6. fleet update web --tag v1 --max-parallel 2 under load on all three hosts"
+load_hosts=(h1 h2 h3)
+since=$(date +%s)
+start_loads 8000 parallel
+sleep 1
+on h1 handoff fleet update web --tag v1 --max-parallel 2 >&2 || fail "fleet update --max-parallel 2"
+check_loads parallel
+check_turns "${hosts[@]}" 2 "$since"
+((turns_most == 2)) || fail "--max-parallel 2: the hosts updated one at a time"
+
+# -- 7. the updating host's agent SIGKILLed -----------------------------------------------------
+step "7. SIGKILL of the agent on the host taking its turn: the rollout halts within TTL + 2 s"
+since=$(date +%s)
+on h1 handoff fleet update web --tag slow >"$work/lost.out" 2>"$work/lost.err" &
+waiting=$!
+victim=
+for _ in $(seq 100); do
+    for host in "${hosts[@]}"; do
+        if on "$host" journalctl --no-pager -u handoff-fleet-agent --since "@$since" |
+            grep -q 'my turn (slot 0) in the rollout to slow'; then
+            victim=$host
+        fi
+    done
+    [[ -n $victim ]] && break
+    sleep 0.1
+done
+[[ -n $victim ]] || fail "no host took a turn in the rollout to slow: $(cat "$work/lost.err")"
+on "$victim" systemctl kill -s SIGKILL handoff-fleet-agent
+killed_at=$EPOCHREALTIME
+set +e
+wait "$waiting"
+rc=$?
+set -e
+halted_ms=$(python3 -c "print(round(($EPOCHREALTIME - $killed_at) * 1000))")
+((rc == 3)) || fail "after the SIGKILL: exit $rc, expected 3: $(cat "$work/lost.err")"
+grep -q "host $victim was lost during its update" "$work/lost.err" ||
+    fail "no 'lost' reason: $(cat "$work/lost.err")"
+((halted_ms <= 12000)) || fail "halted $halted_ms ms after the SIGKILL (TTL 10 s + 2 s)"
+step "halted $halted_ms ms after the SIGKILL of $victim's agent: $(tail -1 "$work/lost.err")"
+# systemd starts the agent again (Restart=always); it registers once the old lease is gone.
+wait_view "$victim:alive:web:ready:v1" "$victim's agent back"
+# The slow container the killed update left behind is retired by the agent that came back.
+for _ in $(seq 60); do
+    [[ -z $(on "$victim" docker ps -q --filter ancestor=web:slow) ]] && break
+    sleep 0.5
+done
+[[ -z $(on "$victim" docker ps -q --filter ancestor=web:slow) ]] ||
+    fail "$victim: the killed update's container was left running"
+on h1 handoff fleet update web --tag v1 >&2 || fail "back to v1 after the halt"
+
+# -- 8. fleet-wide stop, kill and start ---------------------------------------------------------
+web_containers() {
+    local host count=0
+    for host in "${hosts[@]}"; do
+        count=$((count + $(on "$host" docker ps -q --filter ancestor=web:v1 | wc -l)))
+    done
+    echo "$count"
+}
+step "8. fleet stop / start / kill / start web"
+on h1 handoff fleet stop web >&2 || fail "fleet stop web"
+for host in "${hosts[@]}"; do wait_view "$host:alive:web:stopped:None" "$host stopped"; done
+(($(web_containers) == 0)) || fail "web containers still run after fleet stop"
+on h1 handoff fleet list >&2
+on h1 handoff fleet start web >&2 || fail "fleet start web"
+start_loads 2000 started
+check_loads started
+on h1 handoff fleet kill web >&2 || fail "fleet kill web"
+for host in "${hosts[@]}"; do wait_view "$host:alive:web:killed:None" "$host killed"; done
+(($(web_containers) == 0)) || fail "web containers still run after fleet kill"
+on h1 handoff fleet start web >&2 || fail "fleet start web after the kill"
+start_loads 2000 restarted
+check_loads restarted
 step "passed"
