@@ -56,6 +56,17 @@ pub struct ComponentState {
     pub active: Option<BackendRecord>,
     #[serde(default)]
     pub draining: Vec<BackendRecord>,
+    /// The last `rollback`, while its effect holds: what a rerun of it recognises as done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
+}
+
+/// A rollback from one backend address to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolledBack {
+    pub from: Ipv4Addr,
+    pub to: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +114,10 @@ impl State {
     ) {
         let entry = self.components.entry(component.to_string()).or_default();
         entry.draining.retain(|b| b.address != new.address);
+        // Any other switch ends what a rollback did.
+        if entry.rolled_back.is_some_and(|r| r.to != new.address) {
+            entry.rolled_back = None;
+        }
         if let Some(previous) = previous {
             if previous.address != new.address
                 && !entry.draining.iter().any(|b| b.address == previous.address)

@@ -1016,3 +1016,48 @@ fn a_client_port_reused_right_after_an_update_reaches_the_new_version_at_once() 
     );
     sandbox.handoff_ok(&["kill", "web"]);
 }
+
+#[test]
+#[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
+fn a_rollback_under_load_returns_to_the_draining_version_and_retires_the_bad_one() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    let v1 = sandbox.containers()[0].0.clone();
+    sandbox.handoff_ok(&["update", "web", "--tag", "v2", "--no-wait"]);
+    let load = sandbox.spawn_load(4, 3000);
+    std::thread::sleep(Duration::from_millis(800));
+    let said = sandbox.handoff_ok(&["rollback", "web"]);
+    assert!(said.contains(&sandbox.address_of(&v1)), "{said}");
+    let load = common::finish_json(load);
+    common::assert_nothing_failed_or_stalled(&load, "the rollback");
+    common::assert_served_by(&load, "v2");
+    common::assert_served_by(&load, "v1");
+    assert_eq!(sole_container_routed_and_serving(&sandbox, "v1"), v1);
+
+    // Nothing draining any more: refused, exit 2, nothing changed.
+    let before = (sandbox.containers(), sandbox.routed_address());
+    let refused = sandbox.handoff(&["rollback", "web"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("nothing to roll back to"));
+    assert_eq!((sandbox.containers(), sandbox.routed_address()), before);
+
+    // A rollback SIGKILLed right after its switch: the rerun finds it done, does not flip
+    // forward again, and retires the version rolled back from.
+    sandbox.handoff_ok(&["update", "web", "--tag", "v2", "--no-wait"]);
+    let crashed = sandbox
+        .handoff_command(&["rollback", "web"])
+        .env("HANDOFF_CRASH_AT", "after-switch")
+        .output()
+        .expect("rollback");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&crashed.status),
+        Some(9),
+        "{crashed:?}"
+    );
+    assert_eq!(sandbox.containers().len(), 2);
+    let rerun = sandbox.handoff_ok(&["rollback", "web"]);
+    assert!(rerun.contains("already rolled back"), "{rerun}");
+    assert_eq!(sole_container_routed_and_serving(&sandbox, "v1"), v1);
+    sandbox.handoff_ok(&["kill", "web"]);
+}

@@ -16,6 +16,7 @@ pub mod monitor;
 mod output;
 mod progress;
 pub mod restore;
+pub mod rollback;
 pub mod start;
 pub mod stop;
 pub mod switch;
@@ -57,6 +58,9 @@ pub enum Command {
     Start(start::Args),
     /// Start the new container beside the old one, switch when ready, drain and retire the old.
     Update(update::Args),
+    /// Route the component back to its most recent draining backend (ready-checked again);
+    /// the active one drains and, for a Docker component, is retired.
+    Rollback(rollback::Args),
     /// Take the component's ports out of the ruleset, drain, stop and remove its containers.
     Stop(stop::Args),
     /// Like stop, without draining: remove the containers now.
@@ -125,6 +129,7 @@ pub fn run(command: &Command, globals: &Globals) -> Result<()> {
         Command::List(args) => list::run(args, globals),
         Command::Start(args) => start::run(args, globals),
         Command::Update(args) => update::run(args, globals),
+        Command::Rollback(args) => rollback::run(args, globals),
         Command::Stop(args) => stop::run(args, globals),
         Command::Kill(args) => kill::run(args, globals),
         Command::Restore(args) => restore::run(args, globals),

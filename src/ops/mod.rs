@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod reconcile;
 pub mod restore;
 pub mod retire;
+pub mod rollback;
 pub mod session;
 pub mod stop;
 pub mod switch;

@@ -6,6 +6,7 @@
 mod converge;
 mod crash;
 mod restore;
+mod rollback;
 mod rounds;
 mod stop;
 mod update;
