@@ -21,13 +21,20 @@
 //!     # without it the reply would go straight back over the bridge, bypassing the host)
 //!     set hairpin_sources { type ipv4_addr }
 //!
-//!     # traffic from other hosts to the host's own addresses
+//!     # traffic from other hosts to the host's own addresses; over IPv6, which no backend
+//!     # serves, a component's ports are refused (a TCP reset) instead of reaching whatever
+//!     # the host itself runs on [::]:PORT
 //!     chain prerouting { type nat hook prerouting priority dstnat - 10; policy accept;
-//!         meta nfproto ipv4 fib daddr type local meta l4proto tcp tcp dport vmap @dispatch }
-//!     # clients on the host itself (127.0.0.0/8 is left alone: its replies cannot be routed)
+//!         meta nfproto ipv4 fib daddr type local meta l4proto tcp tcp dport vmap @dispatch
+//!         meta nfproto ipv6 fib daddr type local meta l4proto tcp tcp dport @dispatch
+//!             reject with tcp reset }
+//!     # clients on the host itself (127.0.0.0/8 and ::1 are left alone: their replies
+//!     # cannot be routed)
 //!     chain output { type nat hook output priority -110; policy accept;
 //!         meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local
-//!         meta l4proto tcp tcp dport vmap @dispatch }
+//!         meta l4proto tcp tcp dport vmap @dispatch
+//!         meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local meta l4proto tcp
+//!         tcp dport @dispatch reject with tcp reset }
 //!     # the rule that carries the component's traffic: one map lookup; the label lets
 //!     # Docker's FORWARD chain accept exactly our flows (see docker_user.rs)
 //!     chain component_web { ct label set 127 dnat ip to tcp dport map @backend_web }
@@ -78,6 +85,11 @@ pub fn component_chain(component: &str) -> String {
 
 /// The dispatch rule's matches, shared by prerouting and output.
 const DISPATCH: &str = "fib daddr type local meta l4proto tcp tcp dport vmap @dispatch";
+/// The same ports over IPv6: refused. No backend serves IPv6, and without this rule the
+/// traffic would *fail open* — pass our chains untouched and reach whatever the host itself
+/// listens with on [::]:PORT. A reset rather than a drop, so a client tries IPv4 at once.
+const REFUSE_IPV6: &str =
+    "fib daddr type local meta l4proto tcp tcp dport @dispatch reject with tcp reset";
 
 /// Table, maps, sets and base chains with their rules, idempotently: `add` of an existing
 /// table, chain, map or set is a no-op, and base chains are flushed before their rule is added
@@ -94,12 +106,14 @@ pub fn base(table: &str) -> Vec<String> {
         ),
         format!("flush chain {t} prerouting"),
         format!("add rule {t} prerouting meta nfproto ipv4 {DISPATCH}"),
+        format!("add rule {t} prerouting meta nfproto ipv6 {REFUSE_IPV6}"),
         format!(
             "add chain {t} output {{ type nat hook output priority {DSTNAT_PRIORITY} ; \
              policy accept ; }}"
         ),
         format!("flush chain {t} output"),
         format!("add rule {t} output meta nfproto ipv4 ip daddr != 127.0.0.0/8 {DISPATCH}"),
+        format!("add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {REFUSE_IPV6}"),
         format!(
             "add chain {t} postrouting {{ type nat hook postrouting priority {SRCNAT_PRIORITY} ; \
              policy accept ; }}"
@@ -332,13 +346,29 @@ mod tests {
                 .filter(|(_, c)| c.starts_with(&format!("add rule inet handoff {name} ")))
                 .map(|(i, _)| i)
                 .collect();
+            let expected = if name == "postrouting" { 1 } else { 2 };
             assert!(
-                added < flushed && rules.len() == 1 && flushed < rules[0],
+                added < flushed && rules.len() == expected && flushed < rules[0],
                 "{name}"
             );
         }
         assert!(commands[3].contains("type nat hook prerouting priority -110"));
         assert!(commands[3].contains("policy accept"));
+    }
+
+    #[test]
+    fn a_components_ports_are_refused_over_ipv6_from_outside_and_from_the_host() {
+        let commands = base(DEFAULT_TABLE);
+        position(
+            &commands,
+            "add rule inet handoff prerouting meta nfproto ipv6 fib daddr type local meta \
+             l4proto tcp tcp dport @dispatch reject with tcp reset",
+        );
+        position(
+            &commands,
+            "add rule inet handoff output meta nfproto ipv6 ip6 daddr != ::1 fib daddr type \
+             local meta l4proto tcp tcp dport @dispatch reject with tcp reset",
+        );
     }
 
     #[test]
