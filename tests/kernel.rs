@@ -986,3 +986,138 @@ fn drain_wait_holds_no_lock_while_it_waits() {
     assert!(started.elapsed() < Duration::from_secs(1));
     drain_outlives_hold(hold, drain, Duration::from_secs(20));
 }
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_rollback_under_load_routes_back_and_keeps_every_flow_where_it_started() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve_both_on_a();
+    let hold = |sandbox: &Sandbox, backend: &str| {
+        let mut hold = sandbox.spawn_netkit(
+            &sandbox.client,
+            &["hold", "--target", &gateway_80(), "--ms", "4000"],
+        );
+        let line = read_line(&mut hold);
+        assert!(
+            line.contains(&format!(r#""backend":"{backend}""#)),
+            "{line}"
+        );
+        hold
+    };
+    let on_a = hold(&sandbox, "a");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    let on_b = hold(&sandbox, "b");
+    let load = sandbox.spawn_netkit(
+        &sandbox.client,
+        &[
+            "load",
+            "--target",
+            &gateway_80(),
+            "--connections",
+            "8",
+            "--duration-ms",
+            "2000",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let said = sandbox.handoff_ok(&["rollback", "web"]);
+    assert!(said.contains(BACKEND_A), "{said}");
+    let result = finish_json(load);
+    assert_nothing_failed_or_stalled(&result, "the load across the rollback");
+    for backend in ["a", "b"] {
+        assert!(
+            result["by_backend"][backend].as_u64().unwrap_or(0) > 0,
+            "{result}"
+        );
+    }
+    // Both held connections lived on, each on the backend it started with.
+    for (mut held, name) in [(on_a, "a"), (on_b, "b")] {
+        let status = held.wait().expect("hold");
+        assert!(status.success(), "the connection held on {name} was cut");
+    }
+    let listed = sandbox.list_json();
+    assert_eq!(listed["components"][0]["active"], BACKEND_A, "{listed}");
+    assert_eq!(
+        listed["components"][0]["draining"][0]["address"], BACKEND_B,
+        "{listed}"
+    );
+    let after = sandbox.requests(&sandbox.client, &gateway_80(), 300);
+    assert_served_by(&after, "a");
+    assert!(after["by_backend"].get("b").is_none(), "{after}");
+
+    // Once b is retired there is nothing to roll back to: exit 2, the ruleset as it was.
+    sandbox.handoff_ok(&["drain", "web", "--wait", "--timeout", "10"]);
+    let before = sandbox.ruleset();
+    let refused = sandbox.handoff(&["rollback", "web"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("nothing to roll back to"));
+    assert_eq!(sandbox.ruleset(), before);
+}
+
+/// A component's ports over IPv6: no backend serves IPv6, so they are refused at once (a TCP
+/// reset) instead of failing open to what the host itself runs on [::]:PORT; other ports and
+/// IPv4 are untouched.
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_components_ports_are_refused_over_ipv6_instead_of_reaching_the_hosts_own_listener() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    let (gw, client) = (sandbox.gateway.clone(), sandbox.client.clone());
+    for (ns, address) in [(&gw, "fd00:2::1/64"), (&client, "fd00:2::2/64")] {
+        let dev = if ns == &gw { "vc" } else { "eth0" };
+        let ok = Command::new("ip")
+            .args(["-n", ns, "addr", "add", address, "dev", dev, "nodad"])
+            .status()
+            .expect("ip");
+        assert!(ok.success(), "{address}");
+    }
+    // The host's own services on [::]:80 (the component's port) and [::]:81 (not one).
+    for (port, name) in [(80, "host80"), (81, "host81")] {
+        let ready = sandbox.dir.path().join(format!("{name}.ready"));
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &gw, NETKIT, "serve", "--listen"])
+            .arg(format!("[::]:{port}"))
+            .args(["--name", name, "--ready-file"])
+            .arg(&ready)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        sandbox.spawn_child(&mut command);
+        wait_for(
+            Duration::from_secs(10),
+            || ready.exists(),
+            "the host listener",
+        );
+    }
+    let over_ipv6 = |sandbox: &Sandbox, port: u16| {
+        sandbox.requests(&sandbox.client, &format!("[fd00:2::1]:{port}"), 300)
+    };
+    // The control: before handoff routes web, IPv6 on port 80 reaches the host's listener.
+    assert_served_by(&over_ipv6(&sandbox, 80), "host80");
+
+    sandbox.serve_both_on_a();
+    let refused = over_ipv6(&sandbox, 80);
+    assert_eq!(refused["ok"], 0, "{refused}");
+    assert!(refused["failed"].as_u64().unwrap_or(0) > 0, "{refused}");
+    assert_served_by(&over_ipv6(&sandbox, 81), "host81");
+    assert_served_by(&sandbox.requests(&sandbox.client, &gateway_80(), 300), "a");
+    // The host itself too (not over ::1, left alone like 127.0.0.1).
+    let local = sandbox.netkit(
+        &gw,
+        &[
+            "load",
+            "--target",
+            "[fd00:2::1]:80",
+            "--connections",
+            "1",
+            "--duration-ms",
+            "200",
+        ],
+    );
+    assert_eq!(local["ok"], 0, "{local}");
+
+    // Once web is stopped its port is the host's again.
+    sandbox.handoff_ok(&["stop", "web"]);
+    assert_served_by(&over_ipv6(&sandbox, 80), "host80");
+}
