@@ -35,6 +35,11 @@ pub fn backend_map(name: &str) -> String {
     format!("backend_{}", object_suffix(name))
 }
 
+/// The canary map of component `name`: where its canary's share of new connections goes.
+pub fn canary_map(name: &str) -> String {
+    format!("canary_{}", object_suffix(name))
+}
+
 /// The component whose backend map is `map` (the inverse of [`backend_map`]); `None` for any
 /// other object.
 pub fn component_of_map(map: &str) -> Option<String> {

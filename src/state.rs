@@ -59,6 +59,20 @@ pub struct ComponentState {
     /// The last `rollback`, while its effect holds: what a rerun of it recognises as done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<RolledBack>,
+    /// The canary taking a share of new connections beside the active backend, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryRecord>,
+}
+
+/// A canary: `weight` % of new connections go to `backend` (`sticky`: chosen by client
+/// address). The kernel's canary map says where they go; this says how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryRecord {
+    pub backend: BackendRecord,
+    pub weight: u8,
+    #[serde(default)]
+    pub sticky: bool,
 }
 
 /// A rollback from one backend address to another.
@@ -96,7 +110,12 @@ impl State {
         let mut addresses: Vec<Ipv4Addr> = self
             .components
             .values()
-            .flat_map(|c| c.active.iter().chain(c.draining.iter()))
+            .flat_map(|c| {
+                c.active
+                    .iter()
+                    .chain(c.draining.iter())
+                    .chain(c.canary.iter().map(|canary| &canary.backend))
+            })
             .map(|b| b.address)
             .collect();
         addresses.sort();
@@ -114,10 +133,12 @@ impl State {
     ) {
         let entry = self.components.entry(component.to_string()).or_default();
         entry.draining.retain(|b| b.address != new.address);
-        // Any other switch ends what a rollback did.
+        // Any other switch ends what a rollback did; every switch ends a canary (a promote
+        // is a switch to it).
         if entry.rolled_back.is_some_and(|r| r.to != new.address) {
             entry.rolled_back = None;
         }
+        entry.canary = None;
         if let Some(previous) = previous {
             if previous.address != new.address
                 && !entry.draining.iter().any(|b| b.address == previous.address)

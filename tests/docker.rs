@@ -1061,3 +1061,62 @@ fn a_rollback_under_load_returns_to_the_draining_version_and_retires_the_bad_one
     assert_eq!(sole_container_routed_and_serving(&sandbox, "v1"), v1);
     sandbox.handoff_ok(&["kill", "web"]);
 }
+
+#[test]
+#[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
+fn a_docker_canary_under_load_then_promote_or_rollback_retires_the_losing_version() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    sandbox.handoff_ok(&["start", "web"]);
+    let v1 = sandbox.containers()[0].0.clone();
+    let load = sandbox.spawn_load(4, 3000);
+    std::thread::sleep(Duration::from_millis(500));
+    let said = sandbox.handoff_ok(&["update", "web", "--tag", "v2", "--canary", "30"]);
+    assert!(said.contains("30 % of new connections"), "{said}");
+    let load = common::finish_json(load);
+    common::assert_nothing_failed_or_stalled(&load, "the canary's start");
+    common::assert_served_by(&load, "v2");
+    let listed = sandbox.list_json();
+    let web = &listed["components"][0];
+    assert_eq!(web["active"], sandbox.address_of(&v1), "{listed}");
+    assert_eq!(web["canary"]["weight"], 30, "{listed}");
+    let states: Vec<&str> = web["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.len(), 2);
+    assert!(
+        states.contains(&"canary") && states.contains(&"active"),
+        "{states:?}"
+    );
+
+    // rollback: the canary drains and is retired; v1 alone serves.
+    sandbox.handoff_ok(&["rollback", "web"]);
+    assert_eq!(sole_container_routed_and_serving(&sandbox, "v1"), v1);
+
+    // A canary interrupted between its state write and the kernel converges on rerun.
+    let crashed = sandbox
+        .handoff_command(&["update", "web", "--tag", "v2", "--canary", "30"])
+        .env("HANDOFF_CRASH_AT", "before-switch")
+        .output()
+        .expect("update");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&crashed.status),
+        Some(9),
+        "{crashed:?}"
+    );
+    sandbox.handoff_ok(&["update", "web", "--tag", "v2", "--canary", "30"]);
+    let running: Vec<_> = sandbox.containers().into_iter().filter(|c| c.2).collect();
+    assert_eq!(running.len(), 2, "the old one and one canary: {running:?}");
+    assert_eq!(sandbox.list_json()["components"][0]["canary"]["weight"], 30);
+
+    // promote under load: nothing fails, v1 is retired, v2 alone serves.
+    let load = sandbox.spawn_load(4, 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    sandbox.handoff_ok(&["promote", "web"]);
+    common::assert_nothing_failed_or_stalled(&common::finish_json(load), "the promote");
+    sole_container_routed_and_serving(&sandbox, "v2");
+    sandbox.handoff_ok(&["kill", "web"]);
+}

@@ -369,7 +369,8 @@ fn list_json_keeps_its_contract() {
     assert_eq!(
         unrouted["components"][0],
         serde_json::json!({"name": "web", "active": null, "active_flows": null, "ports": null,
-                           "active_since_ms": null, "draining": [], "containers": []})
+                           "active_since_ms": null, "canary": null, "draining": [],
+                           "containers": []})
     );
     sandbox.serve_both_on_a();
     let mut hold = sandbox.hold_on_a_then_switch_to_b(5000);
@@ -1120,4 +1121,124 @@ fn a_components_ports_are_refused_over_ipv6_instead_of_reaching_the_hosts_own_li
     // Once web is stopped its port is the host's again.
     sandbox.handoff_ok(&["stop", "web"]);
     assert_served_by(&over_ipv6(&sandbox, 80), "host80");
+}
+
+/// The share of a load's answers that came from `backend`, in percent.
+fn share(load: &serde_json::Value, backend: &str) -> f64 {
+    let by = &load["by_backend"];
+    let total: u64 = ["a", "b"].iter().map(|b| by[b].as_u64().unwrap_or(0)).sum();
+    by[backend].as_u64().unwrap_or(0) as f64 * 100.0 / total.max(1) as f64
+}
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_canary_takes_its_share_in_the_kernel_and_promote_and_rollback_keep_every_flow() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve_both_on_a();
+    let load = |sandbox: &Sandbox, ms: &str| {
+        sandbox.netkit(
+            &sandbox.client,
+            &[
+                "load",
+                "--target",
+                &gateway_80(),
+                "--connections",
+                "8",
+                "--duration-ms",
+                ms,
+            ],
+        )
+    };
+    // Bad shares are refused by the command line, nothing changed.
+    let before = sandbox.ruleset();
+    for bad in [
+        vec!["switch", "web", "--to", BACKEND_B, "--weight", "0"],
+        vec!["switch", "web", "--to", BACKEND_B, "--weight", "100"],
+        vec!["switch", "web", "--to", BACKEND_B, "--sticky"],
+    ] {
+        let refused = sandbox.handoff(&bad);
+        assert_eq!(refused.status.code(), Some(2), "{bad:?}: {refused:?}");
+    }
+    assert_eq!(sandbox.ruleset(), before);
+
+    // 20 % per connection, measured over at least 10,000 new connections.
+    let said = sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B, "--weight", "20"]);
+    assert!(said.contains("20 % of new connections"), "{said}");
+    let listed = sandbox.list_json();
+    assert_eq!(listed["components"][0]["active"], BACKEND_A, "{listed}");
+    assert_eq!(
+        listed["components"][0]["canary"]["address"], BACKEND_B,
+        "{listed}"
+    );
+    assert_eq!(listed["components"][0]["canary"]["weight"], 20, "{listed}");
+    let measured = load(&sandbox, "4000");
+    assert_nothing_failed_or_stalled(&measured, "the canary's load");
+    assert!(measured["ok"].as_u64().unwrap() >= 10_000, "{measured}");
+    let on_b = share(&measured, "b");
+    eprintln!("20 % canary: {on_b:.2} % of {} connections", measured["ok"]);
+    assert!(
+        (on_b - 20.0).abs() <= 2.0,
+        "{on_b:.2} % on the canary: {measured}"
+    );
+
+    // Sticky: one client address always lands on the same side, across reruns.
+    sandbox.handoff_ok(&[
+        "switch", "web", "--to", BACKEND_B, "--weight", "50", "--sticky",
+    ]);
+    let first = load(&sandbox, "300");
+    let side = if share(&first, "b") > 50.0 { "b" } else { "a" };
+    assert_eq!(share(&first, side), 100.0, "{first}");
+    sandbox.handoff_ok(&[
+        "switch", "web", "--to", BACKEND_B, "--weight", "50", "--sticky",
+    ]);
+    assert_eq!(share(&load(&sandbox, "300"), side), 100.0);
+
+    // A plain switch during a canary is refused.
+    let refused = sandbox.handoff(&["switch", "web", "--to", BACKEND_B]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+
+    // Rollback ends the canary: a flow held on it lives on; new ones all go to a.
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B, "--weight", "99"]);
+    let mut held = sandbox.spawn_netkit(
+        &sandbox.client,
+        &["hold", "--target", &gateway_80(), "--ms", "2000"],
+    );
+    let line = read_line(&mut held);
+    sandbox.handoff_ok(&["rollback", "web"]);
+    assert_eq!(share(&load(&sandbox, "300"), "a"), 100.0);
+    assert!(
+        held.wait().expect("hold").success(),
+        "the held flow ({line}) was cut"
+    );
+    assert_eq!(
+        sandbox.list_json()["components"][0]["canary"],
+        serde_json::Value::Null
+    );
+
+    // Promote under load: nothing fails, every new connection then goes to b.
+    sandbox.handoff_ok(&["drain", "web", "--wait", "--timeout", "10"]);
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B, "--weight", "10"]);
+    let background = sandbox.spawn_netkit(
+        &sandbox.client,
+        &[
+            "load",
+            "--target",
+            &gateway_80(),
+            "--connections",
+            "8",
+            "--duration-ms",
+            "1500",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    sandbox.handoff_ok(&["promote", "web"]);
+    assert_nothing_failed_or_stalled(&finish_json(background), "the promote");
+    assert_eq!(share(&load(&sandbox, "300"), "b"), 100.0);
+    let listed = sandbox.list_json();
+    assert_eq!(listed["components"][0]["active"], BACKEND_B, "{listed}");
+    assert_eq!(
+        listed["components"][0]["draining"][0]["address"], BACKEND_A,
+        "{listed}"
+    );
 }

@@ -2,7 +2,8 @@
 //!
 //! The JSON shape is a contract scripts rely on:
 //! `{"components":[{"name":"web","active":"10.0.0.12","draining":[{"address":"10.0.0.11",
-//! "flows":1}]}]}`, with more fields alongside.
+//! "flows":1}]}]}`, with more fields alongside; `"canary"` is `{"address", "weight", "sticky",
+//! "flows"}` during a canary, else `null` (`active` stays the backend that takes the rest).
 
 use anyhow::Result;
 use serde_json::json;
@@ -33,6 +34,12 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
                     "active_flows": c.active.as_ref().map(|a| a.flows.len()),
                     "ports": c.active.as_ref().map(|a| &a.ports),
                     "active_since_ms": c.active.as_ref().and_then(|a| a.since_ms),
+                    "canary": c.canary.as_ref().map(|k| json!({
+                        "address": k.backend.address.to_string(),
+                        "weight": k.weight,
+                        "sticky": k.sticky,
+                        "flows": k.backend.flows.len(),
+                    })),
                     "draining": c.draining.iter().map(|d| json!({
                         "address": d.address.to_string(),
                         "flows": d.flows.len(),
@@ -77,6 +84,22 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
                 draining.join(", ")
             }
         );
+        if let Some(k) = &c.canary {
+            println!(
+                "{:<20} canary {} takes {} of new connections ({}), {} flows",
+                "",
+                k.backend.address,
+                k.weight
+                    .map(|w| format!("{w} %"))
+                    .unwrap_or_else(|| "an unknown share".into()),
+                if k.sticky {
+                    "by client address"
+                } else {
+                    "per connection"
+                },
+                k.backend.flows.len()
+            );
+        }
         for container in &c.containers {
             println!(
                 "    container {} {:<32} {:<15} {:<9} {:>4} flows, up {}  {}",

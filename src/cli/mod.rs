@@ -15,6 +15,7 @@ pub mod man;
 pub mod monitor;
 mod output;
 mod progress;
+pub mod promote;
 pub mod restore;
 pub mod rollback;
 pub mod start;
@@ -59,8 +60,10 @@ pub enum Command {
     /// Start the new container beside the old one, switch when ready, drain and retire the old.
     Update(update::Args),
     /// Route the component back to its most recent draining backend (ready-checked again);
-    /// the active one drains and, for a Docker component, is retired.
+    /// the active one drains and, for a Docker component, is retired. During a canary: end it.
     Rollback(rollback::Args),
+    /// Give the canary every new connection; the active backend drains and is retired.
+    Promote(promote::Args),
     /// Take the component's ports out of the ruleset, drain, stop and remove its containers.
     Stop(stop::Args),
     /// Like stop, without draining: remove the containers now.
@@ -130,6 +133,7 @@ pub fn run(command: &Command, globals: &Globals) -> Result<()> {
         Command::Start(args) => start::run(args, globals),
         Command::Update(args) => update::run(args, globals),
         Command::Rollback(args) => rollback::run(args, globals),
+        Command::Promote(args) => promote::run(args, globals),
         Command::Stop(args) => stop::run(args, globals),
         Command::Kill(args) => kill::run(args, globals),
         Command::Restore(args) => restore::run(args, globals),

@@ -5,10 +5,26 @@ use anyhow::Result;
 
 use crate::error::{ExitCode, Failure};
 use crate::kernel::conntrack::{Flow, StateTimeouts};
+use crate::ops::canary::Split;
 use crate::ops::drain::DrainReport;
 use crate::ops::retire::{Retired, Retirement};
 use crate::ops::switch::Switched;
 use crate::runtime::short_id;
+
+pub fn split(split: &Split) -> String {
+    format!(
+        "{}: {} % of new connections now go to the canary {} ({}), the rest to {}",
+        split.component,
+        split.weight,
+        split.canary,
+        if split.sticky {
+            "by client address"
+        } else {
+            "per connection"
+        },
+        split.active
+    )
+}
 
 pub fn switched(switched: &Switched) -> String {
     let name = &switched.component;

@@ -27,6 +27,10 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
     with_env(globals, |env| {
         match rollback(env, component)? {
             Rollback::Switched(switched) => println!("{}", output::switched(&switched)),
+            Rollback::CanaryEnded(canary) => println!(
+                "{name}: canary {canary} ended: every new connection goes to the active backend; \
+                 the canary drains"
+            ),
             Rollback::AlreadyDone(done) => println!(
                 "{name}: already rolled back to {} ({} drains); finishing what is left",
                 done.to, done.from

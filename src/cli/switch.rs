@@ -1,5 +1,6 @@
-//! `handoff switch NAME --to ADDR`: check that ADDR is ready, then point every external port
-//! of NAME at it in one nftables transaction. The previous backend starts draining.
+//! `handoff switch NAME --to ADDR [--weight PCT [--sticky]]`: check that ADDR is ready, then
+//! point every external port of NAME at it in one nftables transaction; the previous backend
+//! starts draining. With --weight, ADDR becomes a canary taking PCT % of new connections.
 //!
 //! Everything that can be refused (config, address, readiness) is checked before anything is
 //! written, so bad input changes nothing.
@@ -10,6 +11,7 @@ use anyhow::Result;
 
 use super::{output, with_env, Globals};
 use crate::error::Failure;
+use crate::ops::canary::canary_address;
 use crate::ops::switch::{ports_of, switch_address};
 
 #[derive(Debug, clap::Args)]
@@ -19,6 +21,13 @@ pub struct Args {
     /// The new backend's IPv4 address (ports come from the config).
     #[arg(long, value_name = "ADDR")]
     pub to: String,
+    /// Make ADDR a canary: PCT % of new connections go to it, the rest to the active backend
+    /// (`promote` or `rollback` end it). Given again, changes the share.
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub weight: Option<u8>,
+    /// Split by client address (a fixed-seed hash) instead of per connection.
+    #[arg(long, requires = "weight")]
+    pub sticky: bool,
 }
 
 pub fn run(args: &Args, globals: &Globals) -> Result<()> {
@@ -27,6 +36,13 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
     let address = parse_backend_address(&args.to)?;
     ports_of(component)?;
     globals.require_root()?;
+    if let Some(weight) = args.weight {
+        let split = with_env(globals, |env| {
+            canary_address(env, component, address, weight, args.sticky)
+        })?;
+        println!("{}", output::split(&split));
+        return Ok(());
+    }
     let switched = with_env(globals, |env| switch_address(env, component, address))?;
     println!("{}", output::switched(&switched));
     Ok(())

@@ -1,9 +1,12 @@
-//! `handoff update NAME [--tag TAG] [--no-wait]`: gantry's update — the new container beside
-//! the old one, the switch when it is ready, then the drain and retirement of the old one.
+//! `handoff update NAME [--tag TAG] [--no-wait] [--canary PCT [--sticky]]`: gantry's update —
+//! the new container beside the old one, the switch when it is ready, then the drain and
+//! retirement of the old one. With --canary, the new one takes only PCT % of new connections
+//! until `promote`.
 
 use anyhow::Result;
 
 use super::{output, with_env, Globals};
+use crate::ops::canary::canary_update;
 use crate::ops::drain::finish_drain;
 use crate::ops::update::update;
 
@@ -16,6 +19,13 @@ pub struct Args {
     /// Return right after the switch; `drain NAME --wait` retires the old container later.
     #[arg(long)]
     pub no_wait: bool,
+    /// Start the new version as a canary: PCT % of new connections go to it, the rest to the
+    /// running one (`promote` or `rollback` end it). Given again, changes the share.
+    #[arg(long, value_name = "PCT", value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub canary: Option<u8>,
+    /// Split by client address (a fixed-seed hash) instead of per connection.
+    #[arg(long, requires = "canary")]
+    pub sticky: bool,
 }
 
 pub fn run(args: &Args, globals: &Globals) -> Result<()> {
@@ -23,6 +33,17 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
     let component = globals.component_to_change(&config, &args.name)?;
     let name = &component.name;
     with_env(globals, |env| {
+        if let Some(weight) = args.canary {
+            let split = canary_update(env, component, args.tag.as_deref(), weight, args.sticky)?;
+            println!("{}", output::split(&split));
+            // A canary this one replaced (or one an interrupted run left) drains and is
+            // retired, as an update's old version; the active one keeps serving the rest.
+            if args.no_wait {
+                return Ok(());
+            }
+            let drain = finish_drain(env, component, None)?;
+            return output::drain(name, &drain, None);
+        }
         let report = update(env, component, args.tag.as_deref())?;
         if let Some(serving) = &report.already_serving {
             println!("{name}: {serving} already serves this version; finishing the drain of the previous version");

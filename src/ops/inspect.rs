@@ -26,10 +26,20 @@ pub struct BackendView {
     pub flows: Vec<Flow>,
 }
 
+/// A canary beside the active backend: where the kernel sends its share, and the share.
+#[derive(Debug, Serialize)]
+pub struct CanaryView {
+    pub backend: BackendView,
+    /// % of new connections; `None` when the state file does not know it.
+    pub weight: Option<u8>,
+    pub sticky: bool,
+}
+
 #[derive(Debug, Serialize)]
 pub struct ComponentView {
     pub name: String,
     pub active: Option<BackendView>,
+    pub canary: Option<CanaryView>,
     pub draining: Vec<BackendView>,
     /// Docker components: their containers, found by label.
     pub containers: Vec<ContainerView>,
@@ -43,7 +53,8 @@ pub struct ContainerView {
     pub image: String,
     pub tag: String,
     pub address: Option<Ipv4Addr>,
-    /// `active`, `draining`, `failed` (not running) or `idle` (running, not routed).
+    /// `active`, `canary`, `draining`, `failed` (not running) or `idle` (running, not
+    /// routed).
     pub state: &'static str,
     pub flows: usize,
     pub age_secs: u64,
@@ -84,6 +95,36 @@ pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<Component
                 record.since_ms = since.unwrap_or(0);
                 backend_view(record, since, &flows)
             });
+        let canary = routes
+            .get(&component.name)
+            .and_then(|r| {
+                let address = r.canary()?;
+                Some(BackendRecord {
+                    address,
+                    ports: r
+                        .canary
+                        .iter()
+                        .map(|route| PortPair {
+                            external: route.external,
+                            backend: route.backend_port,
+                        })
+                        .collect(),
+                    since_ms: 0,
+                    container: None,
+                })
+            })
+            .map(|record| {
+                let known = recorded
+                    .canary
+                    .as_ref()
+                    .filter(|c| c.backend.address == record.address);
+                let since = known.map(|c| c.backend.since_ms);
+                CanaryView {
+                    weight: known.map(|c| c.weight),
+                    sticky: known.is_some_and(|c| c.sticky),
+                    backend: backend_view(record, since, &flows),
+                }
+            });
         let draining: Vec<BackendView> = recorded
             .draining
             .into_iter()
@@ -100,13 +141,22 @@ pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<Component
                     &component.network,
                 )?
                 .into_iter()
-                .map(|c| container_view(c, active.as_ref(), &draining, now))
+                .map(|c| {
+                    container_view(
+                        c,
+                        active.as_ref(),
+                        canary.as_ref().map(|c| &c.backend),
+                        &draining,
+                        now,
+                    )
+                })
                 .collect(),
             _ => Vec::new(),
         };
         views.push(ComponentView {
             name: component.name.clone(),
             active,
+            canary,
             draining,
             containers,
         });
@@ -117,6 +167,7 @@ pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<Component
 fn container_view(
     container: Container,
     active: Option<&BackendView>,
+    canary: Option<&BackendView>,
     draining: &[BackendView],
     now_ms: u64,
 ) -> ContainerView {
@@ -125,6 +176,8 @@ fn container_view(
         ("failed", 0)
     } else if let Some(active) = active.filter(at) {
         ("active", active.flows.len())
+    } else if let Some(canary) = canary.filter(at) {
+        ("canary", canary.flows.len())
     } else if let Some(backend) = draining.iter().find(at) {
         ("draining", backend.flows.len())
     } else {

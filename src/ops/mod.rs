@@ -11,6 +11,7 @@
 //! a failure continues from where things are, not from a log of intentions. Under one lock hold
 //! each of those is read once ([`session::Session`]).
 
+pub mod canary;
 pub mod converge;
 pub mod drain;
 pub mod inspect;

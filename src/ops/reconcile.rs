@@ -2,7 +2,8 @@
 //! kernel's map says what is active; a draining entry for the active address is dropped;
 //! running containers of the component that are neither active nor draining (left by a run
 //! that died before or during its switch) become draining, so that the normal drain retires
-//! them without cutting anything; containers that are not running are removed.
+//! them without cutting anything; containers that are not running are removed. A canary the
+//! state records but the kernel does not route (a run died between the two) becomes draining.
 
 use anyhow::Result;
 
@@ -36,12 +37,27 @@ pub fn reconcile(env: &Env, session: &mut Session, component: &Component) -> Res
         (None, Some(_)) if recorded_active == Some(false) => entry.active = None,
         (None, _) => {}
     }
+    if let Some(canary) = entry
+        .canary
+        .take_if(|c| session.routes.canary() != Some(c.backend.address))
+    {
+        if !entry
+            .draining
+            .iter()
+            .any(|b| b.address == canary.backend.address)
+        {
+            let mut backend = canary.backend;
+            backend.since_ms = now;
+            entry.draining.push(backend);
+        }
+    }
     entry.draining.retain(|b| Some(b.address) != active);
     for container in session.containers.iter().filter(|c| c.running) {
         let Some(address) = container.address else {
             continue;
         };
         let known = Some(address) == active
+            || Some(address) == session.routes.canary()
             || entry.active.as_ref().is_some_and(|a| a.address == address)
             || entry.draining.iter().any(|b| b.address == address);
         if !known {

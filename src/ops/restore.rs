@@ -14,7 +14,7 @@ use super::session::Session;
 use super::switch::{ports_of, switch_to, Switched};
 use super::Env;
 use crate::config::Component;
-use crate::kernel::netfilter::Switch;
+use crate::kernel::netfilter::{Canary, Switch};
 
 /// What restoring one component did.
 #[derive(Debug)]
@@ -84,14 +84,46 @@ fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
     // for it on its hot path.
     env.firewall.open_forward_path()?;
     if let Some(address) = session.routes.active() {
+        // A canary the kernel still routes is asserted again with its recorded share.
+        let canary = session
+            .state
+            .component(&component.name)
+            .canary
+            .filter(|c| session.routes.canary() == Some(c.backend.address))
+            .map(|c| Canary {
+                backend: c.backend.address,
+                weight: c.weight,
+                sticky: c.sticky,
+            });
         env.firewall.switch(&Switch {
             component: &component.name,
             current: &session.routes,
             ports: &ports_of(component)?,
             backend: address,
+            canary,
             hairpin_sources: &session.state.known_addresses(),
         })?;
         return Ok(Restored::Refreshed(address));
+    }
+    // The table is gone (a reboot): the active backend is routed again, a canary is not — it
+    // drains and is retired, and `update --canary` starts a new one when wanted.
+    let entry = session
+        .state
+        .components
+        .entry(component.name.clone())
+        .or_default();
+    if let Some(canary) = entry.canary.take() {
+        env.warn(format!(
+            "{}: the canary at {} is not restored; it is retired (start another with --canary)",
+            component.name, canary.backend.address
+        ));
+        if !entry
+            .draining
+            .iter()
+            .any(|b| b.address == canary.backend.address)
+        {
+            entry.draining.push(canary.backend);
+        }
     }
     let (address, container) = match (&component.repo, &active.container) {
         (Some(_), Some(id)) => {

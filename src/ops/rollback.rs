@@ -5,12 +5,16 @@
 //! is a switch, not a reset: every existing flow stays on the backend it started on, in both
 //! directions.
 //!
+//! During a canary, a rollback ends it: every new connection goes to the active backend again
+//! and the canary drains (no ready check: nothing new is routed to).
+//!
 //! A rollback is recorded with the switch (in the same state write), so that running it again
 //! — after a crash, or by an operator unsure it happened — finds it done and does not flip the
 //! component forward to the version it left; to go forward, run `update` (or `switch`).
 
 use anyhow::Result;
 
+use super::canary::end_canary;
 use super::reconcile::reconcile;
 use super::session::Session;
 use super::switch::{ports_of, switch_to, Switched};
@@ -27,6 +31,9 @@ pub enum Rollback {
     /// The component was already rolled back (by an earlier run): to this address, from the
     /// one that still drains.
     AlreadyDone(RolledBack),
+    /// The component had a canary: every new connection goes to the active backend again,
+    /// and the canary (this address) drains.
+    CanaryEnded(std::net::Ipv4Addr),
 }
 
 /// Switch `component` back to its most recent draining backend (ready-checked first). Bad
@@ -41,6 +48,9 @@ pub fn rollback(env: &Env, component: &Component) -> Result<Rollback> {
     let nothing = |why: String| -> anyhow::Error {
         Failure::input(format!("nothing to roll back to: {why}")).into()
     };
+    if let Some(canary) = end_canary(env, &mut session, component)? {
+        return Ok(Rollback::CanaryEnded(canary.address));
+    }
     let active = session.routes.active();
     let entry = session.state.component(name);
     if let Some(done) = entry

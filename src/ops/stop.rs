@@ -54,6 +54,13 @@ pub fn withdraw(env: &Env, component: &Component, what: &str) -> Result<()> {
         .filter_map(|c| Some((c.address?, c.id.clone())))
         .collect();
     let entry = session.state.components.entry(name.clone()).or_default();
+    if let Some(canary) = entry.canary.take() {
+        let mut backend = canary.backend;
+        backend.since_ms = now;
+        if !entry.draining.iter().any(|b| b.address == backend.address) {
+            entry.draining.push(backend);
+        }
+    }
     if let Some(mut record) = active.or(entry.active.take()) {
         record.since_ms = now;
         if !entry.draining.iter().any(|b| b.address == record.address) {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
+use super::canary::refuse_during_canary;
 use super::session::Session;
 use super::Env;
 use crate::config::{Component, PortPair};
@@ -113,6 +114,7 @@ pub fn switch_to(
         current: &session.routes,
         ports: &ports,
         backend: address,
+        canary: None,
         hairpin_sources: &known,
     };
     if let Err(error) = env.firewall.switch(&change) {
@@ -126,6 +128,7 @@ pub fn switch_to(
     crash::point("after-switch");
     session.routes = ComponentRoutes {
         routes: change.routes(),
+        canary: Vec::new(),
     };
     // After the transaction: by now the NAT ruleset has loaded conntrack for sure.
     if let Some(warning) = ensure_events_for_new_flows_once().and_then(|found| found.warning()) {
@@ -143,6 +146,7 @@ pub fn switch_to(
 pub fn switch_address(env: &Env, component: &Component, address: Ipv4Addr) -> Result<Switched> {
     ports_of(component)?;
     let mut session = Session::open(env, component, &format!("switch --to {address}"))?;
+    refuse_during_canary(&session, component)?;
     env.step(format!(
         "{}: waiting for {address} to pass its ready checks (readyTimeout {} ms)",
         component.name, component.ready_timeout

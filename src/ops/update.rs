@@ -5,6 +5,7 @@
 
 use anyhow::Result;
 
+use super::canary::refuse_during_canary;
 use super::launch::{launch, repo_of};
 use super::reconcile::reconcile;
 use super::session::Session;
@@ -52,6 +53,7 @@ pub fn update(env: &Env, component: &Component, tag: Option<&str>) -> Result<Upd
     let mut report = UpdateReport::default();
     let mut session = Session::open(env, component, "update")?;
     reconcile(env, &mut session, component)?;
+    refuse_during_canary(&session, component)?;
     let tag = tag.unwrap_or(&component.tag);
     let image = format!("{repo}:{tag}");
     let draining = !session.state.component(&component.name).draining.is_empty();

@@ -52,6 +52,13 @@ impl FakeFirewall {
         self.inner.borrow().forward_path_opened
     }
 
+    /// The kernel no longer routes `component`'s canary.
+    pub fn lose_canary(&self, component: &str) {
+        if let Some(routes) = self.inner.borrow_mut().routes.get_mut(component) {
+            routes.canary.clear();
+        }
+    }
+
     /// Our table was deleted (by hand, or a reboot).
     pub fn lose_table(&self) {
         let mut inner = self.inner.borrow_mut();
@@ -72,11 +79,22 @@ impl FakeFirewall {
 impl Firewall for FakeFirewall {
     fn switch(&self, change: &Switch) -> Result<()> {
         let component = change.component;
-        let mut inner = self.transaction(format!("switch {component} {}", change.backend))?;
-        let routes = change.routes();
-        inner
-            .routes
-            .insert(component.to_string(), ComponentRoutes { routes });
+        let entry = match change.canary {
+            Some(c) => format!(
+                "switch {component} {} canary {} {}%{}",
+                change.backend,
+                c.backend,
+                c.weight,
+                if c.sticky { " sticky" } else { "" }
+            ),
+            None => format!("switch {component} {}", change.backend),
+        };
+        let mut inner = self.transaction(entry)?;
+        let routing = ComponentRoutes {
+            routes: change.routes(),
+            canary: change.canary_routes(),
+        };
+        inner.routes.insert(component.to_string(), routing);
         inner.hairpin = change.hairpin_sources.to_vec();
         Ok(())
     }

@@ -31,6 +31,8 @@ pub struct Route {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ComponentRoutes {
     pub routes: Vec<Route>,
+    /// The canary's routes, when a share of new connections goes to a canary (empty: none).
+    pub canary: Vec<Route>,
 }
 
 impl ComponentRoutes {
@@ -39,6 +41,21 @@ impl ComponentRoutes {
     pub fn active(&self) -> Option<Ipv4Addr> {
         self.routes.first().map(|r| r.address)
     }
+
+    /// The canary backend, if a share of new connections goes to one.
+    pub fn canary(&self) -> Option<Ipv4Addr> {
+        self.canary.first().map(|r| r.address)
+    }
+}
+
+/// A canary: `weight` % of the component's new connections go to `backend`, the rest to the
+/// active one; per connection, or by client address when `sticky`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    pub backend: Ipv4Addr,
+    /// 1..=99.
+    pub weight: u8,
+    pub sticky: bool,
 }
 
 /// One switch: every port of `component` to `backend`, and the hairpin set made exactly
@@ -51,6 +68,8 @@ pub struct Switch<'a> {
     pub current: &'a ComponentRoutes,
     pub ports: &'a [PortPair],
     pub backend: Ipv4Addr,
+    /// The canary after the switch; `None` ends any canary.
+    pub canary: Option<Canary>,
     pub hairpin_sources: &'a [Ipv4Addr],
 }
 
@@ -65,6 +84,28 @@ impl Switch<'_> {
                 backend_port: p.backend,
             })
             .collect()
+    }
+
+    /// The canary's routes the switch makes: each port to the canary.
+    pub fn canary_routes(&self) -> Vec<Route> {
+        self.canary
+            .map(|canary| {
+                self.ports
+                    .iter()
+                    .map(|p| Route {
+                        external: p.external,
+                        address: canary.backend,
+                        backend_port: p.backend,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether only the main map's elements change: no canary before or after (a canary
+    /// changes the component's rule, which the map-only fast path does not touch).
+    pub fn only_elements_change(&self) -> bool {
+        self.keeps_ports() && self.canary.is_none() && self.current.canary.is_empty()
     }
 
     /// Whether the component is routed now on exactly the external ports of the switch.

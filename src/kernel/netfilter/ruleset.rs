@@ -38,6 +38,14 @@
 //!     # the rule that carries the component's traffic: one map lookup; the label lets
 //!     # Docker's FORWARD chain accept exactly our flows (see docker_user.rs)
 //!     chain component_web { ct label set 127 dnat ip to tcp dport map @backend_web }
+//!
+//!     # during a canary only: its map, and a rule ahead of the main one that sends PCT % of
+//!     # new connections there, decided by the kernel per connection (a random number) or,
+//!     # sticky, by client address (a hash with a fixed seed: the same side every time)
+//!     map canary_web { type inet_service : ipv4_addr . inet_service }
+//!     chain component_web {
+//!         ct label set 127 numgen random mod 100 < PCT dnat ip to tcp dport map @canary_web
+//!         ct label set 127 dnat ip to tcp dport map @backend_web }
 //!     # a backend calling a component through the host (hairpin): only our own flows (their
 //!     # label), so that Docker's published ports keep their clients' addresses
 //!     chain postrouting { type nat hook postrouting priority srcnat - 10; policy accept;
@@ -49,6 +57,9 @@
 //! with the binding it recorded. That is why replacing `backend_web`'s elements moves *new*
 //! connections while every existing one stays on the backend it started with.
 //!
+//! A `dnat` ends the chain for its packet, so a connection the canary rule takes never reaches
+//! the main rule; conntrack then keeps it on the canary like any other flow.
+//!
 //! A switch flushes and refills the component's map in the same transaction that re-asserts
 //! the base chains (add is idempotent for tables, chains and maps; rules are flushed and added
 //! again so a rerun never duplicates them). Changing an element in place is not possible: the
@@ -56,6 +67,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::Canary;
 use crate::config::PortPair;
 use crate::identity::{self, Identity};
 
@@ -77,6 +89,24 @@ pub const SRCNAT_PRIORITY: i32 = 90;
 
 pub fn backend_map(component: &str) -> String {
     identity::backend_map(component)
+}
+
+pub fn canary_map(component: &str) -> String {
+    identity::canary_map(component)
+}
+
+/// The seed of the sticky canary's hash: fixed, so a client lands on the same side across
+/// connections, reruns and reboots.
+pub const STICKY_SEED: u32 = 0x6861_6e64;
+
+/// The canary rule's match: true for `weight` % of new connections.
+fn split(canary: &Canary) -> String {
+    let weight = canary.weight;
+    if canary.sticky {
+        format!("jhash ip saddr mod 100 seed {STICKY_SEED:#x} < {weight}")
+    } else {
+        format!("numgen random mod 100 < {weight}")
+    }
 }
 
 pub fn component_chain(component: &str) -> String {
@@ -136,9 +166,11 @@ pub fn route(
     ports: &[PortPair],
     stale: &[u16],
     backend: Ipv4Addr,
+    canary: Option<&Canary>,
 ) -> Vec<String> {
     let t = format!("inet {table}");
     let map = backend_map(component);
+    let canaries = canary_map(component);
     let chain = component_chain(component);
     let backend_elements: Vec<String> = ports
         .iter()
@@ -150,8 +182,31 @@ pub fn route(
         .collect();
     let mut commands = vec![
         format!("add map {t} {map} {{ type inet_service : ipv4_addr . inet_service ; }}"),
+        format!("add map {t} {canaries} {{ type inet_service : ipv4_addr . inet_service ; }}"),
         format!("add chain {t} {chain}"),
         format!("flush chain {t} {chain}"),
+        format!("flush map {t} {canaries}"),
+    ];
+    match canary {
+        Some(canary) => {
+            let elements: Vec<String> = ports
+                .iter()
+                .map(|p| format!("{} : {} . {}", p.external, canary.backend, p.backend))
+                .collect();
+            commands.push(format!(
+                "add element {t} {canaries} {{ {} }}",
+                elements.join(", ")
+            ));
+            commands.push(format!(
+                "add rule {t} {chain} ct label set {FLOW_LABEL} {} dnat ip to tcp dport map \
+                 @{canaries}",
+                split(canary)
+            ));
+        }
+        // No canary: its map goes (nothing refers to it once the chain is flushed).
+        None => commands.push(format!("delete map {t} {canaries}")),
+    }
+    commands.extend([
         format!("add rule {t} {chain} ct label set {FLOW_LABEL} dnat ip to tcp dport map @{map}"),
         format!("flush map {t} {map}"),
         format!(
@@ -162,7 +217,7 @@ pub fn route(
             "add element {t} {DISPATCH_MAP} {{ {} }}",
             dispatch_elements.join(", ")
         ),
-    ];
+    ]);
     commands.extend(remove_dispatch(&t, &chain, stale));
     commands
 }
@@ -196,9 +251,11 @@ fn remove_dispatch(t: &str, chain: &str, externals: &[u16]) -> Vec<String> {
 pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> {
     let t = format!("inet {table}");
     let map = backend_map(component);
+    let canaries = canary_map(component);
     let chain = component_chain(component);
     let mut commands = vec![
         format!("add map {t} {map} {{ type inet_service : ipv4_addr . inet_service ; }}"),
+        format!("add map {t} {canaries} {{ type inet_service : ipv4_addr . inet_service ; }}"),
         format!("add chain {t} {chain}"),
     ];
     let externals: Vec<u16> = ports.iter().map(|p| p.external).collect();
@@ -206,6 +263,7 @@ pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> 
     commands.push(format!("flush chain {t} {chain}"));
     commands.push(format!("delete chain {t} {chain}"));
     commands.push(format!("delete map {t} {map}"));
+    commands.push(format!("delete map {t} {canaries}"));
     commands
 }
 
@@ -261,6 +319,7 @@ mod tests {
             &ports(),
             &[81],
             Ipv4Addr::new(10, 0, 0, 12),
+            None,
         );
         let added = position(
             &commands,
@@ -273,10 +332,11 @@ mod tests {
             "web",
             &ports(),
             &[],
-            Ipv4Addr::new(10, 0, 0, 12)
+            Ipv4Addr::new(10, 0, 0, 12),
+            None,
         )
         .iter()
-        .any(|c| c.starts_with("delete")));
+        .any(|c| c.starts_with("delete element")));
     }
 
     /// web's ports routed to 10.0.0.12, nothing stale.
@@ -287,6 +347,7 @@ mod tests {
             &ports(),
             &[],
             Ipv4Addr::new(10, 0, 0, 12),
+            None,
         )
     }
 
@@ -322,6 +383,66 @@ mod tests {
         let flushed = position(&commands, "flush chain inet handoff component_web");
         let added = position(&commands, rules[0]);
         assert!(flushed < added, "reruns never duplicate the rule");
+    }
+
+    #[test]
+    fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
+        let canary = Canary {
+            backend: Ipv4Addr::new(10, 0, 0, 13),
+            weight: 10,
+            sticky: false,
+        };
+        let commands = route(
+            DEFAULT_TABLE,
+            "web",
+            &ports(),
+            &[],
+            Ipv4Addr::new(10, 0, 0, 12),
+            Some(&canary),
+        );
+        let split = position(
+            &commands,
+            "add rule inet handoff component_web ct label set 127 numgen random mod 100 < 10 \
+             dnat ip to tcp dport map @canary_web",
+        );
+        let main = position(
+            &commands,
+            "add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map \
+             @backend_web",
+        );
+        assert!(split < main, "the canary's share is taken first");
+        position(
+            &commands,
+            "add element inet handoff canary_web { 80 : 10.0.0.13 . 8080, 443 : 10.0.0.13 . 8443 }",
+        );
+        assert!(!commands.iter().any(|c| c.starts_with("delete map")));
+        let sticky = route(
+            DEFAULT_TABLE,
+            "web",
+            &ports(),
+            &[],
+            Ipv4Addr::new(10, 0, 0, 12),
+            Some(&Canary {
+                sticky: true,
+                ..canary
+            }),
+        );
+        position(
+            &sticky,
+            "add rule inet handoff component_web ct label set 127 jhash ip saddr mod 100 seed \
+             0x68616e64 < 10 dnat ip to tcp dport map @canary_web",
+        );
+        let ended = web_to_12();
+        let flushed = position(&ended, "flush chain inet handoff component_web");
+        let added = position(
+            &ended,
+            "add map inet handoff canary_web { type inet_service : ipv4_addr . inet_service ; }",
+        );
+        let deleted = position(&ended, "delete map inet handoff canary_web");
+        assert!(
+            added < deleted && flushed < deleted,
+            "idempotent, and nothing refers to it"
+        );
     }
 
     #[test]
@@ -412,6 +533,7 @@ mod tests {
             &ports(),
             &[81],
             Ipv4Addr::new(10, 0, 0, 1),
+            None,
         ));
         commands.extend(hairpin("handoff_test", &[Ipv4Addr::new(10, 0, 0, 1)]));
         assert!(

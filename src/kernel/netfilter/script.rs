@@ -95,9 +95,10 @@ fn nft_failure(stderr: &str, doing: &str) -> anyhow::Error {
     }
 }
 
-/// Every component's backend map in a table listing, by component name.
+/// Every component's backend map (and canary map) in a table listing, by component name.
 pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRoutes>> {
-    let mut maps = HashMap::new();
+    let mut maps: HashMap<String, ComponentRoutes> = HashMap::new();
+    let mut canaries = Vec::new();
     for map in listing["nftables"]
         .as_array()
         .into_iter()
@@ -108,8 +109,17 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
             continue;
         };
         if let Some(component) = ruleset::component_of_map(name) {
-            let routes = parse_map_elements(map)?;
-            maps.insert(component, ComponentRoutes { routes });
+            maps.entry(component).or_default().routes = parse_map_elements(map)?;
+        } else if let Some(encoded) = name.strip_prefix("canary_") {
+            canaries.push((encoded.to_string(), parse_map_elements(map)?));
+        }
+    }
+    // A canary map belongs to the component whose backend map has the same suffix.
+    for (encoded, routes) in canaries {
+        if let Some(component) = ruleset::component_of_map(&format!("backend_{encoded}")) {
+            if let Some(routing) = maps.get_mut(&component) {
+                routing.canary = routes;
+            }
         }
     }
     Ok(maps)
@@ -146,13 +156,15 @@ impl Firewall for NftFirewall {
             current,
             ports,
             backend,
+            canary,
             hairpin_sources,
         } = *change;
-        // The hot path: the component is routed already on exactly these external ports, so
-        // only its map's elements (and the hairpin set) change, in one netlink batch.
+        // The hot path: the component is routed already on exactly these external ports, with
+        // no canary before or after, so only its map's elements (and the hairpin set) change,
+        // in one netlink batch.
         let map = ruleset::backend_map(component);
         let routes = change.routes();
-        if change.keeps_ports() {
+        if change.only_elements_change() {
             match batch::replace_routes(
                 &self.table,
                 &map,
@@ -182,7 +194,7 @@ impl Firewall for NftFirewall {
                 Err(_) => {}
             }
         }
-        // First routing, changed ports, or a damaged table: the hole in Docker's FORWARD
+        // First routing, changed ports, a canary, or a damaged table: the hole in Docker's FORWARD
         // policy first (accepting our flows before they exist is harmless, routing before it
         // would drop new connections meanwhile), then the whole layout, through nft.
         self.open_forward_path()?;
@@ -194,6 +206,7 @@ impl Firewall for NftFirewall {
             ports,
             &stale,
             backend,
+            canary.as_ref(),
         ));
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
         self.apply(commands).map_err(|e| {
@@ -251,14 +264,18 @@ impl Firewall for NftFirewall {
     }
 
     fn routes(&self, component: &str) -> Result<ComponentRoutes> {
-        let map = ruleset::backend_map(component);
-        match batch::read_routes(&self.table, &map) {
-            Ok(routes) => Ok(ComponentRoutes { routes }),
-            Err(error) if error.downcast_ref::<batch::Missing>().is_some() => {
-                Ok(ComponentRoutes::default())
-            }
+        let read = |map: String| match batch::read_routes(&self.table, &map) {
+            Ok(routes) => Ok(routes),
+            Err(error) if error.downcast_ref::<batch::Missing>().is_some() => Ok(Vec::new()),
             Err(error) => Err(error),
-        }
+        };
+        let routes = read(ruleset::backend_map(component))?;
+        let canary = if routes.is_empty() {
+            Vec::new()
+        } else {
+            read(ruleset::canary_map(component))?
+        };
+        Ok(ComponentRoutes { routes, canary })
     }
 }
 
@@ -273,11 +290,14 @@ mod tests {
             {"map": {"name": "dispatch", "elem": [[80, {"goto": {"target": "component_web"}}]]}},
             {"map": {"name": "backend_web", "elem": [[80, {"concat": ["10.0.0.11", 8080]}]]}},
             {"map": {"name": "backend_api"}},
+            {"map": {"name": "canary_web", "elem": [[80, {"concat": ["10.0.0.12", 8080]}]]}},
             {"chain": {"name": "prerouting"}}]});
         let maps = parse_backend_maps(&listing).unwrap();
         assert_eq!(maps.len(), 2);
         assert_eq!(maps["web"].active(), Some(Ipv4Addr::new(10, 0, 0, 11)));
+        assert_eq!(maps["web"].canary(), Some(Ipv4Addr::new(10, 0, 0, 12)));
         assert_eq!(maps["api"].active(), None);
+        assert_eq!(maps["api"].canary(), None);
     }
 
     #[test]

@@ -73,7 +73,11 @@ fn a_container_left_by_an_update_that_died_is_marked_draining_for_the_agent_to_r
     assert!(kit.state().component("web").draining.is_empty());
     let results = converge(&env, &kit.config);
     let serving = results[0].1.as_ref().unwrap();
-    assert_eq!(serving.address, docker_address(2), "the old one still serves");
+    assert_eq!(
+        serving.address,
+        docker_address(2),
+        "the old one still serves"
+    );
     let draining = kit.state().component("web").draining;
     assert_eq!(draining.len(), 1, "{draining:?}");
     assert_eq!(draining[0].address, docker_address(3));

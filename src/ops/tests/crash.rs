@@ -33,6 +33,7 @@ fn route_back(kit: &Kit, address: std::net::Ipv4Addr) {
             current: &ComponentRoutes::default(),
             ports: &ports,
             backend: address,
+            canary: None,
             hairpin_sources: &[address],
         })
         .unwrap();

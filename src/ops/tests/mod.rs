@@ -3,6 +3,7 @@
 //! a kernel or Docker. The real-kernel and real-Docker tests in `tests/` prove the same paths
 //! against the real parts.
 
+mod canary;
 mod converge;
 mod crash;
 mod restore;

@@ -1,0 +1,329 @@
+//! Canaries, decided in the kernel: a share of a component's *new* connections goes to a
+//! canary backend beside the active one (nftables `numgen`, or a hash of the client address
+//! with a fixed seed when sticky: see `kernel::netfilter::ruleset`), while conntrack keeps every
+//! flow on the backend it started on. `promote` makes the canary the active backend (the old
+//! one drains); `rollback` during a canary ends it (the canary drains). Changing the share is
+//! one transaction, like every change here.
+//!
+//! The state is written before the kernel changes and put back if the kernel refuses, as for
+//! a switch, so a crash in between leaves a canary recorded that the kernel does not route —
+//! which `reconcile` turns into a draining backend.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context as _, Result};
+
+use super::launch::{launch, repo_of};
+use super::reconcile::reconcile;
+use super::session::Session;
+use super::switch::{ports_of, switch_to, Switched};
+use super::Env;
+use crate::config::Component;
+use crate::crash;
+use crate::error::Failure;
+use crate::kernel::netfilter::{Canary, ComponentRoutes, Switch};
+use crate::runtime::LABEL_CONFIG_HASH;
+use crate::state::{now_ms, BackendRecord, CanaryRecord};
+
+/// What a canary change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub component: String,
+    /// The active backend, which keeps the rest of the new connections.
+    pub active: Ipv4Addr,
+    pub canary: Ipv4Addr,
+    pub weight: u8,
+    pub sticky: bool,
+    /// A canary this one replaced (now draining).
+    pub replaced: Option<BackendRecord>,
+}
+
+/// Refuse a plain switch or update of a component that has a canary: it would end the canary
+/// without saying so.
+pub fn refuse_during_canary(session: &Session, component: &Component) -> Result<()> {
+    if let Some(canary) = session.routes.canary() {
+        return Err(Failure::input(format!(
+            "{} has a canary at {canary}: `handoff promote {}` or `handoff rollback {}` first \
+             (or change its share with --weight / --canary)",
+            component.name, component.name, component.name
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// `switch NAME --to ADDR --weight PCT [--sticky]`: ADDR, once ready, takes PCT % of new
+/// connections beside the active backend.
+pub fn canary_address(
+    env: &Env,
+    component: &Component,
+    address: Ipv4Addr,
+    weight: u8,
+    sticky: bool,
+) -> Result<Split> {
+    ports_of(component)?;
+    let mut session = Session::open(env, component, &format!("canary {address}"))?;
+    let active = routed_elsewhere(&session, component, address)?;
+    env.step(format!(
+        "{}: waiting for {address} to pass its ready checks (readyTimeout {} ms)",
+        component.name, component.ready_timeout
+    ));
+    env.probe.wait_ready(component, address)?;
+    let backend = BackendRecord {
+        address,
+        ports: component.port_pairs(),
+        since_ms: now_ms(),
+        container: None,
+    };
+    split_to(
+        env,
+        &mut session,
+        component,
+        active,
+        backend,
+        weight,
+        sticky,
+    )
+}
+
+/// `update NAME [--tag T] --canary PCT [--sticky]`: a new container of the tag, once ready,
+/// takes PCT % of new connections. When a canary of this very version and config runs
+/// already, only its share changes.
+pub fn canary_update(
+    env: &Env,
+    component: &Component,
+    tag: Option<&str>,
+    weight: u8,
+    sticky: bool,
+) -> Result<Split> {
+    let repo = repo_of(component)?;
+    ports_of(component)?;
+    let mut session = Session::open(env, component, "update --canary")?;
+    reconcile(env, &mut session, component)?;
+    let tag = tag.unwrap_or(&component.tag);
+    let image = format!("{repo}:{tag}");
+    let current = session
+        .state
+        .component(&component.name)
+        .canary
+        .filter(|c| session.routes.canary() == Some(c.backend.address));
+    let same_version = current.as_ref().and_then(|c| {
+        session
+            .container_at(c.backend.address)
+            .filter(|container| {
+                container.image == image
+                    && container.labels.get(LABEL_CONFIG_HASH) == Some(&component.config_hash())
+            })
+            .map(|_| c.backend.clone())
+    });
+    let backend = match same_version {
+        Some(backend) => backend,
+        None => {
+            routed_elsewhere(&session, component, std::net::Ipv4Addr::UNSPECIFIED)?;
+            let container = launch(env, &mut session, component, tag)?;
+            BackendRecord {
+                address: container.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                ports: component.port_pairs(),
+                since_ms: now_ms(),
+                container: Some(container.id),
+            }
+        }
+    };
+    let active = routed_elsewhere(&session, component, backend.address)?;
+    split_to(
+        env,
+        &mut session,
+        component,
+        active,
+        backend,
+        weight,
+        sticky,
+    )
+}
+
+/// The active backend, which must exist and must not be `canary`.
+fn routed_elsewhere(
+    session: &Session,
+    component: &Component,
+    canary: Ipv4Addr,
+) -> Result<Ipv4Addr> {
+    let name = &component.name;
+    match session.routes.active() {
+        None => Err(Failure::input(format!(
+            "{name} is not routed: a canary needs an active backend beside it (`switch` or \
+             `start` first)"
+        ))
+        .into()),
+        Some(active) if active == canary => Err(Failure::input(format!(
+            "{canary} is {name}'s active backend already; a canary is another backend"
+        ))
+        .into()),
+        Some(active) => Ok(active),
+    }
+}
+
+/// Route `weight` % of `component`'s new connections to `backend`, the rest to `active`, in
+/// one transaction; a different canary before it starts draining.
+fn split_to(
+    env: &Env,
+    session: &mut Session,
+    component: &Component,
+    active: Ipv4Addr,
+    backend: BackendRecord,
+    weight: u8,
+    sticky: bool,
+) -> Result<Split> {
+    let name = &component.name;
+    let ports = ports_of(component)?;
+    let before = session.state.clone();
+    let entry = session.state.components.entry(name.clone()).or_default();
+    let replaced = entry
+        .canary
+        .take()
+        .map(|c| c.backend)
+        .filter(|previous| previous.address != backend.address)
+        .map(|mut previous| {
+            previous.since_ms = now_ms();
+            previous
+        });
+    if let Some(previous) = &replaced {
+        if !entry.draining.iter().any(|b| b.address == previous.address) {
+            entry.draining.push(previous.clone());
+        }
+    }
+    entry.draining.retain(|b| b.address != backend.address);
+    entry.canary = Some(CanaryRecord {
+        backend: backend.clone(),
+        weight,
+        sticky,
+    });
+    session.save(env)?;
+    crash::point("before-switch");
+    let canary = Canary {
+        backend: backend.address,
+        weight,
+        sticky,
+    };
+    let known = session.state.known_addresses();
+    let change = Switch {
+        component: name,
+        current: &session.routes,
+        ports: &ports,
+        backend: active,
+        canary: Some(canary),
+        hairpin_sources: &known,
+    };
+    if let Err(error) = env.firewall.switch(&change) {
+        if let Err(restore) = session.revert(env, before) {
+            env.warn(format!("could not restore the previous state: {restore:#}"));
+        }
+        return Err(error).context(format!(
+            "sending {weight} % of {name} to {}; nothing was changed",
+            backend.address
+        ));
+    }
+    crash::point("after-switch");
+    session.routes = ComponentRoutes {
+        routes: change.routes(),
+        canary: change.canary_routes(),
+    };
+    Ok(Split {
+        component: name.clone(),
+        active,
+        canary: backend.address,
+        weight,
+        sticky,
+        replaced,
+    })
+}
+
+/// End `component`'s canary under an open session: every new connection to the active
+/// backend again, in one transaction; the canary starts draining. Its backend, if there was a
+/// canary.
+pub fn end_canary(
+    env: &Env,
+    session: &mut Session,
+    component: &Component,
+) -> Result<Option<BackendRecord>> {
+    let name = &component.name;
+    let (Some(active), Some(address)) = (session.routes.active(), session.routes.canary()) else {
+        return Ok(None);
+    };
+    let ports = ports_of(component)?;
+    let before = session.state.clone();
+    let entry = session.state.components.entry(name.clone()).or_default();
+    let mut backend = entry
+        .canary
+        .take()
+        .map(|c| c.backend)
+        .filter(|b| b.address == address)
+        .unwrap_or(BackendRecord {
+            address,
+            ports: ports.clone(),
+            since_ms: 0,
+            container: session.container_at(address).map(|c| c.id.clone()),
+        });
+    backend.since_ms = now_ms();
+    let entry = session.state.components.entry(name.clone()).or_default();
+    if !entry.draining.iter().any(|b| b.address == address) {
+        entry.draining.push(backend.clone());
+    }
+    session.save(env)?;
+    let known = session.state.known_addresses();
+    let change = Switch {
+        component: name,
+        current: &session.routes,
+        ports: &ports,
+        backend: active,
+        canary: None,
+        hairpin_sources: &known,
+    };
+    if let Err(error) = env.firewall.switch(&change) {
+        if let Err(restore) = session.revert(env, before) {
+            env.warn(format!("could not restore the previous state: {restore:#}"));
+        }
+        return Err(error).context(format!("ending {name}'s canary; nothing was changed"));
+    }
+    session.routes = ComponentRoutes {
+        routes: change.routes(),
+        canary: Vec::new(),
+    };
+    Ok(Some(backend))
+}
+
+/// `promote NAME`: the canary, ready-checked again, takes every new connection; the backend
+/// that was active starts draining.
+pub fn promote(env: &Env, component: &Component) -> Result<Switched> {
+    let name = &component.name;
+    ports_of(component)?;
+    let mut session = Session::open(env, component, "promote")?;
+    if component.repo.is_some() {
+        reconcile(env, &mut session, component)?;
+    }
+    let Some(address) = session.routes.canary() else {
+        return Err(Failure::input(format!(
+            "{name} has no canary to promote (`update {name} --canary PCT` or `switch {name} \
+             --to ADDR --weight PCT` starts one)"
+        ))
+        .into());
+    };
+    let container = match component.repo {
+        None => None,
+        Some(_) => match session.container_at(address) {
+            Some(container) => Some(container.id.clone()),
+            None => {
+                return Err(Failure::input(format!(
+                    "the container of {name}'s canary at {address} is gone; `handoff rollback \
+                     {name}` ends the canary"
+                ))
+                .into())
+            }
+        },
+    };
+    env.step(format!(
+        "{name}: waiting for the canary {address} to pass its ready checks (readyTimeout {} ms)",
+        component.ready_timeout
+    ));
+    env.probe.wait_ready(component, address)?;
+    switch_to(env, &mut session, component, address, container)
+}
