@@ -7,7 +7,8 @@
 //! registers again under a new one. Stopping the registration revokes the lease, so a host
 //! whose agent stops cleanly shows as lost at once rather than after the TTL.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,7 +23,10 @@ use crate::error::Failure;
 pub type Notify = Box<dyn Fn(String) + Send>;
 
 pub struct Registration {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread: it sleeps on the other end until its next renewal, so an
+    /// idle agent wakes only to renew (measured: polling a flag every 100 ms cost more CPU
+    /// than the renewals).
+    stop: Option<Sender<()>>,
     lease: Arc<AtomicI64>,
     thread: Option<JoinHandle<()>>,
 }
@@ -33,20 +37,20 @@ impl Registration {
     pub fn start(endpoints: &[String], keys: &Keys, host: &str, notify: Notify) -> Result<Self> {
         let mut etcd = Etcd::connect(endpoints)?;
         let lease = Arc::new(AtomicI64::new(register(&mut etcd, keys, host)?));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel();
         let keeper = Keeper {
             etcd,
             keys: keys.clone(),
             host: host.to_string(),
             lease: lease.clone(),
-            stop: stop.clone(),
+            stopped,
             notify,
         };
         let thread = std::thread::Builder::new()
             .name("fleet-lease".into())
             .spawn(move || keeper.run())?;
         Ok(Registration {
-            stop,
+            stop: Some(stop),
             lease,
             thread: Some(thread),
         })
@@ -60,7 +64,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -100,7 +104,7 @@ struct Keeper {
     keys: Keys,
     host: String,
     lease: Arc<AtomicI64>,
-    stop: Arc<AtomicBool>,
+    stopped: Receiver<()>,
     notify: Notify,
 }
 
@@ -111,12 +115,10 @@ impl Keeper {
         let mut failing_since: Option<Instant> = None;
         let mut next = Instant::now() + period;
         loop {
-            while Instant::now() < next {
-                if self.stop.load(Ordering::SeqCst) {
-                    let _ = self.etcd.revoke(self.lease.load(Ordering::SeqCst));
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100).min(next - Instant::now()));
+            let wait = next.saturating_duration_since(Instant::now());
+            if self.stopped.recv_timeout(wait) != Err(RecvTimeoutError::Timeout) {
+                let _ = self.etcd.revoke(self.lease.load(Ordering::SeqCst));
+                return;
             }
             match self.renew() {
                 Ok(()) => {
