@@ -4,11 +4,18 @@
 #
 #   sudo scripts/bench.sh            the full run (about 10 minutes)
 #   sudo scripts/bench.sh --quick    a fast look (under 3 minutes)
+#   sudo scripts/bench.sh --fleet [--quick]
+#                                    the fleet's figures on three Vagrant machines
+#                                    (scripts/fleet-bench.sh: about 6 minutes, 4 with --quick)
 #
 # Not part of scripts/test.sh. Installs wrk, haproxy, GNU time and Docker when missing; the
 # memory figure needs dockerd (started when none answers, stopped again at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ ${1:-} == --fleet ]]; then
+    shift
+    exec bash scripts/fleet-bench.sh "$@"
+fi
 
 # shellcheck source=lib/sandbox.sh
 source scripts/lib/sandbox.sh
