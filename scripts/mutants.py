@@ -48,9 +48,9 @@ FAULTS = [
         "switch-does-nothing",
         "switch moves new connections to the new backend",
         "src/kernel/netfilter/script.rs",
-        "        // The hot path: the component is routed already on exactly these external ports, so",
+        "        // The hot path: the component is routed already on exactly these external ports, with",
         "        if !component.is_empty() {\n            return Ok(());\n        }\n"
-        "        // The hot path: the component is routed already on exactly these external ports, so",
+        "        // The hot path: the component is routed already on exactly these external ports, with",
         [("kernel", "a_switch_moves_new_connections_while_an_upload_finishes_byte_exact_on_the_old_backend")],
     ),
     (
@@ -117,6 +117,44 @@ FAULTS = [
         "        let stale = change.stale_ports();",
         "        let stale: Vec<u16> = Vec::new();",
         [("kernel", "a_port_dropped_from_the_config_leaves_the_ruleset_and_stop_still_works")],
+    ),
+    (
+        "rollback-flips-forward-again",
+        "a rollback run again finds it done and never flips forward to the version it left",
+        "src/ops/rollback.rs",
+        "        return Ok(Rollback::AlreadyDone(done));",
+        "        let _ = done;",
+        [
+            ("lib", "ops::tests::rollback::a_rollback_routes_back_to_the_draining_version_and_the_active_one_drains"),
+            ("docker", "a_rollback_under_load_returns_to_the_draining_version_and_retires_the_bad_one"),
+        ],
+    ),
+    (
+        "canary-takes-everything",
+        "a canary takes PCT % of new connections, not all of them",
+        "src/kernel/netfilter/ruleset.rs",
+        '        format!("numgen random mod 100 < {weight}")',
+        '        format!("numgen random mod 100 < {}", weight.max(100))',
+        [("kernel", "a_canary_takes_its_share_in_the_kernel_and_promote_and_rollback_keep_every_flow")],
+    ),
+    (
+        "ipv6-fails-open",
+        "IPv6 to a component's ports is refused, not passed to the host's own listener",
+        "src/kernel/netfilter/ruleset.rs",
+        '        format!("add rule {t} prerouting meta nfproto ipv6 {REFUSE_IPV6}"),\n',
+        "",
+        [("kernel", "a_components_ports_are_refused_over_ipv6_instead_of_reaching_the_hosts_own_listener")],
+    ),
+    (
+        "fleet-stop-does-not-drain",
+        "fleet stop drains each host before it retires the containers",
+        "src/cli/fleet/agent.rs",
+        '                            let stopped = status(name, None, None, STOPPED, None);\n'
+        '                            self.drains.start(self.globals, component, Some(stopped))?;\n'
+        '                            status(name, None, None, STOPPING, None)',
+        '                            let _ = with_env(self.globals, |env| stop(env, component, false));\n'
+        '                            status(name, None, None, STOPPED, None)',
+        [("fleet", "a_fleet_stop_drains_before_retiring_a_kill_cuts_it_short_and_a_start_serves_again")],
     ),
     (
         "forward-fallback-missing",
