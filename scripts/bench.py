@@ -307,6 +307,34 @@ for i in range(count):
 """ % A
 
 
+def bench_rollback_and_canary(rounds, canary_ms):
+    """Rollback time (whole process, ready check included), and the canary's measured share."""
+    with Sandbox() as sandbox:
+        sandbox.serve(sandbox.a, "a")
+        sandbox.serve(sandbox.b, "b")
+        sandbox.handoff("switch", "web", "--to", A)
+        times = []
+        for _ in range(rounds):
+            sandbox.handoff("switch", "web", "--to", B)
+            started = time.perf_counter()
+            sandbox.handoff("rollback", "web")
+            times.append((time.perf_counter() - started) * 1000)
+        shares = {}
+        for weight in (10, 50):
+            sandbox.handoff("switch", "web", "--to", B, "--weight", str(weight))
+            load = json.loads(sh(*sandbox.netkit(
+                sandbox.client, "load", "--target", f"{GATEWAY}:80", "--connections", "8",
+                "--duration-ms", str(canary_ms))).stdout.strip().splitlines()[-1])
+            by = load["by_backend"]
+            total = by.get("a", 0) + by.get("b", 0)
+            shares[weight] = (by.get("b", 0) * 100 / max(total, 1), total, load["failed"])
+            sandbox.handoff("rollback", "web")
+        print(f"  rollback p50 {pct(times, 50):.1f} ms p99 {pct(times, 99):.1f} ms; canary "
+              + ", ".join(f"{w} % -> {s:.2f} % of {n}" for w, (s, n, _) in shares.items()),
+              file=sys.stderr)
+        return pct(times, 50), pct(times, 99), shares
+
+
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -411,6 +439,9 @@ def main():
     switches = bench_switches(switches=20, pause=0.15 if quick else 0.3)
     print("switch latency", file=sys.stderr)
     latency = bench_latency([1, 100, 1000], rounds=10 if quick else 40)
+    print("rollback and canary", file=sys.stderr)
+    rollback = bench_rollback_and_canary(rounds=10 if quick else 40,
+                                         canary_ms=3000 if quick else 5000)
     print("drain", file=sys.stderr)
     drain = bench_drain(100_000, rounds=5 if quick else 20, watch_seconds=6 if quick else 20)
     print("memory", file=sys.stderr)
@@ -453,6 +484,13 @@ def main():
             size != 1000 or p50 <= 30)
     growth = latency[1000][0] / latency[1][0]
     row("switch p50, 1,000 vs 1 component", f"{growth:.2f}x", "<= 1.5x", growth <= 1.5)
+    p50, p99, shares = rollback
+    row("rollback p50 / p99, 1 component (whole process)", f"{p50:.1f} / {p99:.1f} ms",
+        "<= 30 ms", p50 <= 30)
+    for weight, (share, total, failed) in shares.items():
+        row(f"canary {weight} %: share of new connections on it", f"{share:.2f} % of {total} "
+            f"({failed} failed)", "within 2 points, >= 10,000, 0 failed",
+            abs(share - weight) <= 2 and total >= 10_000 and failed == 0)
     count, lag50, lag99, cpu = drain
     row(f"drain lag p50 / p99 ({count} conntrack entries)", f"{lag50:.1f} / {lag99:.1f} ms",
         "p50 <= 100 ms", lag50 <= 100)
