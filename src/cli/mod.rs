@@ -171,6 +171,17 @@ pub fn with_env<T>(globals: &Globals, use_case: impl FnOnce(&Env) -> Result<T>) 
     result
 }
 
+/// After a switch that left a backend draining: wait for its drain and retire it (what
+/// `update`, `promote` and `rollback` do), unless `no_wait`; an address backend is never
+/// waited for here (`drain NAME --wait` does).
+fn retire_drained(env: &Env, component: &Component, no_wait: bool) -> Result<()> {
+    if no_wait || component.repo.is_none() {
+        return Ok(());
+    }
+    let drain = crate::ops::drain::finish_drain(env, component, None)?;
+    output::drain(&component.name, &drain, None)
+}
+
 /// Messages on stderr, one line each (journal-friendly), `handoff:` first; drain progress as
 /// a bar on a terminal, as rate-limited lines otherwise.
 #[derive(Default)]

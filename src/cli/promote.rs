@@ -5,9 +5,8 @@
 
 use anyhow::Result;
 
-use super::{output, with_env, Globals};
+use super::{output, retire_drained, with_env, Globals};
 use crate::ops::canary::promote;
-use crate::ops::drain::finish_drain;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,14 +19,9 @@ pub struct Args {
 pub fn run(args: &Args, globals: &Globals) -> Result<()> {
     let config = globals.config()?;
     let component = globals.component_to_change(&config, &args.name)?;
-    let name = &component.name;
     with_env(globals, |env| {
         let switched = promote(env, component)?;
         println!("{}", output::switched(&switched));
-        if args.no_wait || component.repo.is_none() {
-            return Ok(());
-        }
-        let drain = finish_drain(env, component, None)?;
-        output::drain(name, &drain, None)
+        retire_drained(env, component, args.no_wait)
     })
 }

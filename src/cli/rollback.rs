@@ -7,8 +7,7 @@
 
 use anyhow::Result;
 
-use super::{output, with_env, Globals};
-use crate::ops::drain::finish_drain;
+use super::{output, retire_drained, with_env, Globals};
 use crate::ops::rollback::{rollback, Rollback};
 
 #[derive(Debug, clap::Args)]
@@ -36,10 +35,6 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
                 done.to, done.from
             ),
         }
-        if args.no_wait || component.repo.is_none() {
-            return Ok(());
-        }
-        let drain = finish_drain(env, component, None)?;
-        output::drain(name, &drain, None)
+        retire_drained(env, component, args.no_wait)
     })
 }

@@ -5,9 +5,8 @@
 
 use anyhow::Result;
 
-use super::{output, with_env, Globals};
+use super::{output, retire_drained, with_env, Globals};
 use crate::ops::canary::canary_update;
-use crate::ops::drain::finish_drain;
 use crate::ops::update::update;
 
 #[derive(Debug, clap::Args)]
@@ -38,11 +37,7 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
             println!("{}", output::split(&split));
             // A canary this one replaced (or one an interrupted run left) drains and is
             // retired, as an update's old version; the active one keeps serving the rest.
-            if args.no_wait {
-                return Ok(());
-            }
-            let drain = finish_drain(env, component, None)?;
-            return output::drain(name, &drain, None);
+            return retire_drained(env, component, args.no_wait);
         }
         let report = update(env, component, args.tag.as_deref())?;
         if let Some(serving) = &report.already_serving {
@@ -58,9 +53,7 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
                 "{name}: not waiting for the drain; `handoff drain {name} --wait` (or the next \
                  update) retires the old container"
             );
-            return Ok(());
         }
-        let drain = finish_drain(env, component, None)?;
-        output::drain(name, &drain, None)
+        retire_drained(env, component, args.no_wait)
     })
 }

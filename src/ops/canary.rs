@@ -11,17 +11,17 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use super::launch::{launch, repo_of};
 use super::reconcile::reconcile;
 use super::session::Session;
-use super::switch::{ports_of, switch_to, Switched};
+use super::switch::{commit_routing, ports_of, switch_to, Switched};
 use super::Env;
 use crate::config::Component;
 use crate::crash;
 use crate::error::Failure;
-use crate::kernel::netfilter::{Canary, ComponentRoutes, Switch};
+use crate::kernel::netfilter::Canary;
 use crate::runtime::LABEL_CONFIG_HASH;
 use crate::state::{now_ms, BackendRecord, CanaryRecord};
 
@@ -174,7 +174,6 @@ fn split_to(
     sticky: bool,
 ) -> Result<Split> {
     let name = &component.name;
-    let ports = ports_of(component)?;
     let before = session.state.clone();
     let entry = session.state.components.entry(name.clone()).or_default();
     let replaced = entry
@@ -204,29 +203,16 @@ fn split_to(
         weight,
         sticky,
     };
-    let known = session.state.known_addresses();
-    let change = Switch {
-        component: name,
-        current: &session.routes,
-        ports: &ports,
-        backend: active,
-        canary: Some(canary),
-        hairpin_sources: &known,
-    };
-    if let Err(error) = env.firewall.switch(&change) {
-        if let Err(restore) = session.revert(env, before) {
-            env.warn(format!("could not restore the previous state: {restore:#}"));
-        }
-        return Err(error).context(format!(
-            "sending {weight} % of {name} to {}; nothing was changed",
-            backend.address
-        ));
-    }
+    commit_routing(
+        env,
+        session,
+        before,
+        component,
+        active,
+        Some(canary),
+        || format!("sending {weight} % of {name} to {}", backend.address),
+    )?;
     crash::point("after-switch");
-    session.routes = ComponentRoutes {
-        routes: change.routes(),
-        canary: change.canary_routes(),
-    };
     Ok(Split {
         component: name.clone(),
         active,
@@ -249,45 +235,29 @@ pub fn end_canary(
     let (Some(active), Some(address)) = (session.routes.active(), session.routes.canary()) else {
         return Ok(None);
     };
-    let ports = ports_of(component)?;
     let before = session.state.clone();
+    // The kernel's canary, as the state recorded it (or as it is, if the state lost it).
+    let unrecorded = BackendRecord {
+        address,
+        ports: ports_of(component)?,
+        since_ms: 0,
+        container: session.container_at(address).map(|c| c.id.clone()),
+    };
     let entry = session.state.components.entry(name.clone()).or_default();
     let mut backend = entry
         .canary
         .take()
         .map(|c| c.backend)
         .filter(|b| b.address == address)
-        .unwrap_or(BackendRecord {
-            address,
-            ports: ports.clone(),
-            since_ms: 0,
-            container: session.container_at(address).map(|c| c.id.clone()),
-        });
+        .unwrap_or(unrecorded);
     backend.since_ms = now_ms();
-    let entry = session.state.components.entry(name.clone()).or_default();
     if !entry.draining.iter().any(|b| b.address == address) {
         entry.draining.push(backend.clone());
     }
     session.save(env)?;
-    let known = session.state.known_addresses();
-    let change = Switch {
-        component: name,
-        current: &session.routes,
-        ports: &ports,
-        backend: active,
-        canary: None,
-        hairpin_sources: &known,
-    };
-    if let Err(error) = env.firewall.switch(&change) {
-        if let Err(restore) = session.revert(env, before) {
-            env.warn(format!("could not restore the previous state: {restore:#}"));
-        }
-        return Err(error).context(format!("ending {name}'s canary; nothing was changed"));
-    }
-    session.routes = ComponentRoutes {
-        routes: change.routes(),
-        canary: Vec::new(),
-    };
+    commit_routing(env, session, before, component, active, None, || {
+        format!("ending {name}'s canary")
+    })?;
     Ok(Some(backend))
 }
 

@@ -14,8 +14,8 @@ use crate::config::{Component, PortPair};
 use crate::crash;
 use crate::error::Failure;
 use crate::kernel::conntrack::ensure_events_for_new_flows_once;
-use crate::kernel::netfilter::{ComponentRoutes, Switch};
-use crate::state::{now_ms, BackendRecord};
+use crate::kernel::netfilter::{Canary, ComponentRoutes, Switch};
+use crate::state::{now_ms, BackendRecord, State};
 
 /// What a switch did.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,28 +108,10 @@ pub fn switch_to(
     }
     session.save(env)?;
     crash::point("before-switch");
-    let known = session.state.known_addresses();
-    let change = Switch {
-        component: name,
-        current: &session.routes,
-        ports: &ports,
-        backend: address,
-        canary: None,
-        hairpin_sources: &known,
-    };
-    if let Err(error) = env.firewall.switch(&change) {
-        if let Err(restore) = session.revert(env, before) {
-            env.warn(format!("could not restore the previous state: {restore:#}"));
-        }
-        return Err(error).context(format!(
-            "switching {name} to {address}; nothing was changed"
-        ));
-    }
+    commit_routing(env, session, before, component, address, None, || {
+        format!("switching {name} to {address}")
+    })?;
     crash::point("after-switch");
-    session.routes = ComponentRoutes {
-        routes: change.routes(),
-        canary: Vec::new(),
-    };
     // After the transaction: by now the NAT ruleset has loaded conntrack for sure.
     if let Some(warning) = ensure_events_for_new_flows_once().and_then(|found| found.warning()) {
         env.warn(warning);
@@ -140,6 +122,43 @@ pub fn switch_to(
         previous,
         elapsed: started.elapsed(),
     })
+}
+
+/// Make the kernel route `component` to `backend` (and `canary`, if any) in one transaction,
+/// the state as the caller saved it in `session` already. Refused, the state is put back to
+/// `before` and the error says what was being `done` and that nothing was changed; done, the
+/// session's routes are what the transaction made.
+pub(super) fn commit_routing(
+    env: &Env,
+    session: &mut Session,
+    before: State,
+    component: &Component,
+    backend: Ipv4Addr,
+    canary: Option<Canary>,
+    doing: impl FnOnce() -> String,
+) -> Result<()> {
+    let ports = ports_of(component)?;
+    let known = session.state.known_addresses();
+    let change = Switch {
+        component: &component.name,
+        current: &session.routes,
+        ports: &ports,
+        backend,
+        canary,
+        hairpin_sources: &known,
+    };
+    if let Err(error) = env.firewall.switch(&change) {
+        if let Err(restore) = session.revert(env, before) {
+            env.warn(format!("could not restore the previous state: {restore:#}"));
+        }
+        return Err(error).context(format!("{}; nothing was changed", doing()));
+    }
+    let routes = ComponentRoutes {
+        routes: change.routes(),
+        canary: change.canary_routes(),
+    };
+    session.routes = routes;
+    Ok(())
 }
 
 /// `switch NAME --to ADDR`: check that ADDR is ready (within readyTimeout), then switch.
