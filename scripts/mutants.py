@@ -146,6 +146,14 @@ FAULTS = [
         [("kernel", "a_components_ports_are_refused_over_ipv6_instead_of_reaching_the_hosts_own_listener")],
     ),
     (
+        "localnet-guard-missing",
+        "with route_localnet on for localhostClients, a neighbour cannot reach the host's loopback services",
+        "src/kernel/netfilter/ruleset.rs",
+        "             ct status & dnat == 0 ct state != {{ established, related }} drop\"",
+        "             ct status & dnat == 0 ct state != {{ established, related }} accept\"",
+        [("kernel", "localhost_clients_reach_the_component_at_127_0_0_1_and_the_guard_keeps_neighbours_out")],
+    ),
+    (
         "fleet-stop-does-not-drain",
         "fleet stop drains each host before it retires the containers",
         "src/cli/fleet/agent.rs",

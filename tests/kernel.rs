@@ -1242,3 +1242,164 @@ fn a_canary_takes_its_share_in_the_kernel_and_promote_and_rollback_keep_every_fl
         "{listed}"
     );
 }
+
+fn ns_sysctl(ns: &str, key: &str) -> String {
+    let output = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-n", key])
+        .output()
+        .expect("sysctl");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn ns_run(ns: &str, args: &[&str]) {
+    let ok = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .status()
+        .expect("ip netns exec");
+    assert!(ok.success(), "{args:?}");
+}
+
+/// `localhostClients`: clients on the host reach the component at 127.0.0.1, route_localnet is
+/// turned on for it, and kube-proxy's guard keeps a neighbour from using route_localnet to
+/// reach what listens on 127.0.0.0/8 (CVE-2020-8558) — with a control that removes the guard
+/// and reaches it. Without the option, nothing of that changes.
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn localhost_clients_reach_the_component_at_127_0_0_1_and_the_guard_keeps_neighbours_out() {
+    require_root!();
+    let plain = Sandbox::new(&web_config(3000, 60_000));
+    let mut plain = plain;
+    plain.serve_both_on_a();
+    let gw = plain.gateway.clone();
+    let local = |sandbox: &Sandbox, target: &str| {
+        sandbox.netkit(
+            &sandbox.gateway,
+            &[
+                "load",
+                "--target",
+                target,
+                "--connections",
+                "1",
+                "--duration-ms",
+                "300",
+            ],
+        )
+    };
+    assert_eq!(
+        local(&plain, "127.0.0.1:80")["ok"],
+        0,
+        "not asked for: not reached"
+    );
+    assert_eq!(ns_sysctl(&gw, "net.ipv4.conf.all.route_localnet"), "0");
+    drop(plain);
+
+    let config = web_config(3000, 60_000).replace(
+        r#""name": "web","#,
+        r#""name": "web", "localhostClients": true,"#,
+    );
+    let mut sandbox = Sandbox::new(&config);
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    // route_localnet cannot be set (a read-only /proc/sys): exit 6 naming it, nothing routed.
+    let refused = handoff_with_read_only_sysctls(&sandbox, &["switch", "web", "--to", BACKEND_A])
+        .wait_with_output()
+        .expect("switch");
+    assert_eq!(refused.status.code(), Some(6), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("route_localnet"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        sandbox.list_json()["components"][0]["active"],
+        serde_json::Value::Null
+    );
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    let (gw, client) = (sandbox.gateway.clone(), sandbox.client.clone());
+    assert_eq!(ns_sysctl(&gw, "net.ipv4.conf.all.route_localnet"), "1");
+    assert_served_by(&local(&sandbox, "127.0.0.1:80"), "a");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    assert_served_by(&local(&sandbox, "127.0.0.1:80"), "b");
+
+    // A neighbour routes 127.0.0.2 to the host: with route_localnet on, only the guard stands
+    // between it and a service the host keeps on its loopback.
+    let ready = sandbox.dir.path().join("secret.ready");
+    let mut secret = Command::new("ip");
+    secret
+        .args([
+            "netns",
+            "exec",
+            &gw,
+            NETKIT,
+            "serve",
+            "--listen",
+            "127.0.0.2:9000",
+        ])
+        .args(["--name", "secret", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    sandbox.spawn_child(&mut secret);
+    wait_for(
+        Duration::from_secs(10),
+        || ready.exists(),
+        "the loopback service",
+    );
+    for key in ["all", "eth0"] {
+        ns_run(
+            &client,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{key}.route_localnet=1"),
+            ],
+        );
+    }
+    // Its own 127.0.0.1 keeps its /32 local route; the rest of 127/8 may leave.
+    ns_run(
+        &client,
+        &[
+            "ip",
+            "route",
+            "del",
+            "local",
+            "127.0.0.0/8",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ],
+    );
+    ns_run(
+        &client,
+        &[
+            "ip",
+            "route",
+            "add",
+            "127.0.0.2/32",
+            "via",
+            GATEWAY,
+            "dev",
+            "eth0",
+        ],
+    );
+    let attempt = |sandbox: &Sandbox| {
+        sandbox.netkit(
+            &client,
+            &[
+                "load",
+                "--target",
+                "127.0.0.2:9000",
+                "--connections",
+                "1",
+                "--duration-ms",
+                "300",
+            ],
+        )
+    };
+    let guarded = attempt(&sandbox);
+    assert_eq!(guarded["ok"], 0, "the guard let a neighbour in: {guarded}");
+    // The control: without the guard the same packets reach the loopback service.
+    sandbox.nft("delete chain inet handoff localnet_guard");
+    assert_served_by(&attempt(&sandbox), "secret");
+}

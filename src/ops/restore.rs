@@ -101,6 +101,7 @@ fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
             ports: &ports_of(component)?,
             backend: address,
             canary,
+            localhost: component.localhost_clients,
             hairpin_sources: &session.state.known_addresses(),
         })?;
         return Ok(Restored::Refreshed(address));

@@ -145,6 +145,7 @@ pub(super) fn commit_routing(
         ports: &ports,
         backend,
         canary,
+        localhost: component.localhost_clients,
         hairpin_sources: &known,
     };
     if let Err(error) = env.firewall.switch(&change) {
@@ -156,6 +157,7 @@ pub(super) fn commit_routing(
     let routes = ComponentRoutes {
         routes: change.routes(),
         canary: change.canary_routes(),
+        localhost: change.localhost,
     };
     session.routes = routes;
     Ok(())

@@ -120,35 +120,53 @@ fn messages(datagram: &[u8]) -> Vec<(u32, NetlinkPayload<NetfilterMessage>)> {
 
 /// The elements of backend map `map` in `table`; [`Missing`] when the map does not exist.
 pub fn read_routes(table: &str, map: &str) -> Result<Vec<Route>> {
+    let mut routes: Vec<Route> = read_elements(table, map)?
+        .into_iter()
+        .filter_map(|(key, data)| decode_route(&key, &data?))
+        .collect();
+    routes.sort_by_key(|r| r.external);
+    Ok(routes)
+}
+
+/// The ports in `inet_service` set `set` of `table`; [`Missing`] when it does not exist.
+pub fn read_ports(table: &str, set: &str) -> Result<Vec<u16>> {
+    Ok(read_elements(table, set)?
+        .into_iter()
+        .filter_map(|(key, _)| Some(u16::from_be_bytes(key.get(..2)?.try_into().ok()?)))
+        .collect())
+}
+
+/// An element as the kernel lists it: its key and, for a map, its data.
+type Element = (Vec<u8>, Option<Vec<u8>>);
+
+/// Every element of set or map `set` in `table`.
+fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
     let socket = nfnetlink::open()?;
     let request = nfnetlink::request(
         NLM_F_REQUEST | NLM_F_DUMP,
         1,
         inet(),
         NfTablesMessage::GetSetElement(SetElementMessage {
-            attributes: set_ref(table, map),
+            attributes: set_ref(table, set),
         }),
     );
     socket
         .send(&request, 0)
-        .context("asking for the map's elements")?;
+        .context("asking for the set's elements")?;
     let deadline = Instant::now() + ACK_TIMEOUT;
-    let mut routes = Vec::new();
+    let mut found = Vec::new();
     let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
     loop {
         if !wait_readable(&socket, deadline)? {
-            anyhow::bail!("no answer from nftables when reading map {map}");
+            anyhow::bail!("no answer from nftables when reading {set}");
         }
-        nfnetlink::receive(&socket, &mut buffer).context("reading the map's elements")?;
+        nfnetlink::receive(&socket, &mut buffer).context("reading the set's elements")?;
         for (_, payload) in messages(&buffer) {
             match payload {
-                NetlinkPayload::Done(_) => {
-                    routes.sort_by_key(|r: &Route| r.external);
-                    return Ok(routes);
-                }
+                NetlinkPayload::Done(_) => return Ok(found),
                 NetlinkPayload::Error(error) => {
                     if let Some(code) = error.code {
-                        return Err(errno_error(-code.get(), "reading the backend map", map));
+                        return Err(errno_error(-code.get(), "reading the backend map", set));
                     }
                 }
                 NetlinkPayload::InnerMessage(NetfilterMessage {
@@ -176,8 +194,8 @@ pub fn read_routes(table: &str, map: &str) -> Result<Vec<Route>> {
                                     _ => {}
                                 }
                             }
-                            if let (Some(key), Some(data)) = (key, data) {
-                                routes.extend(decode_route(&key, &data));
+                            if let Some(key) = key {
+                                found.push((key, data));
                             }
                         }
                     }

@@ -93,6 +93,7 @@ impl Firewall for FakeFirewall {
         let routing = ComponentRoutes {
             routes: change.routes(),
             canary: change.canary_routes(),
+            localhost: change.localhost,
         };
         inner.routes.insert(component.to_string(), routing);
         inner.hairpin = change.hairpin_sources.to_vec();

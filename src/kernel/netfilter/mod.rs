@@ -8,6 +8,7 @@ pub mod batch;
 pub mod docker_user;
 #[cfg(test)]
 pub mod fake;
+pub mod localnet;
 pub mod ruleset;
 pub mod script;
 
@@ -33,6 +34,8 @@ pub struct ComponentRoutes {
     pub routes: Vec<Route>,
     /// The canary's routes, when a share of new connections goes to a canary (empty: none).
     pub canary: Vec<Route>,
+    /// Whether clients on the host reach it at 127.0.0.1 (its ports are in the loopback set).
+    pub localhost: bool,
 }
 
 impl ComponentRoutes {
@@ -70,6 +73,8 @@ pub struct Switch<'a> {
     pub backend: Ipv4Addr,
     /// The canary after the switch; `None` ends any canary.
     pub canary: Option<Canary>,
+    /// Whether clients on the host reach the component at 127.0.0.1 after the switch.
+    pub localhost: bool,
     pub hairpin_sources: &'a [Ipv4Addr],
 }
 
@@ -103,9 +108,13 @@ impl Switch<'_> {
     }
 
     /// Whether only the main map's elements change: no canary before or after (a canary
-    /// changes the component's rule, which the map-only fast path does not touch).
+    /// changes the component's rule, which the map-only fast path does not touch), and the
+    /// loopback set keeps or lacks the component's ports as before.
     pub fn only_elements_change(&self) -> bool {
-        self.keeps_ports() && self.canary.is_none() && self.current.canary.is_empty()
+        self.keeps_ports()
+            && self.canary.is_none()
+            && self.current.canary.is_empty()
+            && self.localhost == self.current.localhost
     }
 
     /// Whether the component is routed now on exactly the external ports of the switch.

@@ -28,13 +28,23 @@
 //!         meta nfproto ipv4 fib daddr type local meta l4proto tcp tcp dport vmap @dispatch
 //!         meta nfproto ipv6 fib daddr type local meta l4proto tcp tcp dport @dispatch
 //!             reject with tcp reset }
-//!     # clients on the host itself (127.0.0.0/8 and ::1 are left alone: their replies
-//!     # cannot be routed)
+//!     # clients on the host itself; 127.0.0.0/8 only for the ports of components that say
+//!     # `localhostClients` (their replies need route_localnet and a masquerade); ::1 is left
+//!     # alone
+//!     set localhost_ports { type inet_service }
 //!     chain output { type nat hook output priority -110; policy accept;
 //!         meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local
 //!         meta l4proto tcp tcp dport vmap @dispatch
+//!         meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto tcp tcp dport @localhost_ports
+//!         tcp dport vmap @dispatch
 //!         meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local meta l4proto tcp
 //!         tcp dport @dispatch reject with tcp reset }
+//!     # kube-proxy's guard for route_localnet (CVE-2020-8558): a packet to 127.0.0.0/8 that
+//!     # came in from outside is dropped unless it was DNAT'd or belongs to a known flow
+//!     # (harmless while route_localnet is off: the kernel drops such packets before input)
+//!     chain localnet_guard { type filter hook input priority filter; policy accept;
+//!         iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0
+//!         ct state != { established, related } drop }
 //!     # the rule that carries the component's traffic: one map lookup; the label lets
 //!     # Docker's FORWARD chain accept exactly our flows (see docker_user.rs)
 //!     chain component_web { ct label set 127 dnat ip to tcp dport map @backend_web }
@@ -49,7 +59,9 @@
 //!     # a backend calling a component through the host (hairpin): only our own flows (their
 //!     # label), so that Docker's published ports keep their clients' addresses
 //!     chain postrouting { type nat hook postrouting priority srcnat - 10; policy accept;
-//!         ct label 127 ct status dnat ip saddr @hairpin_sources masquerade }
+//!         ct label 127 ct status dnat ip saddr @hairpin_sources masquerade
+//!         # a client on the host at 127.0.0.1: its source cannot leave the host as it is
+//!         ct label 127 ct status dnat ip saddr 127.0.0.0/8 masquerade }
 //! }
 //! ```
 //!
@@ -80,6 +92,8 @@ pub const DEFAULT_TABLE: &str = "handoff";
 /// flows to unpublished container ports; `docker_user` accepts exactly the flows carrying it.
 pub const FLOW_LABEL: u8 = 127;
 pub const DISPATCH_MAP: &str = "dispatch";
+/// External ports that clients on the host reach at 127.0.0.1 too (`localhostClients`).
+pub const LOCALHOST_SET: &str = "localhost_ports";
 pub const HAIRPIN_SET: &str = "hairpin_sources";
 /// Priority of our NAT chains: just before the usual `dstnat` (-100) so that our DNAT is the
 /// one that decides, ahead of Docker's or anyone else's.
@@ -94,6 +108,9 @@ pub fn backend_map(component: &str) -> String {
 pub fn canary_map(component: &str) -> String {
     identity::canary_map(component)
 }
+
+/// The guard that route_localnet needs (see the layout above).
+pub const LOCALNET_GUARD: &str = "localnet_guard";
 
 /// The seed of the sticky canary's hash: fixed, so a client lands on the same side across
 /// connections, reruns and reboots.
@@ -130,6 +147,7 @@ pub fn base(table: &str) -> Vec<String> {
         format!("add table {t}"),
         format!("add map {t} {DISPATCH_MAP} {{ type inet_service : verdict ; }}"),
         format!("add set {t} {HAIRPIN_SET} {{ type ipv4_addr ; }}"),
+        format!("add set {t} {LOCALHOST_SET} {{ type inet_service ; }}"),
         format!(
             "add chain {t} prerouting {{ type nat hook prerouting priority {DSTNAT_PRIORITY} ; \
              policy accept ; }}"
@@ -143,6 +161,10 @@ pub fn base(table: &str) -> Vec<String> {
         ),
         format!("flush chain {t} output"),
         format!("add rule {t} output meta nfproto ipv4 ip daddr != 127.0.0.0/8 {DISPATCH}"),
+        format!(
+            "add rule {t} output meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto tcp \
+             tcp dport @{LOCALHOST_SET} tcp dport vmap @dispatch"
+        ),
         format!("add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {REFUSE_IPV6}"),
         format!(
             "add chain {t} postrouting {{ type nat hook postrouting priority {SRCNAT_PRIORITY} ; \
@@ -152,6 +174,19 @@ pub fn base(table: &str) -> Vec<String> {
         format!(
             "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ip saddr \
              @{HAIRPIN_SET} masquerade"
+        ),
+        format!(
+            "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ip saddr \
+             127.0.0.0/8 masquerade"
+        ),
+        format!(
+            "add chain {t} {LOCALNET_GUARD} {{ type filter hook input priority filter ; \
+             policy accept ; }}"
+        ),
+        format!("flush chain {t} {LOCALNET_GUARD}"),
+        format!(
+            "add rule {t} {LOCALNET_GUARD} iifname != \"lo\" ip daddr 127.0.0.0/8 \
+             ct status & dnat == 0 ct state != {{ established, related }} drop"
         ),
     ]
 }
@@ -167,6 +202,7 @@ pub fn route(
     stale: &[u16],
     backend: Ipv4Addr,
     canary: Option<&Canary>,
+    localhost: bool,
 ) -> Vec<String> {
     let t = format!("inet {table}");
     let map = backend_map(component);
@@ -218,22 +254,45 @@ pub fn route(
             dispatch_elements.join(", ")
         ),
     ]);
+    let externals: Vec<u16> = ports.iter().map(|p| p.external).collect();
+    commands.extend(localhost_ports(&t, &externals, localhost));
     commands.extend(remove_dispatch(&t, &chain, stale));
     commands
 }
 
-/// Delete the dispatch entries of `externals`. Added first, so that the delete cannot fail
-/// the transaction when they are gone already.
+/// Put `externals` in the loopback set (`reachable`), or take them out (added first, so that
+/// the delete cannot fail the transaction when they are not there).
+fn localhost_ports(t: &str, externals: &[u16], reachable: bool) -> Vec<String> {
+    if externals.is_empty() {
+        return Vec::new();
+    }
+    let keys: Vec<String> = externals.iter().map(u16::to_string).collect();
+    let add = format!("add element {t} {LOCALHOST_SET} {{ {} }}", keys.join(", "));
+    if reachable {
+        return vec![add];
+    }
+    vec![
+        add,
+        format!(
+            "delete element {t} {LOCALHOST_SET} {{ {} }}",
+            keys.join(", ")
+        ),
+    ]
+}
+
+/// Delete the dispatch entries of `externals` (and take them out of the loopback set). Added
+/// first, so that the delete cannot fail the transaction when they are gone already.
 fn remove_dispatch(t: &str, chain: &str, externals: &[u16]) -> Vec<String> {
     if externals.is_empty() {
         return Vec::new();
     }
+    let mut commands = localhost_ports(t, externals, false);
     let elements: Vec<String> = externals
         .iter()
         .map(|external| format!("{external} : goto {chain}"))
         .collect();
     let keys: Vec<String> = externals.iter().map(u16::to_string).collect();
-    vec![
+    commands.extend([
         format!(
             "add element {t} {DISPATCH_MAP} {{ {} }}",
             elements.join(", ")
@@ -242,7 +301,8 @@ fn remove_dispatch(t: &str, chain: &str, externals: &[u16]) -> Vec<String> {
             "delete element {t} {DISPATCH_MAP} {{ {} }}",
             keys.join(", ")
         ),
-    ]
+    ]);
+    commands
 }
 
 /// Take `component` out of the ruleset: its dispatch entries, chain and map. Every object is
@@ -288,289 +348,4 @@ pub fn document(commands: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ports() -> Vec<PortPair> {
-        vec![
-            PortPair {
-                external: 80,
-                backend: 8080,
-            },
-            PortPair {
-                external: 443,
-                backend: 8443,
-            },
-        ]
-    }
-
-    fn position(commands: &[String], wanted: &str) -> usize {
-        commands
-            .iter()
-            .position(|c| c == wanted)
-            .unwrap_or_else(|| panic!("{wanted:?} not in {commands:#?}"))
-    }
-
-    #[test]
-    fn a_port_dropped_from_the_config_leaves_the_dispatch_map() {
-        let commands = route(
-            DEFAULT_TABLE,
-            "web",
-            &ports(),
-            &[81],
-            Ipv4Addr::new(10, 0, 0, 12),
-            None,
-        );
-        let added = position(
-            &commands,
-            "add element inet handoff dispatch { 81 : goto component_web }",
-        );
-        let deleted = position(&commands, "delete element inet handoff dispatch { 81 }");
-        assert!(added < deleted, "idempotent: added before it is deleted");
-        assert!(!route(
-            DEFAULT_TABLE,
-            "web",
-            &ports(),
-            &[],
-            Ipv4Addr::new(10, 0, 0, 12),
-            None,
-        )
-        .iter()
-        .any(|c| c.starts_with("delete element")));
-    }
-
-    /// web's ports routed to 10.0.0.12, nothing stale.
-    fn web_to_12() -> Vec<String> {
-        route(
-            DEFAULT_TABLE,
-            "web",
-            &ports(),
-            &[],
-            Ipv4Addr::new(10, 0, 0, 12),
-            None,
-        )
-    }
-
-    #[test]
-    fn route_refills_the_component_map_and_dispatches_its_ports() {
-        let commands = web_to_12();
-        let flush = position(&commands, "flush map inet handoff backend_web");
-        let fill = position(
-            &commands,
-            "add element inet handoff backend_web { 80 : 10.0.0.12 . 8080, 443 : 10.0.0.12 . 8443 }",
-        );
-        assert!(flush < fill, "flush before refill");
-        position(
-            &commands,
-            "add element inet handoff dispatch { 80 : goto component_web, 443 : goto component_web }",
-        );
-    }
-
-    #[test]
-    fn the_traffic_rule_is_one_map_lookup() {
-        let commands = web_to_12();
-        let rules: Vec<&String> = commands
-            .iter()
-            .filter(|c| c.starts_with("add rule inet handoff component_web"))
-            .collect();
-        assert_eq!(
-            rules,
-            [
-                "add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map \
-              @backend_web"
-            ]
-        );
-        let flushed = position(&commands, "flush chain inet handoff component_web");
-        let added = position(&commands, rules[0]);
-        assert!(flushed < added, "reruns never duplicate the rule");
-    }
-
-    #[test]
-    fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
-        let canary = Canary {
-            backend: Ipv4Addr::new(10, 0, 0, 13),
-            weight: 10,
-            sticky: false,
-        };
-        let commands = route(
-            DEFAULT_TABLE,
-            "web",
-            &ports(),
-            &[],
-            Ipv4Addr::new(10, 0, 0, 12),
-            Some(&canary),
-        );
-        let split = position(
-            &commands,
-            "add rule inet handoff component_web ct label set 127 numgen random mod 100 < 10 \
-             dnat ip to tcp dport map @canary_web",
-        );
-        let main = position(
-            &commands,
-            "add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map \
-             @backend_web",
-        );
-        assert!(split < main, "the canary's share is taken first");
-        position(
-            &commands,
-            "add element inet handoff canary_web { 80 : 10.0.0.13 . 8080, 443 : 10.0.0.13 . 8443 }",
-        );
-        assert!(!commands.iter().any(|c| c.starts_with("delete map")));
-        let sticky = route(
-            DEFAULT_TABLE,
-            "web",
-            &ports(),
-            &[],
-            Ipv4Addr::new(10, 0, 0, 12),
-            Some(&Canary {
-                sticky: true,
-                ..canary
-            }),
-        );
-        position(
-            &sticky,
-            "add rule inet handoff component_web ct label set 127 jhash ip saddr mod 100 seed \
-             0x68616e64 < 10 dnat ip to tcp dport map @canary_web",
-        );
-        let ended = web_to_12();
-        let flushed = position(&ended, "flush chain inet handoff component_web");
-        let added = position(
-            &ended,
-            "add map inet handoff canary_web { type inet_service : ipv4_addr . inet_service ; }",
-        );
-        let deleted = position(&ended, "delete map inet handoff canary_web");
-        assert!(
-            added < deleted && flushed < deleted,
-            "idempotent, and nothing refers to it"
-        );
-    }
-
-    #[test]
-    fn base_chains_are_reasserted_idempotently_in_our_table_only() {
-        let commands = base(DEFAULT_TABLE);
-        for command in &commands {
-            assert!(
-                command.contains(" inet handoff"),
-                "touches only our table: {command}"
-            );
-            assert!(!command.starts_with("delete") && !command.starts_with("flush ruleset"));
-        }
-        for name in ["prerouting", "output", "postrouting"] {
-            let added = commands
-                .iter()
-                .position(|c| c.starts_with(&format!("add chain inet handoff {name} ")))
-                .unwrap();
-            let flushed = position(&commands, &format!("flush chain inet handoff {name}"));
-            let rules: Vec<usize> = commands
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.starts_with(&format!("add rule inet handoff {name} ")))
-                .map(|(i, _)| i)
-                .collect();
-            let expected = if name == "postrouting" { 1 } else { 2 };
-            assert!(
-                added < flushed && rules.len() == expected && flushed < rules[0],
-                "{name}"
-            );
-        }
-        assert!(commands[3].contains("type nat hook prerouting priority -110"));
-        assert!(commands[3].contains("policy accept"));
-    }
-
-    #[test]
-    fn a_components_ports_are_refused_over_ipv6_from_outside_and_from_the_host() {
-        let commands = base(DEFAULT_TABLE);
-        position(
-            &commands,
-            "add rule inet handoff prerouting meta nfproto ipv6 fib daddr type local meta \
-             l4proto tcp tcp dport @dispatch reject with tcp reset",
-        );
-        position(
-            &commands,
-            "add rule inet handoff output meta nfproto ipv6 ip6 daddr != ::1 fib daddr type \
-             local meta l4proto tcp tcp dport @dispatch reject with tcp reset",
-        );
-    }
-
-    #[test]
-    fn output_leaves_loopback_alone_and_hairpin_is_masqueraded() {
-        let commands = base(DEFAULT_TABLE);
-        position(
-            &commands,
-            "add rule inet handoff output meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr \
-             type local meta l4proto tcp tcp dport vmap @dispatch",
-        );
-        position(
-            &commands,
-            "add rule inet handoff postrouting ct label 127 ct status dnat ip saddr \
-             @hairpin_sources masquerade",
-        );
-    }
-
-    #[test]
-    fn unroute_removes_the_component_idempotently() {
-        let commands = unroute(DEFAULT_TABLE, "web", &ports());
-        let add = position(&commands, "add chain inet handoff component_web");
-        let delete = position(&commands, "delete chain inet handoff component_web");
-        let undispatch = position(
-            &commands,
-            "delete element inet handoff dispatch { 80, 443 }",
-        );
-        assert!(add < undispatch && undispatch < delete, "{commands:#?}");
-        position(&commands, "delete map inet handoff backend_web");
-        assert!(
-            commands.iter().all(|c| c.contains(" inet handoff ")),
-            "{commands:#?}"
-        );
-    }
-
-    #[test]
-    fn another_table_name_is_used_everywhere() {
-        let mut commands = base("handoff_test");
-        commands.extend(route(
-            "handoff_test",
-            "web",
-            &ports(),
-            &[81],
-            Ipv4Addr::new(10, 0, 0, 1),
-            None,
-        ));
-        commands.extend(hairpin("handoff_test", &[Ipv4Addr::new(10, 0, 0, 1)]));
-        assert!(
-            commands.iter().all(|c| c.contains(" inet handoff_test")),
-            "{commands:#?}"
-        );
-    }
-
-    #[test]
-    fn hairpin_set_is_replaced_whole() {
-        let commands = hairpin(
-            DEFAULT_TABLE,
-            &[Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)],
-        );
-        assert_eq!(
-            commands,
-            [
-                "flush set inet handoff hairpin_sources",
-                "add element inet handoff hairpin_sources { 10.0.0.11, 10.0.0.12 }"
-            ]
-        );
-        assert_eq!(
-            hairpin(DEFAULT_TABLE, &[]).len(),
-            1,
-            "an empty element list is not sent"
-        );
-    }
-
-    #[test]
-    fn a_document_is_one_command_per_line() {
-        let script = document(&[
-            "add table inet handoff".into(),
-            "flush chain inet handoff x".into(),
-        ]);
-        assert_eq!(
-            script,
-            "add table inet handoff\nflush chain inet handoff x\n"
-        );
-    }
-}
+mod tests;

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{batch, docker_user, ruleset, ComponentRoutes, Firewall, Route, Switch};
+use super::{batch, docker_user, localnet, ruleset, ComponentRoutes, Firewall, Route, Switch};
 use crate::config::PortPair;
 use crate::error::Failure;
 
@@ -114,6 +114,22 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
             canaries.push((encoded.to_string(), parse_map_elements(map)?));
         }
     }
+    let localhost: Vec<u16> = listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("set"))
+        .filter(|set| set.get("name").and_then(Value::as_str) == Some(ruleset::LOCALHOST_SET))
+        .filter_map(|set| set.get("elem").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|port| u16::try_from(port.as_u64()?).ok())
+        .collect();
+    for routing in maps.values_mut() {
+        routing.localhost = routing
+            .routes
+            .iter()
+            .any(|r| localhost.contains(&r.external));
+    }
     // A canary map belongs to the component whose backend map has the same suffix.
     for (encoded, routes) in canaries {
         if let Some(component) = ruleset::component_of_map(&format!("backend_{encoded}")) {
@@ -157,8 +173,12 @@ impl Firewall for NftFirewall {
             ports,
             backend,
             canary,
+            localhost,
             hairpin_sources,
         } = *change;
+        if localhost {
+            localnet::ensure_route_localnet()?;
+        }
         // The hot path: the component is routed already on exactly these external ports, with
         // no canary before or after, so only its map's elements (and the hairpin set) change,
         // in one netlink batch.
@@ -207,6 +227,7 @@ impl Firewall for NftFirewall {
             &stale,
             backend,
             canary.as_ref(),
+            localhost,
         ));
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
         self.apply(commands).map_err(|e| {
@@ -270,12 +291,20 @@ impl Firewall for NftFirewall {
             Err(error) => Err(error),
         };
         let routes = read(ruleset::backend_map(component))?;
-        let canary = if routes.is_empty() {
-            Vec::new()
-        } else {
-            read(ruleset::canary_map(component))?
+        if routes.is_empty() {
+            return Ok(ComponentRoutes::default());
+        }
+        let canary = read(ruleset::canary_map(component))?;
+        let localhost = match batch::read_ports(&self.table, ruleset::LOCALHOST_SET) {
+            Ok(ports) => routes.iter().any(|r| ports.contains(&r.external)),
+            Err(error) if error.downcast_ref::<batch::Missing>().is_some() => false,
+            Err(error) => return Err(error),
         };
-        Ok(ComponentRoutes { routes, canary })
+        Ok(ComponentRoutes {
+            routes,
+            canary,
+            localhost,
+        })
     }
 }
 
@@ -291,6 +320,7 @@ mod tests {
             {"map": {"name": "backend_web", "elem": [[80, {"concat": ["10.0.0.11", 8080]}]]}},
             {"map": {"name": "backend_api"}},
             {"map": {"name": "canary_web", "elem": [[80, {"concat": ["10.0.0.12", 8080]}]]}},
+            {"set": {"name": "localhost_ports", "elem": [80]}},
             {"chain": {"name": "prerouting"}}]});
         let maps = parse_backend_maps(&listing).unwrap();
         assert_eq!(maps.len(), 2);
@@ -298,6 +328,7 @@ mod tests {
         assert_eq!(maps["web"].canary(), Some(Ipv4Addr::new(10, 0, 0, 12)));
         assert_eq!(maps["api"].active(), None);
         assert_eq!(maps["api"].canary(), None);
+        assert!(maps["web"].localhost && !maps["api"].localhost);
     }
 
     #[test]

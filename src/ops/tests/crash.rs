@@ -34,6 +34,7 @@ fn route_back(kit: &Kit, address: std::net::Ipv4Addr) {
             ports: &ports,
             backend: address,
             canary: None,
+            localhost: false,
             hairpin_sources: &[address],
         })
         .unwrap();

@@ -1,0 +1,342 @@
+//! The layout as data: what each builder emits, in which order.
+
+use super::*;
+
+fn ports() -> Vec<PortPair> {
+    vec![
+        PortPair {
+            external: 80,
+            backend: 8080,
+        },
+        PortPair {
+            external: 443,
+            backend: 8443,
+        },
+    ]
+}
+
+fn position(commands: &[String], wanted: &str) -> usize {
+    commands
+        .iter()
+        .position(|c| c == wanted)
+        .unwrap_or_else(|| panic!("{wanted:?} not in {commands:#?}"))
+}
+
+#[test]
+fn a_port_dropped_from_the_config_leaves_the_dispatch_map() {
+    let commands = route(
+        DEFAULT_TABLE,
+        "web",
+        &ports(),
+        &[81],
+        Ipv4Addr::new(10, 0, 0, 12),
+        None,
+        false,
+    );
+    let added = position(
+        &commands,
+        "add element inet handoff dispatch { 81 : goto component_web }",
+    );
+    let deleted = position(&commands, "delete element inet handoff dispatch { 81 }");
+    assert!(added < deleted, "idempotent: added before it is deleted");
+    assert!(!route(
+        DEFAULT_TABLE,
+        "web",
+        &ports(),
+        &[],
+        Ipv4Addr::new(10, 0, 0, 12),
+        None,
+        false,
+    )
+    .iter()
+    .any(|c| c.starts_with("delete element inet handoff dispatch")));
+}
+
+/// web's ports routed to 10.0.0.12, nothing stale.
+fn web_to_12() -> Vec<String> {
+    route(
+        DEFAULT_TABLE,
+        "web",
+        &ports(),
+        &[],
+        Ipv4Addr::new(10, 0, 0, 12),
+        None,
+        false,
+    )
+}
+
+#[test]
+fn route_refills_the_component_map_and_dispatches_its_ports() {
+    let commands = web_to_12();
+    let flush = position(&commands, "flush map inet handoff backend_web");
+    let fill = position(
+        &commands,
+        "add element inet handoff backend_web { 80 : 10.0.0.12 . 8080, 443 : 10.0.0.12 . 8443 }",
+    );
+    assert!(flush < fill, "flush before refill");
+    position(
+        &commands,
+        "add element inet handoff dispatch { 80 : goto component_web, 443 : goto component_web }",
+    );
+}
+
+#[test]
+fn the_traffic_rule_is_one_map_lookup() {
+    let commands = web_to_12();
+    let rules: Vec<&String> = commands
+        .iter()
+        .filter(|c| c.starts_with("add rule inet handoff component_web"))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map \
+          @backend_web"
+        ]
+    );
+    let flushed = position(&commands, "flush chain inet handoff component_web");
+    let added = position(&commands, rules[0]);
+    assert!(flushed < added, "reruns never duplicate the rule");
+}
+
+#[test]
+fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
+    let canary = Canary {
+        backend: Ipv4Addr::new(10, 0, 0, 13),
+        weight: 10,
+        sticky: false,
+    };
+    let commands = route(
+        DEFAULT_TABLE,
+        "web",
+        &ports(),
+        &[],
+        Ipv4Addr::new(10, 0, 0, 12),
+        Some(&canary),
+        false,
+    );
+    let split = position(
+        &commands,
+        "add rule inet handoff component_web ct label set 127 numgen random mod 100 < 10 \
+         dnat ip to tcp dport map @canary_web",
+    );
+    let main = position(
+        &commands,
+        "add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map \
+         @backend_web",
+    );
+    assert!(split < main, "the canary's share is taken first");
+    position(
+        &commands,
+        "add element inet handoff canary_web { 80 : 10.0.0.13 . 8080, 443 : 10.0.0.13 . 8443 }",
+    );
+    assert!(!commands.iter().any(|c| c.starts_with("delete map")));
+    let sticky = route(
+        DEFAULT_TABLE,
+        "web",
+        &ports(),
+        &[],
+        Ipv4Addr::new(10, 0, 0, 12),
+        Some(&Canary {
+            sticky: true,
+            ..canary
+        }),
+        false,
+    );
+    position(
+        &sticky,
+        "add rule inet handoff component_web ct label set 127 jhash ip saddr mod 100 seed \
+         0x68616e64 < 10 dnat ip to tcp dport map @canary_web",
+    );
+    let ended = web_to_12();
+    let flushed = position(&ended, "flush chain inet handoff component_web");
+    let added = position(
+        &ended,
+        "add map inet handoff canary_web { type inet_service : ipv4_addr . inet_service ; }",
+    );
+    let deleted = position(&ended, "delete map inet handoff canary_web");
+    assert!(
+        added < deleted && flushed < deleted,
+        "idempotent, and nothing refers to it"
+    );
+}
+
+#[test]
+fn base_chains_are_reasserted_idempotently_in_our_table_only() {
+    let commands = base(DEFAULT_TABLE);
+    for command in &commands {
+        assert!(
+            command.contains(" inet handoff"),
+            "touches only our table: {command}"
+        );
+        assert!(!command.starts_with("delete") && !command.starts_with("flush ruleset"));
+    }
+    for (name, expected) in [
+        ("prerouting", 2),
+        ("output", 3),
+        ("postrouting", 2),
+        (LOCALNET_GUARD, 1),
+    ] {
+        let added = commands
+            .iter()
+            .position(|c| c.starts_with(&format!("add chain inet handoff {name} ")))
+            .unwrap();
+        let flushed = position(&commands, &format!("flush chain inet handoff {name}"));
+        let rules: Vec<usize> = commands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.starts_with(&format!("add rule inet handoff {name} ")))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            added < flushed && rules.len() == expected && flushed < rules[0],
+            "{name}"
+        );
+    }
+    assert!(commands[4].contains("type nat hook prerouting priority -110"));
+    assert!(commands[4].contains("policy accept"));
+}
+
+#[test]
+fn a_components_ports_are_refused_over_ipv6_from_outside_and_from_the_host() {
+    let commands = base(DEFAULT_TABLE);
+    position(
+        &commands,
+        "add rule inet handoff prerouting meta nfproto ipv6 fib daddr type local meta \
+         l4proto tcp tcp dport @dispatch reject with tcp reset",
+    );
+    position(
+        &commands,
+        "add rule inet handoff output meta nfproto ipv6 ip6 daddr != ::1 fib daddr type \
+         local meta l4proto tcp tcp dport @dispatch reject with tcp reset",
+    );
+}
+
+#[test]
+fn loopback_clients_reach_only_the_ports_that_ask_for_it_behind_the_localnet_guard() {
+    let commands = base(DEFAULT_TABLE);
+    position(
+        &commands,
+        "add rule inet handoff output meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto \
+         tcp tcp dport @localhost_ports tcp dport vmap @dispatch",
+    );
+    position(
+        &commands,
+        "add rule inet handoff postrouting ct label 127 ct status dnat ip saddr 127.0.0.0/8 \
+         masquerade",
+    );
+    position(
+        &commands,
+        "add rule inet handoff localnet_guard iifname != \"lo\" ip daddr 127.0.0.0/8 ct \
+         status & dnat == 0 ct state != { established, related } drop",
+    );
+    let asking = route(
+        DEFAULT_TABLE,
+        "web",
+        &ports(),
+        &[],
+        Ipv4Addr::new(10, 0, 0, 12),
+        None,
+        true,
+    );
+    position(
+        &asking,
+        "add element inet handoff localhost_ports { 80, 443 }",
+    );
+    assert!(!asking
+        .iter()
+        .any(|c| c.contains("delete element inet handoff localhost")));
+    let not_asking = web_to_12();
+    let added = position(
+        &not_asking,
+        "add element inet handoff localhost_ports { 80, 443 }",
+    );
+    let deleted = position(
+        &not_asking,
+        "delete element inet handoff localhost_ports { 80, 443 }",
+    );
+    assert!(added < deleted, "taken out idempotently");
+}
+
+#[test]
+fn output_leaves_loopback_alone_and_hairpin_is_masqueraded() {
+    let commands = base(DEFAULT_TABLE);
+    position(
+        &commands,
+        "add rule inet handoff output meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr \
+         type local meta l4proto tcp tcp dport vmap @dispatch",
+    );
+    position(
+        &commands,
+        "add rule inet handoff postrouting ct label 127 ct status dnat ip saddr \
+         @hairpin_sources masquerade",
+    );
+}
+
+#[test]
+fn unroute_removes_the_component_idempotently() {
+    let commands = unroute(DEFAULT_TABLE, "web", &ports());
+    let add = position(&commands, "add chain inet handoff component_web");
+    let delete = position(&commands, "delete chain inet handoff component_web");
+    let undispatch = position(
+        &commands,
+        "delete element inet handoff dispatch { 80, 443 }",
+    );
+    assert!(add < undispatch && undispatch < delete, "{commands:#?}");
+    position(&commands, "delete map inet handoff backend_web");
+    assert!(
+        commands.iter().all(|c| c.contains(" inet handoff ")),
+        "{commands:#?}"
+    );
+}
+
+#[test]
+fn another_table_name_is_used_everywhere() {
+    let mut commands = base("handoff_test");
+    commands.extend(route(
+        "handoff_test",
+        "web",
+        &ports(),
+        &[81],
+        Ipv4Addr::new(10, 0, 0, 1),
+        None,
+        false,
+    ));
+    commands.extend(hairpin("handoff_test", &[Ipv4Addr::new(10, 0, 0, 1)]));
+    assert!(
+        commands.iter().all(|c| c.contains(" inet handoff_test")),
+        "{commands:#?}"
+    );
+}
+
+#[test]
+fn hairpin_set_is_replaced_whole() {
+    let commands = hairpin(
+        DEFAULT_TABLE,
+        &[Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)],
+    );
+    assert_eq!(
+        commands,
+        [
+            "flush set inet handoff hairpin_sources",
+            "add element inet handoff hairpin_sources { 10.0.0.11, 10.0.0.12 }"
+        ]
+    );
+    assert_eq!(
+        hairpin(DEFAULT_TABLE, &[]).len(),
+        1,
+        "an empty element list is not sent"
+    );
+}
+
+#[test]
+fn a_document_is_one_command_per_line() {
+    let script = document(&[
+        "add table inet handoff".into(),
+        "flush chain inet handoff x".into(),
+    ]);
+    assert_eq!(
+        script,
+        "add table inet handoff\nflush chain inet handoff x\n"
+    );
+}
