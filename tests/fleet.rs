@@ -534,7 +534,8 @@ fn register_hosts(etcd: &mut Etcd, keys: &Keys, names: &[&str]) -> Vec<i64> {
                 .put_if_absent_or_ours(
                     &keys.host(name),
                     serde_json::to_vec(&record).unwrap(),
-                    lease
+                    lease,
+                    Vec::new()
                 )
                 .expect("register"));
             let status = StatusRecord {

@@ -188,16 +188,28 @@ impl Etcd {
     }
 
     /// Write `value` at `key` under `lease`, only if no one holds the key under another lease
-    /// (a key held by a live lease of someone else is refused: `Ok(false)`).
-    pub fn put_if_absent_or_ours(&mut self, key: &str, value: Vec<u8>, lease: i64) -> Result<bool> {
+    /// (a key held by a live lease of someone else is refused: `Ok(false)`); `also` is written
+    /// in the same transaction, or not at all.
+    pub fn put_if_absent_or_ours(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+        also: Vec<TxnOp>,
+    ) -> Result<bool> {
         let context = self.context(&format!("registering {key}"));
-        let put = TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
+        let mut puts = vec![TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )];
+        puts.extend(also);
         let absent = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([put.clone()]);
+            .and_then(puts.clone());
         let ours = Txn::new()
             .when([Compare::lease(key, CompareOp::Equal, lease)])
-            .and_then([put]);
+            .and_then(puts);
         let client = &mut self.client;
         self.runtime
             .block_on(async {

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use etcd_client::TxnOp;
 
 use super::records::{now_ms, HostRecord, MemberRecord};
 use super::{Etcd, Keys, LEASE_TTL_SECS};
@@ -79,23 +80,34 @@ fn register(etcd: &mut Etcd, keys: &Keys, host: &str) -> Result<i64> {
         since_ms: now_ms(),
         pid: std::process::id(),
     };
-    if !etcd.put_if_absent_or_ours(&keys.host(host), serde_json::to_vec(&record)?, lease)? {
+    // The registration and the member record in one transaction: an etcd that goes away in
+    // between cannot leave a host registered whose start-up then fails.
+    let registered = etcd.put_if_absent_or_ours(
+        &keys.host(host),
+        serde_json::to_vec(&record)?,
+        lease,
+        vec![TxnOp::put(keys.member(host), member(host)?, None)],
+    )?;
+    if !registered {
         let _ = etcd.revoke(lease);
         return Err(Failure::input(format!(
             "another live agent is registered as host {host:?} in this fleet (--host names must be unique)"
         ))
         .into());
     }
-    seen(etcd, keys, host)?;
     Ok(lease)
 }
 
-fn seen(etcd: &mut Etcd, keys: &Keys, host: &str) -> Result<()> {
-    let member = MemberRecord {
+/// `members/{host}`, seen now.
+fn member(host: &str) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&MemberRecord {
         name: host.to_string(),
         last_seen_ms: now_ms(),
-    };
-    etcd.put(&keys.member(host), serde_json::to_vec(&member)?)?;
+    })?)
+}
+
+fn seen(etcd: &mut Etcd, keys: &Keys, host: &str) -> Result<()> {
+    etcd.put(&keys.member(host), member(host)?)?;
     Ok(())
 }
 
