@@ -16,13 +16,12 @@ use anyhow::Result;
 use super::launch::{launch, repo_of};
 use super::reconcile::reconcile;
 use super::session::Session;
-use super::switch::{commit_routing, ports_of, switch_to, Switched};
+use super::switch::{commit_routing, ports_of, switch_to, wait_until_ready, Switched};
 use super::Env;
 use crate::config::Component;
 use crate::crash;
 use crate::error::Failure;
 use crate::kernel::netfilter::Canary;
-use crate::runtime::LABEL_CONFIG_HASH;
 use crate::state::{now_ms, BackendRecord, CanaryRecord};
 
 /// What a canary change did.
@@ -63,12 +62,15 @@ pub fn canary_address(
 ) -> Result<Split> {
     ports_of(component)?;
     let mut session = Session::open(env, component, &format!("canary {address}"))?;
-    let active = routed_elsewhere(&session, component, address)?;
-    env.step(format!(
-        "{}: waiting for {address} to pass its ready checks (readyTimeout {} ms)",
-        component.name, component.ready_timeout
-    ));
-    env.probe.wait_ready(component, address)?;
+    let active = active_backend(&session, component)?;
+    if active == address {
+        return Err(Failure::input(format!(
+            "{address} is {}'s active backend already; a canary is another backend",
+            component.name
+        ))
+        .into());
+    }
+    wait_until_ready(env, component, address)?;
     let backend = BackendRecord {
         address,
         ports: component.port_pairs(),
@@ -100,6 +102,7 @@ pub fn canary_update(
     ports_of(component)?;
     let mut session = Session::open(env, component, "update --canary")?;
     reconcile(env, &mut session, component)?;
+    let active = active_backend(&session, component)?;
     let tag = tag.unwrap_or(&component.tag);
     let image = format!("{repo}:{tag}");
     let current = session
@@ -110,16 +113,12 @@ pub fn canary_update(
     let same_version = current.as_ref().and_then(|c| {
         session
             .container_at(c.backend.address)
-            .filter(|container| {
-                container.image == image
-                    && container.labels.get(LABEL_CONFIG_HASH) == Some(&component.config_hash())
-            })
+            .filter(|container| container.runs(&image, component))
             .map(|_| c.backend.clone())
     });
     let backend = match same_version {
         Some(backend) => backend,
         None => {
-            routed_elsewhere(&session, component, std::net::Ipv4Addr::UNSPECIFIED)?;
             let container = launch(env, &mut session, component, tag)?;
             BackendRecord {
                 address: container.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
@@ -129,7 +128,6 @@ pub fn canary_update(
             }
         }
     };
-    let active = routed_elsewhere(&session, component, backend.address)?;
     split_to(
         env,
         &mut session,
@@ -141,25 +139,16 @@ pub fn canary_update(
     )
 }
 
-/// The active backend, which must exist and must not be `canary`.
-fn routed_elsewhere(
-    session: &Session,
-    component: &Component,
-    canary: Ipv4Addr,
-) -> Result<Ipv4Addr> {
-    let name = &component.name;
-    match session.routes.active() {
-        None => Err(Failure::input(format!(
-            "{name} is not routed: a canary needs an active backend beside it (`switch` or \
-             `start` first)"
+/// The active backend, which a canary needs beside it.
+fn active_backend(session: &Session, component: &Component) -> Result<Ipv4Addr> {
+    session.routes.active().ok_or_else(|| {
+        Failure::input(format!(
+            "{} is not routed: a canary needs an active backend beside it (`switch` or \
+             `start` first)",
+            component.name
         ))
-        .into()),
-        Some(active) if active == canary => Err(Failure::input(format!(
-            "{canary} is {name}'s active backend already; a canary is another backend"
-        ))
-        .into()),
-        Some(active) => Ok(active),
-    }
+        .into()
+    })
 }
 
 /// Route `weight` % of `component`'s new connections to `backend`, the rest to `active`, in
@@ -290,10 +279,6 @@ pub fn promote(env: &Env, component: &Component) -> Result<Switched> {
             }
         },
     };
-    env.step(format!(
-        "{name}: waiting for the canary {address} to pass its ready checks (readyTimeout {} ms)",
-        component.ready_timeout
-    ));
-    env.probe.wait_ready(component, address)?;
+    wait_until_ready(env, component, address)?;
     switch_to(env, &mut session, component, address, container)
 }

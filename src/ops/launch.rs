@@ -8,6 +8,7 @@ use std::io::Read;
 use anyhow::{Context as _, Result};
 
 use super::session::Session;
+use super::switch::wait_until_ready;
 use super::Env;
 use crate::config::{Component, PullPolicy};
 use crate::crash;
@@ -139,13 +140,7 @@ pub fn launch(
     crash::point("before-ready");
     let ready = runtime
         .address(&id, &component.network)
-        .and_then(|address| {
-            env.step(format!(
-                "{}: waiting for {address} to pass its ready checks (readyTimeout {} ms)",
-                component.name, component.ready_timeout
-            ));
-            env.probe.wait_ready(component, address).map(|()| address)
-        });
+        .and_then(|address| wait_until_ready(env, component, address).map(|()| address));
     match ready {
         Ok(address) => {
             let container = Container {

@@ -17,7 +17,7 @@ use anyhow::Result;
 use super::canary::end_canary;
 use super::reconcile::reconcile;
 use super::session::Session;
-use super::switch::{ports_of, switch_to, Switched};
+use super::switch::{ports_of, switch_to, wait_until_ready, Switched};
 use super::Env;
 use crate::config::Component;
 use crate::error::Failure;
@@ -88,11 +88,7 @@ pub fn rollback(env: &Env, component: &Component) -> Result<Rollback> {
             }
         }
     };
-    env.step(format!(
-        "{name}: waiting for {} to pass its ready checks again (readyTimeout {} ms)",
-        target.address, component.ready_timeout
-    ));
-    env.probe.wait_ready(component, target.address)?;
+    wait_until_ready(env, component, target.address)?;
     if let Some(from) = active {
         // Saved by the switch, with it; a refused switch leaves it stale, which is harmless
         // (it only counts while the kernel routes to `to`).

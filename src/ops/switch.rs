@@ -163,15 +163,21 @@ pub(super) fn commit_routing(
     Ok(())
 }
 
+/// Say that `address` is being checked, and wait until it passes `component`'s readyChecks
+/// (within readyTimeout): what every step does before it routes to a backend.
+pub fn wait_until_ready(env: &Env, component: &Component, address: Ipv4Addr) -> Result<()> {
+    env.step(format!(
+        "{}: waiting for {address} to pass its ready checks (readyTimeout {} ms)",
+        component.name, component.ready_timeout
+    ));
+    env.probe.wait_ready(component, address)
+}
+
 /// `switch NAME --to ADDR`: check that ADDR is ready (within readyTimeout), then switch.
 pub fn switch_address(env: &Env, component: &Component, address: Ipv4Addr) -> Result<Switched> {
     ports_of(component)?;
     let mut session = Session::open(env, component, &format!("switch --to {address}"))?;
     refuse_during_canary(&session, component)?;
-    env.step(format!(
-        "{}: waiting for {address} to pass its ready checks (readyTimeout {} ms)",
-        component.name, component.ready_timeout
-    ));
-    env.probe.wait_ready(component, address)?;
+    wait_until_ready(env, component, address)?;
     switch_to(env, &mut session, component, address, None)
 }

@@ -13,7 +13,6 @@ use super::switch::{ports_of, switch_to, Switched};
 use super::Env;
 use crate::config::Component;
 use crate::error::Failure;
-use crate::runtime::LABEL_CONFIG_HASH;
 
 /// `start`: run the first container of a component and route its ports to it.
 pub fn start(env: &Env, component: &Component) -> Result<Switched> {
@@ -61,11 +60,7 @@ pub fn update(env: &Env, component: &Component, tag: Option<&str>) -> Result<Upd
         .routes
         .active()
         .and_then(|a| session.container_at(a))
-        .filter(|c| {
-            draining
-                && c.image == image
-                && c.labels.get(LABEL_CONFIG_HASH) == Some(&component.config_hash())
-        })
+        .filter(|c| draining && c.runs(&image, component))
         .map(|c| c.name.clone());
     match already_there {
         Some(name) => report.already_serving = Some(name),

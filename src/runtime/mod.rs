@@ -38,6 +38,12 @@ pub struct Container {
 }
 
 impl Container {
+    /// Whether this container runs `image` with `component`'s config as it is now (the hash
+    /// its creator labelled it with).
+    pub fn runs(&self, image: &str, component: &crate::config::Component) -> bool {
+        self.image == image && self.labels.get(LABEL_CONFIG_HASH) == Some(&component.config_hash())
+    }
+
     pub fn generation(&self) -> u64 {
         self.labels
             .get(LABEL_GENERATION)
