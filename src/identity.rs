@@ -43,7 +43,16 @@ pub fn canary_map(name: &str) -> String {
 /// The component whose backend map is `map` (the inverse of [`backend_map`]); `None` for any
 /// other object.
 pub fn component_of_map(map: &str) -> Option<String> {
-    let encoded = map.strip_prefix("backend_")?;
+    decode_suffix(map.strip_prefix("backend_")?)
+}
+
+/// The component whose canary map is `map` (the inverse of [`canary_map`]).
+pub fn component_of_canary_map(map: &str) -> Option<String> {
+    decode_suffix(map.strip_prefix("canary_")?)
+}
+
+/// The inverse of [`object_suffix`]; `None` for a malformed one.
+fn decode_suffix(encoded: &str) -> Option<String> {
     let mut name = String::with_capacity(encoded.len());
     let mut chars = encoded.chars();
     while let Some(c) = chars.next() {

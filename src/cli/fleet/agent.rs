@@ -12,7 +12,7 @@
 //! components serving here (every --health-interval s), replacing a container that failed
 //! --health-failures rounds in a row, at the tag it serves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use super::drains::Drains;
 use super::Fleet;
 use crate::config::{self, Component, Config};
 use crate::fleet::keys::valid_name;
-use crate::fleet::records::{now_ms, StatusRecord, StopRecord};
+use crate::fleet::records::{now_ms, StatusRecord};
 use crate::fleet::registration::Registration;
 use crate::fleet::rollout::{self, Snapshot, DONE};
 use crate::fleet::{Etcd, LEASE_TTL_SECS};
@@ -140,7 +140,6 @@ pub fn run(args: &Args, fleet: &Fleet, globals: &Globals) -> Result<()> {
             serving: HashMap::new(),
         },
         drains: Drains::default(),
-        stopped: BTreeMap::new(),
     };
     agent.run();
     drop(registration);
@@ -156,8 +155,6 @@ struct Agent<'a> {
     registration: &'a Registration,
     health: Health,
     drains: Drains,
-    /// The fleet-wide stops as of the last read.
-    stopped: BTreeMap<String, StopRecord>,
 }
 
 /// The agent's health checks: `monitor`'s rounds, for every component serving here.
@@ -217,12 +214,11 @@ impl Agent<'_> {
             Some(text) => match config::parse(text) {
                 Ok(parsed) => {
                     let parsed = desired(parsed, &snapshot);
-                    self.stopped = snapshot.stopped.clone();
                     self.hold_stopped(&parsed, &snapshot)?;
                     let mut running = parsed.clone();
                     running
                         .components
-                        .retain(|c| !self.stopped.contains_key(&c.name));
+                        .retain(|c| !snapshot.stopped.contains_key(&c.name));
                     self.converge(&running)?;
                     self.drain_leftovers(&running)?;
                     if self.take_part(&parsed, &snapshot)? {

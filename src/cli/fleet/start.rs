@@ -41,12 +41,11 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
         if snapshot.stopped.contains_key(name) {
             anyhow::bail!("{name} was stopped again before every host started it");
         }
-        let waiting: Vec<&String> = snapshot
+        if snapshot
             .alive
             .keys()
-            .filter(|host| snapshot.serving_tag(host, name).is_none())
-            .collect();
-        if waiting.is_empty() {
+            .all(|host| snapshot.serving_tag(host, name).is_some())
+        {
             println!(
                 "fleet {}: {name} serves on every live host ({} host(s))",
                 fleet.name,

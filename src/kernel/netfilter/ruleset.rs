@@ -83,7 +83,7 @@ use super::Canary;
 use crate::config::PortPair;
 use crate::identity::{self, Identity};
 
-pub use identity::component_of_map;
+pub use identity::{component_of_canary_map, component_of_map};
 
 /// The default name of our table (family `inet`); `--table` picks another, so that two
 /// independent installations (or parallel tests) never share one.

@@ -110,8 +110,8 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
         };
         if let Some(component) = ruleset::component_of_map(name) {
             maps.entry(component).or_default().routes = parse_map_elements(map)?;
-        } else if let Some(encoded) = name.strip_prefix("canary_") {
-            canaries.push((encoded.to_string(), parse_map_elements(map)?));
+        } else if let Some(component) = ruleset::component_of_canary_map(name) {
+            canaries.push((component, parse_map_elements(map)?));
         }
     }
     let localhost: Vec<u16> = listing["nftables"]
@@ -130,12 +130,9 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
             .iter()
             .any(|r| localhost.contains(&r.external));
     }
-    // A canary map belongs to the component whose backend map has the same suffix.
-    for (encoded, routes) in canaries {
-        if let Some(component) = ruleset::component_of_map(&format!("backend_{encoded}")) {
-            if let Some(routing) = maps.get_mut(&component) {
-                routing.canary = routes;
-            }
+    for (component, routes) in canaries {
+        if let Some(routing) = maps.get_mut(&component) {
+            routing.canary = routes;
         }
     }
     Ok(maps)

@@ -20,9 +20,7 @@ impl Agent<'_> {
         for component in config.components.iter().filter(|c| c.repo.is_some()) {
             let name = &component.name;
             let Some(asked) = snapshot.stopped.get(name) else {
-                if self.drains.stopping(name) {
-                    self.drains.forget_status(name);
-                }
+                self.drains.forget_status(name);
                 continue;
             };
             self.health.serving.remove(name);
@@ -78,8 +76,8 @@ impl Agent<'_> {
         Ok(())
     }
 
-    /// Report the drains that ended; a stop's drain writes its final status, if the component
-    /// is still stopped (not killed, not started again).
+    /// Report the drains that ended; a stop's drain writes its final status (a kill or a start
+    /// since has made it forget it: see `hold_stopped`).
     pub(super) fn reap_drains(&mut self) -> Result<()> {
         for ended in self.drains.reap() {
             let name = &ended.component;
@@ -92,8 +90,7 @@ impl Agent<'_> {
                 )),
                 Err(error) => say(format!("{name}: drain failed: {error:#}")),
             }
-            let still_stopped = self.stopped.get(name).is_some_and(|s| !s.kill);
-            if let Some(mut record) = ended.then.filter(|_| still_stopped) {
+            if let Some(mut record) = ended.then {
                 if let Err(error) = &ended.result {
                     record = failed(name, "fleet stop", error);
                 }
