@@ -364,6 +364,26 @@ fn host_local_and_other_container_clients_reach_the_component() {
     );
     let fetched = common::parse_json_line(&fetched.stdout);
     common::assert_served_by(&fetched, "v1");
+    // The component's own container, through the same address (self-hairpin): its packets
+    // leave and come back on one bridge port, which needs that port's hairpin mode.
+    let (own, _, _) = sandbox.containers().remove(0);
+    let own = must(
+        "docker",
+        &[
+            "exec",
+            &own,
+            "/usr/local/bin/handoff-netkit",
+            "load",
+            "--target",
+            &target,
+            "--connections",
+            "1",
+            "--duration-ms",
+            "300",
+        ],
+    );
+    let own = common::parse_json_line(own.as_bytes());
+    common::assert_served_by(&own, "v1");
     sandbox.handoff_ok(&["kill", "web"]);
     assert!(!sandbox.table_exists() || !sandbox.docker_user_rule());
 }

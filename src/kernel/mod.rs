@@ -3,6 +3,7 @@
 //! table; [`netfilter`] owns handoff's nftables table and the hole in Docker's FORWARD policy.
 //! Nothing here knows about components' life cycles: that is `ops`, one floor up.
 
+pub mod bridge_port;
 pub mod conntrack;
 pub mod netfilter;
 pub mod nfnetlink;

@@ -1,12 +1,12 @@
 //! nfnetlink plumbing shared by the conntrack reader (`conntrack/`) and the nftables hot path
 //! (`netfilter/batch.rs`): opening a socket, splitting a datagram into messages, waiting for
-//! data with a timeout.
+//! data with a timeout. The last two serve route netlink (`bridge_port.rs`) too.
 
 use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -61,7 +61,7 @@ pub fn receive(socket: &Socket, buffer: &mut Vec<u8>) -> std::io::Result<usize> 
 
 /// Every message of a datagram: `None` for one that cannot be decoded (a malformed length
 /// ends the walk with one `None`). Never panics, whatever the bytes.
-pub fn parse_datagram(datagram: &[u8]) -> Vec<Option<NetlinkMessage<NetfilterMessage>>> {
+pub fn parse_datagram<T: NetlinkDeserializable>(datagram: &[u8]) -> Vec<Option<NetlinkMessage<T>>> {
     let mut out = Vec::new();
     let mut offset = 0;
     while datagram.len().saturating_sub(offset) >= HEADER_LEN {
@@ -71,7 +71,7 @@ pub fn parse_datagram(datagram: &[u8]) -> Vec<Option<NetlinkMessage<NetfilterMes
             out.push(None);
             break;
         }
-        out.push(NetlinkMessage::<NetfilterMessage>::deserialize(&rest[..length]).ok());
+        out.push(NetlinkMessage::<T>::deserialize(&rest[..length]).ok());
         offset += (length + 3) & !3;
     }
     out

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result};
 
@@ -140,7 +141,10 @@ pub fn launch(
     crash::point("before-ready");
     let ready = runtime
         .address(&id, &component.network)
-        .and_then(|address| wait_until_ready(env, component, address).map(|()| address));
+        .and_then(|address| {
+            allow_hairpin(env, component, &id, address);
+            wait_until_ready(env, component, address).map(|()| address)
+        });
     match ready {
         Ok(address) => {
             let container = Container {
@@ -175,5 +179,20 @@ pub fn launch(
                 spec.name
             )))
         }
+    }
+}
+
+/// Let a container just started (or started again) reach its own component through the host
+/// (self-hairpin). A failure is a warning: every other client path works without it.
+pub fn allow_hairpin(env: &Env, component: &Component, id: &str, address: Ipv4Addr) {
+    let Ok(runtime) = env.runtime() else {
+        return;
+    };
+    if let Err(error) = runtime.allow_hairpin(id, address) {
+        env.warn(format!(
+            "{}: {} cannot reach its own component through the host: {error:#}",
+            component.name,
+            crate::runtime::short_id(id)
+        ));
     }
 }

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 
 use super::drain::{finish_drain, DrainReport};
-use super::launch::launch;
+use super::launch::{allow_hairpin, launch};
 use super::session::Session;
 use super::switch::{ports_of, switch_to, Switched};
 use super::Env;
@@ -131,11 +131,17 @@ fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
             let runtime = env.runtime()?;
             let recorded = session.containers.iter().find(|c| &c.id == id).cloned();
             match recorded {
-                Some(c) if c.running => (c.address.unwrap_or(active.address), Some(id.clone())),
+                Some(c) if c.running => {
+                    // Restarted by Docker after a reboot: its veth is new.
+                    let address = c.address.unwrap_or(active.address);
+                    allow_hairpin(env, component, id, address);
+                    (address, Some(id.clone()))
+                }
                 Some(c) => {
                     env.step(format!("{}: starting {} again", component.name, c.name));
                     runtime.start(id)?;
                     let address = runtime.address(id, &component.network)?;
+                    allow_hairpin(env, component, id, address);
                     env.probe.wait_ready(component, address)?;
                     (address, Some(id.clone()))
                 }

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 
 use super::{Container, ContainerSpec, Runtime, LABEL_COMPONENT, LABEL_TABLE};
 use crate::error::Failure;
+use crate::kernel::bridge_port;
 
 pub struct Docker {
     runtime: tokio::runtime::Runtime,
@@ -231,6 +232,21 @@ impl Runtime for Docker {
             .and_then(|n| n.get(network).cloned())
             .and_then(|e| e.ip_address)
             .and_then(|ip| ip.parse().ok()))
+    }
+
+    fn allow_hairpin(&self, id: &str, address: Ipv4Addr) -> Result<()> {
+        let inspect = self
+            .runtime
+            .block_on(self.client.inspect_container(id, None))
+            .with_context(|| format!("inspecting container {id}"))?;
+        let pid = inspect
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .with_context(|| format!("container {id} is not running"))?;
+        bridge_port::allow_hairpin(pid, address)?;
+        Ok(())
     }
 
     /// SIGTERM, then SIGKILL after `grace`. A container already stopped (304) or gone (404) is

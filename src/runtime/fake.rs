@@ -174,6 +174,11 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    fn allow_hairpin(&self, id: &str, _address: Ipv4Addr) -> Result<()> {
+        self.inner.borrow_mut().calls.push(format!("hairpin {id}"));
+        Ok(())
+    }
+
     fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr> {
         self.running_address(id, network)?
             .ok_or_else(|| anyhow::anyhow!("container {id} has no address"))

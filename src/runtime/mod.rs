@@ -99,6 +99,10 @@ pub trait Runtime {
     /// The container's address on `network` while it runs; `None` when it is stopped, gone,
     /// or has no address there.
     fn running_address(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>>;
+    /// Let the running container reach its own component through the host: hairpin mode on
+    /// the bridge port behind its `address` (see [`crate::kernel::bridge_port`]). Nothing to
+    /// do, and no error, when that interface is not on a bridge.
+    fn allow_hairpin(&self, id: &str, address: Ipv4Addr) -> Result<()>;
     /// SIGTERM, then SIGKILL after `grace`. Already stopped or gone is done.
     fn stop(&self, id: &str, grace: Duration) -> Result<()>;
     /// Remove the container (and its anonymous volumes). Already gone is done.

@@ -32,8 +32,42 @@ fn after_a_reboot_the_active_container_is_started_again_and_nothing_of_it_is_dra
     assert_eq!(kit.routed(), Some(docker_address(2)));
     let web = kit.state().component("web");
     assert!(web.draining.is_empty(), "{web:?}");
-    assert_eq!(web.active.unwrap().container, Some(active.id));
+    assert_eq!(web.active.unwrap().container, Some(active.id.clone()));
     assert_eq!(kit.firewall.forward_path_opened(), 1);
+    let hairpins = kit.runtime.calls();
+    let hairpins: Vec<&String> = hairpins
+        .iter()
+        .filter(|c| c.starts_with("hairpin"))
+        .collect();
+    assert_eq!(
+        hairpins.last().map(|c| c.as_str()),
+        Some(format!("hairpin {}", active.id).as_str()),
+        "its new bridge port lets it reach itself again: {hairpins:?}"
+    );
+}
+
+#[test]
+fn after_a_reboot_a_container_docker_restarted_gets_hairpin_mode_again() {
+    let kit = Kit::docker();
+    let env = kit.quiet_env();
+    start(&env, kit.web()).unwrap();
+    let active = kit.runtime.running()[0].id.clone();
+    let hairpin = format!("hairpin {active}");
+    let count = |kit: &Kit| {
+        kit.runtime
+            .calls()
+            .iter()
+            .filter(|c| **c == hairpin)
+            .count()
+    };
+    assert_eq!(count(&kit), 1, "set when the container started");
+    kit.firewall.lose_table();
+    restore(&env, &kit.config.components).unwrap();
+    assert_eq!(
+        count(&kit),
+        2,
+        "set again: a restarted container has a new veth"
+    );
 }
 
 #[test]
