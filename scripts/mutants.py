@@ -146,6 +146,22 @@ FAULTS = [
         [("kernel", "a_components_ports_are_refused_over_ipv6_instead_of_reaching_the_hosts_own_listener")],
     ),
     (
+        "link-is-public",
+        "a component link is reached only at its network's gateway, from that network",
+        "src/kernel/netfilter/ruleset.rs",
+        "fib daddr . iif type local meta l4proto tcp tcp dport vmap @{LINKS_MAP}",
+        "fib daddr type local meta l4proto tcp tcp dport vmap @{LINKS_MAP}",
+        [("docker", "a_component_calls_another_through_its_link_without_a_failure_across_an_update")],
+    ),
+    (
+        "hairpin-mode-not-set",
+        "a container reaches its own component through the host (hairpin mode on its bridge port)",
+        "src/kernel/bridge_port.rs",
+        "        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(\n            true,",
+        "        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(\n            false,",
+        [("docker", "host_local_and_other_container_clients_reach_the_component")],
+    ),
+    (
         "localnet-guard-missing",
         "with route_localnet on for localhostClients, a neighbour cannot reach the host's loopback services",
         "src/kernel/netfilter/ruleset.rs",

@@ -1140,3 +1140,109 @@ fn a_docker_canary_under_load_then_promote_or_rollback_retires_the_losing_versio
     sole_container_routed_and_serving(&sandbox, "v2");
     sandbox.handoff_ok(&["kill", "web"]);
 }
+
+#[test]
+#[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
+fn a_component_calls_another_through_its_link_without_a_failure_across_an_update() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    // web defines the link "api" (its port 8080, at the gateway's port `link`); caller
+    // requires it as "backend".
+    let link = sandbox.port + 5000;
+    let config = format!(
+        r#"{{"components": [
+            {{"name": "web", "repo": "{repo}", "tag": "v1", "pull": "never",
+              "ports": [{{"external": {port}, "container": 8080}}],
+              "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
+              "stopTimeout": 2, "drainTimeout": 30000,
+              "defineComponentLinks": [{{"name": "api", "port": 8080, "hostPort": {link}}}]}},
+            {{"name": "caller", "repo": "{repo}", "tag": "v1", "pull": "never",
+              "ports": [{{"external": {caller}, "container": 8080}}],
+              "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
+              "stopTimeout": 2,
+              "requireComponentLinks": [{{"name": "api", "alias": "backend"}}]}}
+        ]}}"#,
+        repo = sandbox.repo,
+        port = sandbox.port,
+        caller = sandbox.port + 1,
+    );
+    std::fs::write(sandbox.config_path(), config).expect("config");
+    sandbox.handoff_ok(&["start", "web"]);
+    sandbox.handoff_ok(&["start", "caller"]);
+    let filter = "label=handoff.component=caller".to_string();
+    let table = format!("label=handoff.table={}", sandbox.table);
+    let caller = must(
+        "docker",
+        &["ps", "-q", "--filter", &filter, "--filter", &table],
+    );
+    let caller = caller.trim().to_string();
+    // gantry's variables say where the link is: the gateway of the network, port `link`.
+    let environment = must("docker", &["exec", &caller, "/bin/sh", "-c", "env"]);
+    let url = environment
+        .lines()
+        .find_map(|line| line.strip_prefix("BACKEND_CLINK="))
+        .unwrap_or_else(|| panic!("no BACKEND_CLINK in {environment}"))
+        .to_string();
+    let address = url.strip_prefix("tcp://").expect("tcp:// url").to_string();
+    assert!(address.ends_with(&format!(":{link}")), "{url}");
+    for expected in [
+        format!("BACKEND_CLINK_8080_TCP={url}"),
+        "BACKEND_CLINK_8080_TCP_PROTO=tcp".to_string(),
+        format!("BACKEND_CLINK_8080_TCP_PORT={link}"),
+    ] {
+        assert!(
+            environment.lines().any(|l| l == expected),
+            "{expected} not in {environment}"
+        );
+    }
+    // caller calls web through the link all through web's update.
+    let calls = std::process::Command::new("docker")
+        .args([
+            "exec",
+            &caller,
+            "/usr/local/bin/handoff-netkit",
+            "load",
+            "--target",
+            &address,
+            "--connections",
+            "2",
+            "--duration-ms",
+            "5000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    std::thread::sleep(Duration::from_millis(1500));
+    sandbox.handoff_ok(&["update", "web", "--tag", "v2"]);
+    let calls = calls.wait_with_output().expect("calls");
+    let report = common::parse_json_line(&calls.stdout);
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(
+        report["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert!(
+        report["by_backend"]["v2"].as_u64().unwrap_or(0) > 0,
+        "after the switch the calls land on web's new version: {report}"
+    );
+    // The link is not a public port: from another host (the client namespace), neither
+    // the gateway's address nor the host's own reaches it.
+    let gateway = address.split(':').next().expect("address").to_string();
+    for target in [
+        format!("{gateway}:{link}"),
+        format!("{}:{link}", sandbox.host_address),
+    ] {
+        let outside = sandbox.client_json(&[
+            "load",
+            "--target",
+            &target,
+            "--connections",
+            "1",
+            "--duration-ms",
+            "300",
+        ]);
+        assert_eq!(outside["ok"], 0, "{target} reached from outside: {outside}");
+    }
+    sandbox.handoff_ok(&["kill", "caller"]);
+    sandbox.handoff_ok(&["kill", "web"]);
+}

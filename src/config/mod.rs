@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::error::Failure;
-use validate::validate;
+use validate::{resolve_links, validate};
 
 /// The default config location when neither `-c` nor `$HANDOFF_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/handoff/handoff.json";
@@ -57,6 +57,8 @@ pub fn parse(text: &str) -> Result<Config> {
         .end()
         .map_err(|e| anyhow::anyhow!("unexpected text after the JSON object: {e}"))?;
     validate(&config)?;
+    let mut config = config;
+    resolve_links(&mut config);
     Ok(config)
 }
 
@@ -340,5 +342,127 @@ mod tests {
         assert!(message.contains("writable by group or others"), "{message}");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         load(&path).unwrap();
+    }
+
+    fn two(first: &str, second: &str) -> String {
+        format!(r#"{{"components": [{first}, {second}]}}"#)
+    }
+
+    const API: &str = r#"{"name":"api","repo":"r","ports":[{"external":80,"container":8080}],
+        "defineComponentLinks":[{"name":"db","port":5432,"kind":"tcp"}]}"#;
+
+    #[test]
+    fn a_required_link_is_resolved_and_its_variables_are_gantrys() {
+        let config = parse(&two(
+            API,
+            r#"{"name":"app","repo":"r","requireComponentLinks":[{"name":"db","alias":"my-db"}]}"#,
+        ))
+        .unwrap();
+        let app = config.component("app").unwrap();
+        assert_eq!(
+            app.link_environment("172.17.0.1".parse().unwrap()),
+            vec![
+                "MY_DB_CLINK=tcp://172.17.0.1:5432",
+                "MY_DB_CLINK_5432_TCP=tcp://172.17.0.1:5432",
+                "MY_DB_CLINK_5432_TCP_PROTO=tcp",
+                "MY_DB_CLINK_5432_TCP_ADDR=172.17.0.1",
+                "MY_DB_CLINK_5432_TCP_PORT=5432",
+            ]
+        );
+        // The defining component routes the link's port with its own.
+        let api = config.component("api").unwrap();
+        assert_eq!(api.link_ports(), vec![5432]);
+        assert_eq!(
+            api.port_pairs(),
+            vec![
+                PortPair {
+                    external: 80,
+                    backend: 8080
+                },
+                PortPair {
+                    external: 5432,
+                    backend: 5432
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_link_at_another_host_port_keeps_its_port_in_the_variable_names() {
+        let config = parse(&two(
+            r#"{"name":"api","repo":"r","defineComponentLinks":[{"name":"db","port":5432,"hostPort":15432}]}"#,
+            r#"{"name":"app","repo":"r","requireComponentLinks":[{"name":"db","alias":"db"}]}"#,
+        ))
+        .unwrap();
+        let variables = config
+            .component("app")
+            .unwrap()
+            .link_environment("10.0.0.1".parse().unwrap());
+        assert!(
+            variables.contains(&"DB_CLINK_5432_TCP_PORT=15432".to_string()),
+            "{variables:?}"
+        );
+        assert_eq!(
+            config.component("api").unwrap().port_pairs(),
+            vec![PortPair {
+                external: 15432,
+                backend: 5432
+            }]
+        );
+    }
+
+    #[test]
+    fn links_without_a_definition_a_shared_network_or_a_free_port_are_refused() {
+        for (text, expected) in [
+            (
+                two(API, r#"{"name":"app","repo":"r","requireComponentLinks":[{"name":"cache","alias":"c"}]}"#),
+                "components[1].requireComponentLinks[0].name: no component defines the link \"cache\"",
+            ),
+            (
+                two(API, r#"{"name":"app","repo":"r","network":"other","requireComponentLinks":[{"name":"db","alias":"d"}]}"#),
+                "both must be on the same network",
+            ),
+            (
+                two(API, r#"{"name":"app","ports":[{"external":81,"container":1}],"requireComponentLinks":[{"name":"db","alias":"d"}]}"#),
+                "only containers are given links",
+            ),
+            (
+                two(API, r#"{"name":"app","repo":"r","ports":[{"external":5432,"container":1}]}"#),
+                "port 5432 is already claimed by components[0] (\"api\", link \"db\")",
+            ),
+            (
+                two(API, r#"{"name":"b","repo":"r","defineComponentLinks":[{"name":"db","port":1}]}"#),
+                "components[1].defineComponentLinks[0].name: link \"db\" is already defined by components[0]",
+            ),
+            (
+                two(API, r#"{"name":"app","repo":"r","requireComponentLinks":[{"name":"db","alias":"a-b"},{"name":"db","alias":"a_b"}]}"#),
+                "names the same variables (A_B_CLINK...)",
+            ),
+            (
+                two(API, r#"{"name":"app","repo":"r","requireComponentLinks":[{"name":"db","alias":"9"}]}"#),
+                "cannot start an environment variable's name",
+            ),
+        ] {
+            let message = error_of(&text);
+            assert!(message.contains(expected), "{expected:?} not in {message:?}");
+        }
+    }
+
+    #[test]
+    fn without_links_a_components_config_hash_is_what_it_was() {
+        // The resolved links are part of the hash only when there are some: containers that
+        // an earlier handoff started are not replaced for nothing.
+        let config = parse(&one(r#"{"name":"web","repo":"r"}"#)).unwrap();
+        assert!(!serde_json::to_string(&config.components[0])
+            .unwrap()
+            .contains("linkTargets"));
+        let linked = parse(&two(
+            API,
+            r#"{"name":"app","repo":"r","requireComponentLinks":[{"name":"db","alias":"d"}]}"#,
+        ))
+        .unwrap();
+        assert!(serde_json::to_string(linked.component("app").unwrap())
+            .unwrap()
+            .contains("linkTargets"));
     }
 }

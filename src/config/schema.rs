@@ -75,6 +75,11 @@ pub struct Component {
     /// Left out of the serialized form when false, so existing containers' config hash holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub localhost_clients: bool,
+    /// `requireComponentLinks` resolved when the config is loaded: never read from the file,
+    /// but part of the config hash (a link's port that changes gives the requiring containers
+    /// other environment variables: they are replaced on the next update).
+    #[serde(skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub link_targets: Vec<LinkTarget>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -193,12 +198,47 @@ pub struct TerminationCheck {
     pub timeout: u64,
 }
 
+/// A port of this component that others reach through a component link: at the Docker
+/// network's gateway, port `hostPort` (by default the same as `port`), DNAT'd to the active
+/// container's `port`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DefinedComponentLink {
     pub name: String,
     pub port: i64,
     #[serde(default = "default_port_kind")]
+    pub kind: PortKind,
+    /// handoff's addition: the port at the gateway, when `port` is taken there (two
+    /// components each defining a link on their port 8080). Left out of the serialized form
+    /// when not given, so existing containers' config hash holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i64>,
+}
+
+impl DefinedComponentLink {
+    /// The link's port at the gateway and the container port behind it (validated).
+    pub fn port_pair(&self) -> PortPair {
+        let port = u16::try_from(self.port).unwrap_or(0);
+        PortPair {
+            external: self
+                .host_port
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(port),
+            backend: port,
+        }
+    }
+}
+
+/// A required link, resolved against the component that defines it: what the requiring
+/// component's containers are told about it (see [`Component::link_environment`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkTarget {
+    pub alias: String,
+    /// The defining component.
+    pub component: String,
+    /// The link's port at the gateway, and its `port` and `kind` as defined.
+    pub host_port: u16,
+    pub port: u16,
     pub kind: PortKind,
 }
 
@@ -243,7 +283,8 @@ pub struct PortPair {
 }
 
 impl Component {
-    /// The validated external -> backend port pairs, sorted by external port.
+    /// The validated external -> backend port pairs, sorted by external port: the public
+    /// ports and the ports of the links the component defines (their port at the gateway).
     pub fn port_pairs(&self) -> Vec<PortPair> {
         let mut pairs: Vec<PortPair> = self
             .ports
@@ -254,9 +295,47 @@ impl Component {
                     backend: u16::try_from(p.container).ok()?,
                 })
             })
+            .chain(self.define_component_links.iter().map(|l| l.port_pair()))
             .collect();
         pairs.sort();
         pairs
+    }
+
+    /// The ports of the links the component defines, at the gateway (sorted).
+    pub fn link_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .define_component_links
+            .iter()
+            .map(|l| l.port_pair().external)
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// The environment variables that tell a container where its required links are, as
+    /// gantry named them, with `gateway` the address of its network's gateway: for alias
+    /// `db` and a tcp link on port 5432 reached at the gateway's port 5432, `DB_CLINK`,
+    /// `DB_CLINK_5432_TCP` (both `tcp://GATEWAY:5432`), and `DB_CLINK_5432_TCP_PROTO`
+    /// (`tcp`), `_ADDR` (the gateway) and `_PORT` (5432).
+    pub fn link_environment(&self, gateway: std::net::Ipv4Addr) -> Vec<String> {
+        let mut variables = Vec::new();
+        for link in &self.link_targets {
+            let alias = env_name(&link.alias);
+            let kind = match link.kind {
+                PortKind::Tcp => "TCP",
+                PortKind::Http => "HTTP",
+            };
+            let url = format!("tcp://{gateway}:{}", link.host_port);
+            let prefix = format!("{alias}_CLINK_{}_{kind}", link.port);
+            variables.extend([
+                format!("{alias}_CLINK={url}"),
+                format!("{prefix}={url}"),
+                format!("{prefix}_PROTO=tcp"),
+                format!("{prefix}_ADDR={gateway}"),
+                format!("{prefix}_PORT={}", link.host_port),
+            ]);
+        }
+        variables
     }
 
     pub fn drain_timeout_ms(&self) -> u64 {
@@ -321,4 +400,19 @@ impl Config {
                 .into()
             })
     }
+}
+
+/// An alias as an environment variable's name: upper case, anything but letters and digits
+/// as `_`.
+pub fn env_name(alias: &str) -> String {
+    alias
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

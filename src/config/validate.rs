@@ -1,11 +1,14 @@
-//! The rules the schema alone cannot express: names, ports, checks and signals, each error
+//! The rules the schema alone cannot express: names, ports, checks, signals and links, each error
 //! naming its JSON path and the value at fault.
 
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 
-use super::schema::{Check, CheckKind, Config, ExecCommand, SignalKind, TerminationSignal};
+use super::schema::{
+    env_name, Check, CheckKind, Component, Config, DefinedComponentLink, ExecCommand, LinkTarget,
+    SignalKind, TerminationSignal,
+};
 
 /// Longest accepted component name; it becomes part of nftables object names.
 const MAX_NAME_LEN: usize = 64;
@@ -28,6 +31,7 @@ fn check_port(field: &str, value: i64) -> Result<()> {
 pub(super) fn validate(config: &Config) -> Result<()> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut external_ports: BTreeMap<i64, String> = BTreeMap::new();
+    let mut links: HashMap<&str, String> = HashMap::new();
     for (index, component) in config.components.iter().enumerate() {
         let at = format!("components[{index}]");
         if !valid_name(&component.name) {
@@ -90,7 +94,29 @@ pub(super) fn validate(config: &Config) -> Result<()> {
             validate_signal(&format!("{at}.terminationSignals[{i}]"), signal)?;
         }
         for (i, link) in component.define_component_links.iter().enumerate() {
-            check_port(&format!("{at}.defineComponentLinks[{i}].port"), link.port)?;
+            let field = format!("{at}.defineComponentLinks[{i}]");
+            check_port(&format!("{field}.port"), link.port)?;
+            if let Some(host_port) = link.host_port {
+                check_port(&format!("{field}.hostPort"), host_port)?;
+            }
+            if link.name.trim().is_empty() {
+                anyhow::bail!("{field}.name: a component link needs a name");
+            }
+            if let Some(previous) = links.insert(&link.name, at.clone()) {
+                anyhow::bail!(
+                    "{field}.name: link {:?} is already defined by {previous}",
+                    link.name
+                );
+            }
+            let host_port = i64::from(link.port_pair().external);
+            let owner = format!("{at} ({:?}, link {:?})", component.name, link.name);
+            if let Some(previous) = external_ports.insert(host_port, owner) {
+                anyhow::bail!(
+                    "{field}: port {host_port} is already claimed by {previous} (a link is \
+                     reached at the gateway's port `hostPort`, by default its `port`: give \
+                     it another)"
+                );
+            }
         }
         for (i, env) in component.environment_variables.iter().enumerate() {
             if env.name.is_empty() || env.name.contains('=') {
@@ -101,7 +127,94 @@ pub(super) fn validate(config: &Config) -> Result<()> {
             }
         }
     }
+    for (index, component) in config.components.iter().enumerate() {
+        validate_required_links(config, index, component)?;
+    }
     Ok(())
+}
+
+/// A required link must be defined, by a component on the same Docker network (its address
+/// is that network's gateway), and only containers can be told where it is.
+fn validate_required_links(config: &Config, index: usize, component: &Component) -> Result<()> {
+    let mut aliases: HashMap<String, usize> = HashMap::new();
+    for (i, required) in component.require_component_links.iter().enumerate() {
+        let field = format!("components[{index}].requireComponentLinks[{i}]");
+        let Some(definer) = config.components.iter().find(|c| {
+            c.define_component_links
+                .iter()
+                .any(|l| l.name == required.name)
+        }) else {
+            anyhow::bail!(
+                "{field}.name: no component defines the link {:?}",
+                required.name
+            );
+        };
+        if component.repo.is_none() {
+            anyhow::bail!(
+                "{field}: component {:?} has no repo; only containers are given links (their \
+                 environment says where the link is)",
+                component.name
+            );
+        }
+        if definer.network != component.network {
+            anyhow::bail!(
+                "{field}: the link {:?} is on Docker network {:?} (component {:?}), component \
+                 {:?} on {:?}; a link is reached at its network's gateway, so both must be on \
+                 the same network",
+                required.name,
+                definer.network,
+                definer.name,
+                component.name,
+                component.network
+            );
+        }
+        let alias = env_name(&required.alias);
+        if alias.is_empty() || alias.starts_with(|c: char| c.is_ascii_digit()) {
+            anyhow::bail!(
+                "{field}.alias: {:?} cannot start an environment variable's name",
+                required.alias
+            );
+        }
+        if let Some(first) = aliases.insert(alias.clone(), i) {
+            anyhow::bail!(
+                "{field}.alias: {:?} names the same variables ({alias}_CLINK...) as \
+                 requireComponentLinks[{first}]",
+                required.alias
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fill each component's [`Component::link_targets`] from the links it requires (the config
+/// is valid: every required link is defined).
+pub(super) fn resolve_links(config: &mut Config) {
+    let defined: Vec<(String, DefinedComponentLink)> = config
+        .components
+        .iter()
+        .flat_map(|c| {
+            c.define_component_links
+                .iter()
+                .map(|l| (c.name.clone(), l.clone()))
+        })
+        .collect();
+    for component in &mut config.components {
+        component.link_targets = component
+            .require_component_links
+            .iter()
+            .filter_map(|required| {
+                let (definer, link) = defined.iter().find(|(_, l)| l.name == required.name)?;
+                let pair = link.port_pair();
+                Some(LinkTarget {
+                    alias: required.alias.clone(),
+                    component: definer.clone(),
+                    host_port: pair.external,
+                    port: pair.backend,
+                    kind: link.kind,
+                })
+            })
+            .collect();
+    }
 }
 
 /// A path that goes into an HTTP request line as it is: it must not be able to end the line

@@ -105,6 +105,11 @@ pub fn launch(
         (LABEL_GENERATION.to_string(), generation.to_string()),
         (LABEL_INSTANCE.to_string(), instance.clone()),
     ]);
+    // Where its required links are: at its network's gateway (gantry's variables).
+    let links = match component.link_targets.is_empty() {
+        true => Vec::new(),
+        false => component.link_environment(runtime.gateway(&component.network)?),
+    };
     let spec = ContainerSpec {
         name: Identity::new(table, &component.name).container_name(&instance),
         image: image.clone(),
@@ -115,6 +120,7 @@ pub fn launch(
             .environment_variables
             .iter()
             .map(|v| format!("{}={}", v.name, v.value))
+            .chain(links)
             .collect(),
         // gantry's `{container_id}`: Docker fixes binds before it assigns an id, so the
         // placeholder becomes the container's instance id (also in its name and labels).

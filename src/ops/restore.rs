@@ -11,10 +11,10 @@ use anyhow::Result;
 use super::drain::{finish_drain, DrainReport};
 use super::launch::{allow_hairpin, launch};
 use super::session::Session;
-use super::switch::{ports_of, switch_to, Switched};
+use super::switch::{commit_routing, switch_to, Switched};
 use super::Env;
 use crate::config::Component;
-use crate::kernel::netfilter::{Canary, Switch};
+use crate::kernel::netfilter::Canary;
 
 /// What restoring one component did.
 #[derive(Debug)]
@@ -95,15 +95,16 @@ fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
                 weight: c.weight,
                 sticky: c.sticky,
             });
-        env.firewall.switch(&Switch {
-            component: &component.name,
-            current: &session.routes,
-            ports: &ports_of(component)?,
-            backend: address,
+        let before = session.state.clone();
+        commit_routing(
+            env,
+            &mut session,
+            before,
+            component,
+            address,
             canary,
-            localhost: component.localhost_clients,
-            hairpin_sources: &session.state.known_addresses(),
-        })?;
+            || format!("routing {} again", component.name),
+        )?;
         return Ok(Restored::Refreshed(address));
     }
     // The table is gone (a reboot): the active backend is routed again, a canary is not — it

@@ -14,7 +14,7 @@ use crate::config::{Component, PortPair};
 use crate::crash;
 use crate::error::Failure;
 use crate::kernel::conntrack::ensure_events_for_new_flows_once;
-use crate::kernel::netfilter::{Canary, ComponentRoutes, Switch};
+use crate::kernel::netfilter::{Canary, ComponentRoutes, Links, Switch};
 use crate::state::{now_ms, BackendRecord, State};
 
 /// What a switch did.
@@ -139,6 +139,14 @@ pub(super) fn commit_routing(
 ) -> Result<()> {
     let ports = ports_of(component)?;
     let known = session.state.known_addresses();
+    let link_ports = component.link_ports();
+    let links = match link_ports.is_empty() {
+        true => None,
+        false => Some(Links {
+            gateway: env.runtime()?.gateway(&component.network)?,
+            ports: &link_ports,
+        }),
+    };
     let change = Switch {
         component: &component.name,
         current: &session.routes,
@@ -146,6 +154,7 @@ pub(super) fn commit_routing(
         backend,
         canary,
         localhost: component.localhost_clients,
+        links,
         hairpin_sources: &known,
     };
     if let Err(error) = env.firewall.switch(&change) {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, ExecConfig, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectNetworkOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -247,6 +248,28 @@ impl Runtime for Docker {
             .with_context(|| format!("container {id} is not running"))?;
         bridge_port::allow_hairpin(pid, address)?;
         Ok(())
+    }
+
+    fn gateway(&self, network: &str) -> Result<Ipv4Addr> {
+        let inspect = self
+            .runtime
+            .block_on(
+                self.client
+                    .inspect_network(network, None::<InspectNetworkOptions>),
+            )
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => Failure::input(format!("Docker has no network {network:?}")).into(),
+                e => anyhow::Error::new(e).context(format!("inspecting Docker network {network}")),
+            })?;
+        inspect
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|config| config.gateway?.parse().ok())
+            .with_context(|| format!("Docker network {network:?} has no IPv4 gateway"))
     }
 
     /// SIGTERM, then SIGKILL after `grace`. A container already stopped (304) or gone (404) is

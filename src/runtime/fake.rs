@@ -17,6 +17,8 @@ struct Entry {
     container: Container,
     /// The last log lines, as `logs_tail` returns them.
     logs: String,
+    /// The environment it was created with.
+    env: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +56,17 @@ impl FakeRuntime {
             .iter()
             .map(|e| e.container.clone())
             .collect()
+    }
+
+    /// The environment container `id` was created with.
+    pub fn env_of(&self, id: &str) -> Vec<String> {
+        self.inner
+            .borrow()
+            .entries
+            .iter()
+            .find(|e| e.container.id == id)
+            .map(|e| e.env.clone())
+            .unwrap_or_default()
     }
 
     pub fn running(&self) -> Vec<Container> {
@@ -153,6 +166,7 @@ impl Runtime for FakeRuntime {
         inner.entries.push(Entry {
             container,
             logs: format!("{} starting\n", spec.name),
+            env: spec.env.clone(),
         });
         Ok(id)
     }
@@ -177,6 +191,10 @@ impl Runtime for FakeRuntime {
     fn allow_hairpin(&self, id: &str, _address: Ipv4Addr) -> Result<()> {
         self.inner.borrow_mut().calls.push(format!("hairpin {id}"));
         Ok(())
+    }
+
+    fn gateway(&self, _network: &str) -> Result<Ipv4Addr> {
+        Ok(Ipv4Addr::new(172, 17, 0, 1))
     }
 
     fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr> {

@@ -103,6 +103,9 @@ pub trait Runtime {
     /// the bridge port behind its `address` (see [`crate::kernel::bridge_port`]). Nothing to
     /// do, and no error, when that interface is not on a bridge.
     fn allow_hairpin(&self, id: &str, address: Ipv4Addr) -> Result<()>;
+    /// The IPv4 address of `network`'s gateway (on a bridge network, the host's own address
+    /// there): where component links are reached.
+    fn gateway(&self, network: &str) -> Result<Ipv4Addr>;
     /// SIGTERM, then SIGKILL after `grace`. Already stopped or gone is done.
     fn stop(&self, id: &str, grace: Duration) -> Result<()>;
     /// Remove the container (and its anonymous volumes). Already gone is done.

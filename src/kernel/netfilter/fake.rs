@@ -19,7 +19,8 @@ struct Inner {
     /// How often the routes were read (`routes` or `all_routes`).
     reads: usize,
     fail_next: bool,
-    /// `switch web 172.17.0.3`, `unroute web`, `hairpin ...`, in order.
+    /// `switch web 172.17.0.3`, `switch db 172.17.0.2 links 172.17.0.1:5432`, `unroute web`,
+    /// `hairpin ...`, in order.
     log: Vec<String>,
 }
 
@@ -88,6 +89,13 @@ impl Firewall for FakeFirewall {
                 if c.sticky { " sticky" } else { "" }
             ),
             None => format!("switch {component} {}", change.backend),
+        };
+        let entry = match change.links {
+            Some(links) => {
+                let ports: Vec<String> = links.ports.iter().map(u16::to_string).collect();
+                format!("{entry} links {}:{}", links.gateway, ports.join(","))
+            }
+            None => entry,
         };
         let mut inner = self.transaction(entry)?;
         let routing = ComponentRoutes {

@@ -61,6 +61,15 @@ pub struct Canary {
     pub sticky: bool,
 }
 
+/// The component links a component defines: reached at `gateway` (its Docker network's),
+/// on `ports`, which are among the switch's external ports — their backend map entries are
+/// switched with the others; only the way in differs (no public dispatch entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Links<'a> {
+    pub gateway: Ipv4Addr,
+    pub ports: &'a [u16],
+}
+
 /// One switch: every port of `component` to `backend`, and the hairpin set made exactly
 /// `hairpin_sources`.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +84,8 @@ pub struct Switch<'a> {
     pub canary: Option<Canary>,
     /// Whether clients on the host reach the component at 127.0.0.1 after the switch.
     pub localhost: bool,
+    /// The links the component defines, if any.
+    pub links: Option<Links<'a>>,
     pub hairpin_sources: &'a [Ipv4Addr],
 }
 

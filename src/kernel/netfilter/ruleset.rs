@@ -21,10 +21,18 @@
 //!     # without it the reply would go straight back over the bridge, bypassing the host)
 //!     set hairpin_sources { type ipv4_addr }
 //!
+//!     # component links: reached only at a Docker network's gateway, from that network
+//!     # (`fib daddr . iif`: the address must be local *on the interface the packet came
+//!     # in by*, so no other host reaches them); link port -> the defining component's chain
+//!     set link_gateways { type ipv4_addr }
+//!     map links { type inet_service : verdict }
+//!
 //!     # traffic from other hosts to the host's own addresses; over IPv6, which no backend
 //!     # serves, a component's ports are refused (a TCP reset) instead of reaching whatever
 //!     # the host itself runs on [::]:PORT
 //!     chain prerouting { type nat hook prerouting priority dstnat - 10; policy accept;
+//!         meta nfproto ipv4 ip daddr @link_gateways fib daddr . iif type local
+//!             meta l4proto tcp tcp dport vmap @links
 //!         meta nfproto ipv4 fib daddr type local meta l4proto tcp tcp dport vmap @dispatch
 //!         meta nfproto ipv6 fib daddr type local meta l4proto tcp tcp dport @dispatch
 //!             reject with tcp reset }
@@ -61,7 +69,10 @@
 //!     chain postrouting { type nat hook postrouting priority srcnat - 10; policy accept;
 //!         ct label 127 ct status dnat ip saddr @hairpin_sources masquerade
 //!         # a client on the host at 127.0.0.1: its source cannot leave the host as it is
-//!         ct label 127 ct status dnat ip saddr 127.0.0.0/8 masquerade }
+//!         ct label 127 ct status dnat ip saddr 127.0.0.0/8 masquerade
+//!         # a container calling a link: the backend is on its own bridge and would answer
+//!         # it directly, from an address it never called
+//!         ct label 127 ct status dnat ct original ip daddr @link_gateways masquerade }
 //! }
 //! ```
 //!
@@ -79,7 +90,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::Canary;
+use super::{Canary, Switch};
 use crate::config::PortPair;
 use crate::identity::{self, Identity};
 
@@ -95,6 +106,9 @@ pub const DISPATCH_MAP: &str = "dispatch";
 /// External ports that clients on the host reach at 127.0.0.1 too (`localhostClients`).
 pub const LOCALHOST_SET: &str = "localhost_ports";
 pub const HAIRPIN_SET: &str = "hairpin_sources";
+/// Link port -> the defining component's chain (see the layout above).
+pub const LINKS_MAP: &str = "links";
+pub const LINK_GATEWAYS_SET: &str = "link_gateways";
 /// Priority of our NAT chains: just before the usual `dstnat` (-100) so that our DNAT is the
 /// one that decides, ahead of Docker's or anyone else's.
 pub const DSTNAT_PRIORITY: i32 = -110;
@@ -148,11 +162,17 @@ pub fn base(table: &str) -> Vec<String> {
         format!("add map {t} {DISPATCH_MAP} {{ type inet_service : verdict ; }}"),
         format!("add set {t} {HAIRPIN_SET} {{ type ipv4_addr ; }}"),
         format!("add set {t} {LOCALHOST_SET} {{ type inet_service ; }}"),
+        format!("add set {t} {LINK_GATEWAYS_SET} {{ type ipv4_addr ; }}"),
+        format!("add map {t} {LINKS_MAP} {{ type inet_service : verdict ; }}"),
         format!(
             "add chain {t} prerouting {{ type nat hook prerouting priority {DSTNAT_PRIORITY} ; \
              policy accept ; }}"
         ),
         format!("flush chain {t} prerouting"),
+        format!(
+            "add rule {t} prerouting meta nfproto ipv4 ip daddr @{LINK_GATEWAYS_SET} \
+             fib daddr . iif type local meta l4proto tcp tcp dport vmap @{LINKS_MAP}"
+        ),
         format!("add rule {t} prerouting meta nfproto ipv4 {DISPATCH}"),
         format!("add rule {t} prerouting meta nfproto ipv6 {REFUSE_IPV6}"),
         format!(
@@ -180,6 +200,10 @@ pub fn base(table: &str) -> Vec<String> {
              127.0.0.0/8 masquerade"
         ),
         format!(
+            "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ct original ip \
+             daddr @{LINK_GATEWAYS_SET} masquerade"
+        ),
+        format!(
             "add chain {t} {LOCALNET_GUARD} {{ type filter hook input priority filter ; \
              policy accept ; }}"
         ),
@@ -191,19 +215,22 @@ pub fn base(table: &str) -> Vec<String> {
     ]
 }
 
-/// Point every external port of `component` at `backend`: flush its map and refill it, make
-/// sure its chain and dispatch entries exist, and take out the dispatch entries of `stale`
-/// ports (routed to it before, no longer in its config: left there, they would send their
-/// traffic into a map that no longer has them).
-pub fn route(
-    table: &str,
-    component: &str,
-    ports: &[PortPair],
-    stale: &[u16],
-    backend: Ipv4Addr,
-    canary: Option<&Canary>,
-    localhost: bool,
-) -> Vec<String> {
+/// Make `change`: point every external port of its component at its backend (flush the
+/// component's map and refill it), make sure its chain and dispatch entries exist (public
+/// ports in `dispatch`, the ports of its links in `links`, each out of the other), and take
+/// out the entries of its stale ports (routed before, no longer in the config: left there,
+/// they would send their traffic into a map that no longer has them).
+pub fn route(table: &str, change: &Switch) -> Vec<String> {
+    let Switch {
+        component,
+        ports,
+        backend,
+        canary,
+        localhost,
+        links,
+        ..
+    } = *change;
+    let stale = change.stale_ports();
     let t = format!("inet {table}");
     let map = backend_map(component);
     let canaries = canary_map(component);
@@ -212,9 +239,11 @@ pub fn route(
         .iter()
         .map(|p| format!("{} : {backend} . {}", p.external, p.backend))
         .collect();
-    let dispatch_elements: Vec<String> = ports
+    let link_ports = links.map(|l| l.ports).unwrap_or_default();
+    let public: Vec<u16> = ports
         .iter()
-        .map(|p| format!("{} : goto {chain}", p.external))
+        .map(|p| p.external)
+        .filter(|external| !link_ports.contains(external))
         .collect();
     let mut commands = vec![
         format!("add map {t} {map} {{ type inet_service : ipv4_addr . inet_service ; }}"),
@@ -224,7 +253,7 @@ pub fn route(
         format!("flush map {t} {canaries}"),
     ];
     match canary {
-        Some(canary) => {
+        Some(ref canary) => {
             let elements: Vec<String> = ports
                 .iter()
                 .map(|p| format!("{} : {} . {}", p.external, canary.backend, p.backend))
@@ -249,14 +278,50 @@ pub fn route(
             "add element {t} {map} {{ {} }}",
             backend_elements.join(", ")
         ),
-        format!(
-            "add element {t} {DISPATCH_MAP} {{ {} }}",
-            dispatch_elements.join(", ")
-        ),
     ]);
-    let externals: Vec<u16> = ports.iter().map(|p| p.external).collect();
-    commands.extend(localhost_ports(&t, &externals, localhost));
-    commands.extend(remove_dispatch(&t, &chain, stale));
+    commands.extend(add_verdicts(&t, DISPATCH_MAP, &chain, &public));
+    commands.extend(remove_verdicts(&t, LINKS_MAP, &chain, &public));
+    commands.extend(localhost_ports(&t, &public, localhost));
+    if let Some(links) = links {
+        commands.push(format!(
+            "add element {t} {LINK_GATEWAYS_SET} {{ {} }}",
+            links.gateway
+        ));
+        commands.extend(add_verdicts(&t, LINKS_MAP, &chain, links.ports));
+        commands.extend(remove_verdicts(&t, DISPATCH_MAP, &chain, links.ports));
+        commands.extend(localhost_ports(&t, links.ports, false));
+    }
+    commands.extend(remove_dispatch(&t, &chain, &stale));
+    commands
+}
+
+/// `externals` -> `goto chain` in verdict map `map`.
+fn add_verdicts(t: &str, map: &str, chain: &str, externals: &[u16]) -> Vec<String> {
+    if externals.is_empty() {
+        return Vec::new();
+    }
+    let elements: Vec<String> = externals
+        .iter()
+        .map(|external| format!("{external} : goto {chain}"))
+        .collect();
+    vec![format!(
+        "add element {t} {map} {{ {} }}",
+        elements.join(", ")
+    )]
+}
+
+/// Delete the entries of `externals` from verdict map `map`. Added first, so that the delete
+/// cannot fail the transaction when they are not there.
+fn remove_verdicts(t: &str, map: &str, chain: &str, externals: &[u16]) -> Vec<String> {
+    if externals.is_empty() {
+        return Vec::new();
+    }
+    let keys: Vec<String> = externals.iter().map(u16::to_string).collect();
+    let mut commands = add_verdicts(t, map, chain, externals);
+    commands.push(format!(
+        "delete element {t} {map} {{ {} }}",
+        keys.join(", ")
+    ));
     commands
 }
 
@@ -280,28 +345,12 @@ fn localhost_ports(t: &str, externals: &[u16], reachable: bool) -> Vec<String> {
     ]
 }
 
-/// Delete the dispatch entries of `externals` (and take them out of the loopback set). Added
-/// first, so that the delete cannot fail the transaction when they are gone already.
+/// Delete every way in to `externals`: their dispatch and link entries, and their place in
+/// the loopback set.
 fn remove_dispatch(t: &str, chain: &str, externals: &[u16]) -> Vec<String> {
-    if externals.is_empty() {
-        return Vec::new();
-    }
     let mut commands = localhost_ports(t, externals, false);
-    let elements: Vec<String> = externals
-        .iter()
-        .map(|external| format!("{external} : goto {chain}"))
-        .collect();
-    let keys: Vec<String> = externals.iter().map(u16::to_string).collect();
-    commands.extend([
-        format!(
-            "add element {t} {DISPATCH_MAP} {{ {} }}",
-            elements.join(", ")
-        ),
-        format!(
-            "delete element {t} {DISPATCH_MAP} {{ {} }}",
-            keys.join(", ")
-        ),
-    ]);
+    commands.extend(remove_verdicts(t, DISPATCH_MAP, chain, externals));
+    commands.extend(remove_verdicts(t, LINKS_MAP, chain, externals));
     commands
 }
 

@@ -167,11 +167,9 @@ impl Firewall for NftFirewall {
         let Switch {
             component,
             current,
-            ports,
-            backend,
-            canary,
             localhost,
             hairpin_sources,
+            ..
         } = *change;
         if localhost {
             localnet::ensure_route_localnet()?;
@@ -215,17 +213,8 @@ impl Firewall for NftFirewall {
         // policy first (accepting our flows before they exist is harmless, routing before it
         // would drop new connections meanwhile), then the whole layout, through nft.
         self.open_forward_path()?;
-        let stale = change.stale_ports();
         let mut commands = ruleset::base(&self.table);
-        commands.extend(ruleset::route(
-            &self.table,
-            component,
-            ports,
-            &stale,
-            backend,
-            canary.as_ref(),
-            localhost,
-        ));
+        commands.extend(ruleset::route(&self.table, change));
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
         self.apply(commands).map_err(|e| {
             if format!("{e:#}").contains("File exists") {

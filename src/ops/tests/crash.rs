@@ -35,6 +35,7 @@ fn route_back(kit: &Kit, address: std::net::Ipv4Addr) {
             backend: address,
             canary: None,
             localhost: false,
+            links: None,
             hairpin_sources: &[address],
         })
         .unwrap();

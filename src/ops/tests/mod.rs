@@ -6,6 +6,7 @@
 mod canary;
 mod converge;
 mod crash;
+mod links;
 mod restore;
 mod rollback;
 mod rounds;

@@ -1,6 +1,7 @@
 //! The layout as data: what each builder emits, in which order.
 
 use super::*;
+use crate::kernel::netfilter::{ComponentRoutes, Links, Route};
 
 fn ports() -> Vec<PortPair> {
     vec![
@@ -15,6 +16,43 @@ fn ports() -> Vec<PortPair> {
     ]
 }
 
+/// The commands of a switch of web (its ports 80 and 443) to `backend`, web being routed on
+/// `routed` ports before.
+fn route_web(
+    table: &str,
+    routed: &[u16],
+    backend: Ipv4Addr,
+    canary: Option<&Canary>,
+    localhost: bool,
+    links: Option<Links>,
+) -> Vec<String> {
+    let ports = ports();
+    let current = ComponentRoutes {
+        routes: routed
+            .iter()
+            .map(|&external| Route {
+                external,
+                address: backend,
+                backend_port: external,
+            })
+            .collect(),
+        ..ComponentRoutes::default()
+    };
+    route(
+        table,
+        &Switch {
+            component: "web",
+            current: &current,
+            ports: &ports,
+            backend,
+            canary: canary.copied(),
+            localhost,
+            links,
+            hairpin_sources: &[],
+        },
+    )
+}
+
 fn position(commands: &[String], wanted: &str) -> usize {
     commands
         .iter()
@@ -24,14 +62,13 @@ fn position(commands: &[String], wanted: &str) -> usize {
 
 #[test]
 fn a_port_dropped_from_the_config_leaves_the_dispatch_map() {
-    let commands = route(
+    let commands = route_web(
         DEFAULT_TABLE,
-        "web",
-        &ports(),
         &[81],
         Ipv4Addr::new(10, 0, 0, 12),
         None,
         false,
+        None,
     );
     let added = position(
         &commands,
@@ -39,14 +76,13 @@ fn a_port_dropped_from_the_config_leaves_the_dispatch_map() {
     );
     let deleted = position(&commands, "delete element inet handoff dispatch { 81 }");
     assert!(added < deleted, "idempotent: added before it is deleted");
-    assert!(!route(
+    assert!(!route_web(
         DEFAULT_TABLE,
-        "web",
-        &ports(),
         &[],
         Ipv4Addr::new(10, 0, 0, 12),
         None,
         false,
+        None
     )
     .iter()
     .any(|c| c.starts_with("delete element inet handoff dispatch")));
@@ -54,14 +90,13 @@ fn a_port_dropped_from_the_config_leaves_the_dispatch_map() {
 
 /// web's ports routed to 10.0.0.12, nothing stale.
 fn web_to_12() -> Vec<String> {
-    route(
+    route_web(
         DEFAULT_TABLE,
-        "web",
-        &ports(),
         &[],
         Ipv4Addr::new(10, 0, 0, 12),
         None,
         false,
+        None,
     )
 }
 
@@ -106,14 +141,13 @@ fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
         weight: 10,
         sticky: false,
     };
-    let commands = route(
+    let commands = route_web(
         DEFAULT_TABLE,
-        "web",
-        &ports(),
         &[],
         Ipv4Addr::new(10, 0, 0, 12),
         Some(&canary),
         false,
+        None,
     );
     let split = position(
         &commands,
@@ -131,10 +165,8 @@ fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
         "add element inet handoff canary_web { 80 : 10.0.0.13 . 8080, 443 : 10.0.0.13 . 8443 }",
     );
     assert!(!commands.iter().any(|c| c.starts_with("delete map")));
-    let sticky = route(
+    let sticky = route_web(
         DEFAULT_TABLE,
-        "web",
-        &ports(),
         &[],
         Ipv4Addr::new(10, 0, 0, 12),
         Some(&Canary {
@@ -142,6 +174,7 @@ fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
             ..canary
         }),
         false,
+        None,
     );
     position(
         &sticky,
@@ -172,9 +205,9 @@ fn base_chains_are_reasserted_idempotently_in_our_table_only() {
         assert!(!command.starts_with("delete") && !command.starts_with("flush ruleset"));
     }
     for (name, expected) in [
-        ("prerouting", 2),
+        ("prerouting", 3),
         ("output", 3),
-        ("postrouting", 2),
+        ("postrouting", 3),
         (LOCALNET_GUARD, 1),
     ] {
         let added = commands
@@ -193,8 +226,12 @@ fn base_chains_are_reasserted_idempotently_in_our_table_only() {
             "{name}"
         );
     }
-    assert!(commands[4].contains("type nat hook prerouting priority -110"));
-    assert!(commands[4].contains("policy accept"));
+    let prerouting = commands
+        .iter()
+        .find(|c| c.starts_with("add chain inet handoff prerouting "))
+        .unwrap();
+    assert!(prerouting.contains("type nat hook prerouting priority -110"));
+    assert!(prerouting.contains("policy accept"));
 }
 
 #[test]
@@ -230,14 +267,13 @@ fn loopback_clients_reach_only_the_ports_that_ask_for_it_behind_the_localnet_gua
         "add rule inet handoff localnet_guard iifname != \"lo\" ip daddr 127.0.0.0/8 ct \
          status & dnat == 0 ct state != { established, related } drop",
     );
-    let asking = route(
+    let asking = route_web(
         DEFAULT_TABLE,
-        "web",
-        &ports(),
         &[],
         Ipv4Addr::new(10, 0, 0, 12),
         None,
         true,
+        None,
     );
     position(
         &asking,
@@ -293,14 +329,13 @@ fn unroute_removes_the_component_idempotently() {
 #[test]
 fn another_table_name_is_used_everywhere() {
     let mut commands = base("handoff_test");
-    commands.extend(route(
+    commands.extend(route_web(
         "handoff_test",
-        "web",
-        &ports(),
         &[81],
         Ipv4Addr::new(10, 0, 0, 1),
         None,
         false,
+        None,
     ));
     commands.extend(hairpin("handoff_test", &[Ipv4Addr::new(10, 0, 0, 1)]));
     assert!(
@@ -339,4 +374,62 @@ fn a_document_is_one_command_per_line() {
         script,
         "add table inet handoff\nflush chain inet handoff x\n"
     );
+}
+
+#[test]
+fn a_links_port_is_reached_through_the_links_map_never_the_public_dispatch() {
+    // web's port 443 is its link: reached at the gateway 172.17.0.1 only.
+    let commands = route_web(
+        DEFAULT_TABLE,
+        &[],
+        Ipv4Addr::new(10, 0, 0, 12),
+        None,
+        false,
+        Some(Links {
+            gateway: Ipv4Addr::new(172, 17, 0, 1),
+            ports: &[443],
+        }),
+    );
+    position(
+        &commands,
+        "add element inet handoff backend_web { 80 : 10.0.0.12 . 8080, 443 : 10.0.0.12 . 8443 }",
+    );
+    position(
+        &commands,
+        "add element inet handoff dispatch { 80 : goto component_web }",
+    );
+    position(
+        &commands,
+        "add element inet handoff link_gateways { 172.17.0.1 }",
+    );
+    let link = position(
+        &commands,
+        "add element inet handoff links { 443 : goto component_web }",
+    );
+    // 443 leaves the public dispatch (it may have been public before); 80 leaves the links.
+    let unpublished = position(&commands, "delete element inet handoff dispatch { 443 }");
+    position(&commands, "delete element inet handoff links { 80 }");
+    assert_ne!(link, unpublished);
+    assert!(!commands
+        .iter()
+        .any(|c| c == "add element inet handoff localhost_ports { 80, 443 }"));
+    // The links' rule is the first of prerouting, so that a link's port wins at the gateway.
+    let base = base(DEFAULT_TABLE);
+    let flush = position(&base, "flush chain inet handoff prerouting");
+    assert_eq!(
+        base[flush + 1],
+        "add rule inet handoff prerouting meta nfproto ipv4 ip daddr @link_gateways fib daddr \
+         . iif type local meta l4proto tcp tcp dport vmap @links"
+    );
+}
+
+#[test]
+fn unrouting_takes_a_port_out_of_the_links_too() {
+    let commands = unroute(DEFAULT_TABLE, "web", &ports());
+    let added = position(
+        &commands,
+        "add element inet handoff links { 80 : goto component_web, 443 : goto component_web }",
+    );
+    let deleted = position(&commands, "delete element inet handoff links { 80, 443 }");
+    assert!(added < deleted);
 }
