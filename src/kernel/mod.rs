@@ -1,6 +1,7 @@
 //! The kernel wing: everything that talks to Linux networking directly. [`nfnetlink`] is the
 //! socket plumbing both halves share; [`conntrack`] reads and expires the connection tracking
-//! table; [`netfilter`] owns handoff's nftables table and the hole in Docker's FORWARD policy.
+//! table; [`netfilter`] owns handoff's nftables table and the hole in Docker's FORWARD policy;
+//! [`bridge_port`] puts a container's bridge port in hairpin mode (route netlink).
 //! Nothing here knows about components' life cycles: that is `ops`, one floor up.
 
 pub mod bridge_port;

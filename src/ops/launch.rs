@@ -191,10 +191,11 @@ pub fn launch(
 /// Let a container just started (or started again) reach its own component through the host
 /// (self-hairpin). A failure is a warning: every other client path works without it.
 pub fn allow_hairpin(env: &Env, component: &Component, id: &str, address: Ipv4Addr) {
-    let Ok(runtime) = env.runtime() else {
-        return;
-    };
-    if let Err(error) = runtime.allow_hairpin(id, address) {
+    let allowed = env
+        .runtime()
+        .and_then(|runtime| runtime.pid(id))
+        .and_then(|pid| env.firewall.allow_hairpin(pid, address));
+    if let Err(error) = allowed {
         env.warn(format!(
             "{}: {} cannot reach its own component through the host: {error:#}",
             component.name,

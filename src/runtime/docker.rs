@@ -17,7 +17,6 @@ use futures_util::StreamExt;
 
 use super::{Container, ContainerSpec, Runtime, LABEL_COMPONENT, LABEL_TABLE};
 use crate::error::Failure;
-use crate::kernel::bridge_port;
 
 pub struct Docker {
     runtime: tokio::runtime::Runtime,
@@ -235,19 +234,17 @@ impl Runtime for Docker {
             .and_then(|ip| ip.parse().ok()))
     }
 
-    fn allow_hairpin(&self, id: &str, address: Ipv4Addr) -> Result<()> {
+    fn pid(&self, id: &str) -> Result<u32> {
         let inspect = self
             .runtime
             .block_on(self.client.inspect_container(id, None))
             .with_context(|| format!("inspecting container {id}"))?;
-        let pid = inspect
+        inspect
             .state
             .and_then(|s| s.pid)
             .and_then(|pid| u32::try_from(pid).ok())
             .filter(|pid| *pid > 0)
-            .with_context(|| format!("container {id} is not running"))?;
-        bridge_port::allow_hairpin(pid, address)?;
-        Ok(())
+            .with_context(|| format!("container {id} is not running"))
     }
 
     fn gateway(&self, network: &str) -> Result<Ipv4Addr> {

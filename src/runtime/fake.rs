@@ -188,9 +188,14 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    fn allow_hairpin(&self, id: &str, _address: Ipv4Addr) -> Result<()> {
-        self.inner.borrow_mut().calls.push(format!("hairpin {id}"));
-        Ok(())
+    fn pid(&self, id: &str) -> Result<u32> {
+        let inner = self.inner.borrow();
+        let index = inner
+            .entries
+            .iter()
+            .position(|e| e.container.id == id && e.container.running)
+            .ok_or_else(|| anyhow::anyhow!("container {id} is not running"))?;
+        Ok(1000 + index as u32)
     }
 
     fn gateway(&self, _network: &str) -> Result<Ipv4Addr> {

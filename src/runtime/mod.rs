@@ -99,10 +99,9 @@ pub trait Runtime {
     /// The container's address on `network` while it runs; `None` when it is stopped, gone,
     /// or has no address there.
     fn running_address(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>>;
-    /// Let the running container reach its own component through the host: hairpin mode on
-    /// the bridge port behind its `address` (see [`crate::kernel::bridge_port`]). Nothing to
-    /// do, and no error, when that interface is not on a bridge.
-    fn allow_hairpin(&self, id: &str, address: Ipv4Addr) -> Result<()>;
+    /// The PID of the running container's first process: its network namespace is
+    /// `/proc/PID/ns/net`.
+    fn pid(&self, id: &str) -> Result<u32>;
     /// The IPv4 address of `network`'s gateway (on a bridge network, the host's own address
     /// there): where component links are reached.
     fn gateway(&self, network: &str) -> Result<Ipv4Addr>;

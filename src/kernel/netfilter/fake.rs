@@ -120,6 +120,14 @@ impl Firewall for FakeFirewall {
         Ok(())
     }
 
+    fn allow_hairpin(&self, pid: u32, address: Ipv4Addr) -> Result<()> {
+        self.inner
+            .borrow_mut()
+            .log
+            .push(format!("hairpin mode {pid} {address}"));
+        Ok(())
+    }
+
     fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()> {
         let list: Vec<String> = sources.iter().map(ToString::to_string).collect();
         let mut inner = self.transaction(format!("hairpin {}", list.join(",")))?;

@@ -163,6 +163,11 @@ pub trait Firewall {
         hairpin_sources: &[Ipv4Addr],
     ) -> Result<()>;
 
+    /// Let the container whose network namespace is `/proc/{pid}/ns/net` reach its own
+    /// component through the host: hairpin mode on the bridge port behind its `address` (see
+    /// [`super::bridge_port`]). Nothing to do, and no error, when it is not on a bridge.
+    fn allow_hairpin(&self, pid: u32, address: Ipv4Addr) -> Result<()>;
+
     /// Make the hairpin set exactly `sources` (after backends finished draining).
     fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()>;
 

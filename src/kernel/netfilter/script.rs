@@ -246,6 +246,11 @@ impl Firewall for NftFirewall {
         Ok(())
     }
 
+    fn allow_hairpin(&self, pid: u32, address: Ipv4Addr) -> Result<()> {
+        super::super::bridge_port::allow_hairpin(pid, address)?;
+        Ok(())
+    }
+
     fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()> {
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::hairpin(&self.table, sources));

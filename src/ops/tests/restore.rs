@@ -3,6 +3,7 @@ use super::super::testkit::{docker_address, update_and_drain, Kit};
 use super::super::update::start;
 use crate::ops::drain::finish_drain;
 use crate::ops::retire::Retirement;
+use crate::runtime::Runtime;
 use crate::state::BackendRecord;
 
 #[test]
@@ -34,15 +35,13 @@ fn after_a_reboot_the_active_container_is_started_again_and_nothing_of_it_is_dra
     assert!(web.draining.is_empty(), "{web:?}");
     assert_eq!(web.active.unwrap().container, Some(active.id.clone()));
     assert_eq!(kit.firewall.forward_path_opened(), 1);
-    let hairpins = kit.runtime.calls();
-    let hairpins: Vec<&String> = hairpins
-        .iter()
-        .filter(|c| c.starts_with("hairpin"))
-        .collect();
-    assert_eq!(
-        hairpins.last().map(|c| c.as_str()),
-        Some(format!("hairpin {}", active.id).as_str()),
-        "its new bridge port lets it reach itself again: {hairpins:?}"
+    let pid = kit.runtime.pid(&active.id).unwrap();
+    assert!(
+        kit.firewall
+            .log()
+            .contains(&format!("hairpin mode {pid} {}", docker_address(2))),
+        "its new bridge port lets it reach itself again: {:?}",
+        kit.firewall.log()
     );
 }
 
@@ -52,14 +51,9 @@ fn after_a_reboot_a_container_docker_restarted_gets_hairpin_mode_again() {
     let env = kit.quiet_env();
     start(&env, kit.web()).unwrap();
     let active = kit.runtime.running()[0].id.clone();
-    let hairpin = format!("hairpin {active}");
-    let count = |kit: &Kit| {
-        kit.runtime
-            .calls()
-            .iter()
-            .filter(|c| **c == hairpin)
-            .count()
-    };
+    let pid = kit.runtime.pid(&active).unwrap();
+    let hairpin = format!("hairpin mode {pid} {}", docker_address(2));
+    let count = |kit: &Kit| kit.firewall.log().iter().filter(|c| **c == hairpin).count();
     assert_eq!(count(&kit), 1, "set when the container started");
     kit.firewall.lose_table();
     restore(&env, &kit.config.components).unwrap();
