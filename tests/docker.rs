@@ -1147,8 +1147,11 @@ fn a_component_calls_another_through_its_link_without_a_failure_across_an_update
     require_docker!();
     let sandbox = DockerSandbox::new(ComponentOptions::default());
     // web defines the link "api" (its port 8080, at the gateway's port `link`); caller
-    // requires it as "backend".
-    let link = sandbox.port + 5000;
+    // requires it as "backend". Both ports are offset by more than the tests of one run
+    // number their sandboxes: `sandbox.port + 1` is the next sandbox's port, and a caller
+    // there DNAT'd that sandbox's clients to itself (the update test that reuses a client
+    // port found its second connection answered by this caller, "v1").
+    let (link, caller) = (sandbox.port + 5000, sandbox.port + 20_000);
     let config = format!(
         r#"{{"components": [
             {{"name": "web", "repo": "{repo}", "tag": "v1", "pull": "never",
@@ -1164,7 +1167,6 @@ fn a_component_calls_another_through_its_link_without_a_failure_across_an_update
         ]}}"#,
         repo = sandbox.repo,
         port = sandbox.port,
-        caller = sandbox.port + 1,
     );
     std::fs::write(sandbox.config_path(), config).expect("config");
     sandbox.handoff_ok(&["start", "web"]);

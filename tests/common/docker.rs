@@ -55,6 +55,9 @@ pub struct DockerSandbox {
     pub repo: String,
     pub client: String,
     pub host_address: String,
+    /// The component's external port: `20000 + (pid % 1000) * 10 + n` for the run's n-th
+    /// sandbox, so `port + 1` is the next sandbox's. A test that needs a second port takes
+    /// one more than the run's sandboxes away (see the link test).
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
