@@ -162,6 +162,22 @@ FAULTS = [
         [("docker", "host_local_and_other_container_clients_reach_the_component")],
     ),
     (
+        "table-before-udp-not-rebuilt",
+        "a table laid out before UDP is rebuilt by the next change, and no flow notices",
+        "src/kernel/netfilter/script.rs",
+        "        if !dispatch.as_ref().is_some_and(migrate::needs_rebuild) {",
+        "        if dispatch.is_some() || dispatch.is_none() {",
+        [("kernel", "a_table_from_before_udp_is_rebuilt_by_the_next_switch_and_no_flow_notices")],
+    ),
+    (
+        "udp-flows-not-counted",
+        "a drain of a backend that served UDP waits for its UDP flows' entries to go",
+        "src/kernel/conntrack/decode.rs",
+        "        Protocol::Udp => crate::config::Protocol::Udp,\n",
+        "",
+        [("kernel", "a_udp_port_switches_with_the_component_and_a_udp_flow_drains_when_its_entry_goes")],
+    ),
+    (
         "localnet-guard-missing",
         "with route_localnet on for localhostClients, a neighbour cannot reach the host's loopback services",
         "src/kernel/netfilter/ruleset.rs",

@@ -324,10 +324,7 @@ mod tests {
     fn record(address: [u8; 4], since_ms: u64) -> BackendRecord {
         BackendRecord {
             address: Ipv4Addr::from(address),
-            ports: vec![PortPair {
-                external: 80,
-                backend: 8080,
-            }],
+            ports: vec![PortPair::tcp(80, 8080)],
             since_ms,
             container: None,
         }

@@ -1403,3 +1403,153 @@ fn localhost_clients_reach_the_component_at_127_0_0_1_and_the_guard_keeps_neighb
     sandbox.nft("delete chain inet handoff localnet_guard");
     assert_served_by(&attempt(&sandbox), "secret");
 }
+
+/// web routed to a as a handoff from before UDP laid it out: ports keyed by `inet_service`
+/// alone (nft's own text of that layout, trimmed to what web uses).
+const TABLE_BEFORE_UDP: &str = "
+add table inet handoff
+add map inet handoff dispatch { type inet_service : verdict ; }
+add map inet handoff backend_web { type inet_service : ipv4_addr . inet_service ; }
+add set inet handoff hairpin_sources { type ipv4_addr ; }
+add set inet handoff localhost_ports { type inet_service ; }
+add chain inet handoff component_web
+add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map @backend_web
+add chain inet handoff prerouting { type nat hook prerouting priority -110 ; policy accept ; }
+add rule inet handoff prerouting meta nfproto ipv4 fib daddr type local meta l4proto tcp tcp dport vmap @dispatch
+add chain inet handoff output { type nat hook output priority -110 ; policy accept ; }
+add rule inet handoff output meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto tcp tcp dport vmap @dispatch
+add chain inet handoff postrouting { type nat hook postrouting priority 90 ; policy accept ; }
+add rule inet handoff postrouting ct label 127 ct status dnat ip saddr @hairpin_sources masquerade
+add element inet handoff backend_web { 80 : 10.0.1.11 . 8080 }
+add element inet handoff dispatch { 80 : goto component_web }
+add element inet handoff hairpin_sources { 10.0.1.11 }
+";
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_table_from_before_udp_is_rebuilt_by_the_next_switch_and_no_flow_notices() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.nft(TABLE_BEFORE_UDP);
+    // Read as it is: web is routed to a.
+    assert_eq!(sandbox.list_json()["components"][0]["active"], BACKEND_A);
+    let before = sandbox.requests(&sandbox.client, &gateway_80(), 200);
+    assert_served_by(&before, "a");
+    // The switch rebuilds the table in its own transaction; a's open connection carries on.
+    let hold = sandbox.hold_on_a_then_switch_to_b(2000);
+    let ruleset = sandbox.ruleset();
+    assert!(
+        ruleset.contains("type inet_proto . inet_service : ipv4_addr . inet_service"),
+        "{ruleset}"
+    );
+    assert!(
+        ruleset.contains("10.0.1.11"),
+        "the hairpin set is kept: {ruleset}"
+    );
+    let after = sandbox.requests(&sandbox.client, &gateway_80(), 200);
+    assert_served_by(&after, "b");
+    let held = finish_json(hold);
+    assert_eq!(held["again"], "a", "the held connection was cut: {held}");
+}
+
+/// web with 53/udp beside 80/tcp (the servers answer UDP on 8053).
+fn web_with_udp_config() -> String {
+    r#"{"components": [{"name": "web", "ports": [{"external": 80, "container": 8080},
+        {"external": 53, "container": 8053, "protocol": "udp"}],
+        "readyChecks": [{"kind": "http", "port": 8080, "path": "/"}],
+        "readyTimeout": 3000, "drainTimeout": 60000}]}"#
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_udp_port_switches_with_the_component_and_a_udp_flow_drains_when_its_entry_goes() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_with_udp_config());
+    // UDP flows end when their entry expires: shorter timeouts in the sandbox's namespace
+    // keep the test short (the host's stay as they are).
+    let set = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &sandbox.gateway,
+            "sysctl",
+            "-qw",
+            "net.netfilter.nf_conntrack_udp_timeout=2",
+            "net.netfilter.nf_conntrack_udp_timeout_stream=3",
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(set.success(), "setting the sandbox's UDP timeouts");
+    sandbox.serve_both_on_a();
+    let dns = format!("{GATEWAY}:53");
+    let udp_load = |sandbox: &Sandbox, per_session: &str, gap: &str, ms: &str| {
+        sandbox.spawn_netkit(
+            &sandbox.client,
+            &[
+                "udp-load",
+                "--target",
+                &dns,
+                "--sessions",
+                "2",
+                "--per-session",
+                per_session,
+                "--gap-ms",
+                gap,
+                "--duration-ms",
+                ms,
+            ],
+        )
+    };
+    let first = finish_json(udp_load(&sandbox, "1", "0", "300"));
+    assert_eq!(first["failed"], 0, "{first}");
+    assert!(
+        first["by_backend"]["a"].as_u64().unwrap_or(0) > 0,
+        "{first}"
+    );
+    // Two long sessions (one flow each, a query every 100 ms for 3 s), and new flows all
+    // along, across the switch.
+    let sessions = udp_load(&sandbox, "100", "100", "3000");
+    let fresh = udp_load(&sandbox, "1", "0", "2000");
+    std::thread::sleep(Duration::from_millis(700));
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    let listed = sandbox.list_json();
+    // The sessions' flows, and each one-query flow until its entry expires, are a's.
+    let draining = listed["components"][0]["draining"][0]["flows"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(draining >= 2, "a's UDP flows are counted: {listed}");
+    let drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
+    let fresh = finish_json(fresh);
+    assert_eq!(fresh["failed"], 0, "{fresh}");
+    assert!(
+        fresh["by_backend"]["b"].as_u64().unwrap_or(0) > 0,
+        "{fresh}"
+    );
+    let started = Instant::now();
+    let sessions = finish_json(sessions);
+    let ended = started.elapsed();
+    assert_eq!(sessions["failed"], 0, "{sessions}");
+    assert_eq!(
+        sessions["sessions_that_moved"], 0,
+        "a UDP flow stays on its backend: {sessions}"
+    );
+    assert!(sessions["by_backend"]["b"].is_null(), "{sessions}");
+    // The drain ends when the sessions' entries expire (3 s after their last datagram), not
+    // before they end.
+    let output = drain.wait_with_output().expect("drain");
+    let drained = started.elapsed();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        drained >= ended + Duration::from_secs(2),
+        "the drain returned {drained:?} after the sessions' end at {ended:?}, before their \
+         entries expired"
+    );
+    assert!(drained < ended + Duration::from_secs(10), "{drained:?}");
+}

@@ -1,6 +1,6 @@
 //! `handoff flows [NAME] [--json]`: the live flows of each backend, active and draining:
-//! client, backend, TCP state, idle time (age when conntrack timestamps are on), bytes (when
-//! conntrack accounting is on).
+//! client, backend, state (a TCP state, or UDP), idle time (age when conntrack timestamps are
+//! on), bytes (when conntrack accounting is on).
 
 use anyhow::Result;
 use serde_json::json;

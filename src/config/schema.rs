@@ -97,6 +97,37 @@ pub enum PortKind {
     Http,
 }
 
+/// The transport protocol of a port.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn is_tcp(&self) -> bool {
+        *self == Protocol::Tcp
+    }
+
+    /// nftables' and conntrack's name: `tcp`, `udp`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// An external (host) port and the backend port new connections on it are sent to.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +137,10 @@ pub struct PortMapping {
     /// gantry's HAProxy mode; on the kernel path both kinds are forwarded as plain TCP.
     #[serde(default = "default_port_kind")]
     pub kind: PortKind,
+    /// handoff's addition: `tcp` (default) or `udp`. Left out of the serialized form when
+    /// `tcp`, so existing containers' config hash holds.
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -219,13 +254,12 @@ impl DefinedComponentLink {
     /// The link's port at the gateway and the container port behind it (validated).
     pub fn port_pair(&self) -> PortPair {
         let port = u16::try_from(self.port).unwrap_or(0);
-        PortPair {
-            external: self
-                .host_port
+        PortPair::tcp(
+            self.host_port
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(port),
-            backend: port,
-        }
+            port,
+        )
     }
 }
 
@@ -275,11 +309,46 @@ fn default_termination_checks() -> Vec<TerminationCheck> {
     }]
 }
 
-/// One external port of a component and the backend port behind it, both validated.
+/// One external port of a component (with its protocol) and the backend port behind it,
+/// both validated. Ordered by protocol, then external port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PortPair {
+    /// Absent in state files written before UDP: `tcp`.
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
     pub external: u16,
     pub backend: u16,
+}
+
+impl PortPair {
+    pub fn tcp(external: u16, backend: u16) -> PortPair {
+        PortPair {
+            protocol: Protocol::Tcp,
+            external,
+            backend,
+        }
+    }
+
+    /// What identifies the port on the host: protocol and external port.
+    pub fn key(&self) -> PortKey {
+        PortKey {
+            protocol: self.protocol,
+            port: self.external,
+        }
+    }
+}
+
+/// A port on the host: 53/udp is not 53/tcp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortKey {
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+impl std::fmt::Display for PortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.port, self.protocol)
+    }
 }
 
 impl Component {
@@ -291,6 +360,7 @@ impl Component {
             .iter()
             .filter_map(|p| {
                 Some(PortPair {
+                    protocol: p.protocol,
                     external: u16::try_from(p.external).ok()?,
                     backend: u16::try_from(p.container).ok()?,
                 })

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::schema::{
     env_name, Check, CheckKind, Component, Config, DefinedComponentLink, ExecCommand, LinkTarget,
-    SignalKind, TerminationSignal,
+    PortKind, Protocol, SignalKind, TerminationSignal,
 };
 
 /// Longest accepted component name; it becomes part of nftables object names.
@@ -30,7 +30,7 @@ fn check_port(field: &str, value: i64) -> Result<()> {
 /// Semantic rules that the schema alone cannot express.
 pub(super) fn validate(config: &Config) -> Result<()> {
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut external_ports: BTreeMap<i64, String> = BTreeMap::new();
+    let mut external_ports: BTreeMap<(Protocol, i64), String> = BTreeMap::new();
     let mut links: HashMap<&str, String> = HashMap::new();
     for (index, component) in config.components.iter().enumerate() {
         let at = format!("components[{index}]");
@@ -75,10 +75,17 @@ pub(super) fn validate(config: &Config) -> Result<()> {
             check_port(&format!("{at}.ports[{i}].external"), port.external)?;
             check_port(&format!("{at}.ports[{i}].container"), port.container)?;
             let owner = format!("{at} ({:?})", component.name);
-            if let Some(previous) = external_ports.insert(port.external, owner) {
+            if let Some(previous) = external_ports.insert((port.protocol, port.external), owner) {
                 anyhow::bail!(
-                    "{at}.ports[{i}].external: port {} is already claimed by {previous}",
-                    port.external
+                    "{at}.ports[{i}].external: port {}/{} is already claimed by {previous}",
+                    port.external,
+                    port.protocol
+                );
+            }
+            if port.protocol == Protocol::Udp && port.kind == PortKind::Http {
+                anyhow::bail!(
+                    "{at}.ports[{i}].kind: \"http\" is a TCP mode; a udp port is \"tcp\" (the \
+                     default) in gantry's kind"
                 );
             }
         }
@@ -110,9 +117,9 @@ pub(super) fn validate(config: &Config) -> Result<()> {
             }
             let host_port = i64::from(link.port_pair().external);
             let owner = format!("{at} ({:?}, link {:?})", component.name, link.name);
-            if let Some(previous) = external_ports.insert(host_port, owner) {
+            if let Some(previous) = external_ports.insert((Protocol::Tcp, host_port), owner) {
                 anyhow::bail!(
-                    "{field}: port {host_port} is already claimed by {previous} (a link is \
+                    "{field}: port {host_port}/tcp is already claimed by {previous} (a link is \
                      reached at the gateway's port `hostPort`, by default its `port`: give \
                      it another)"
                 );

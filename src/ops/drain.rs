@@ -166,7 +166,7 @@ pub fn forget_flows(
 mod tests {
     use super::*;
     use crate::kernel::conntrack::fake::{dnat_flow, FakeConntrack};
-    use crate::kernel::conntrack::TcpState;
+    use crate::kernel::conntrack::FlowState;
 
     use crate::ops::testkit::{old_record as backend, NEW, OLD};
 
@@ -174,10 +174,10 @@ mod tests {
     fn forgetting_a_retired_backend_expires_its_finished_entries_by_reply_tuple_only() {
         // Port 40000: the retired backend's TIME_WAIT entry, and the same client tuple reused
         // since for a live request to the new backend (same original tuple, same id).
-        let finished = dnat_flow(40000, OLD, TcpState::TimeWait);
-        let reused = dnat_flow(40000, NEW, TcpState::Established);
-        let live = dnat_flow(40001, OLD, TcpState::Established);
-        let mut unrelated = dnat_flow(40002, OLD, TcpState::TimeWait);
+        let finished = dnat_flow(40000, OLD, FlowState::TimeWait);
+        let reused = dnat_flow(40000, NEW, FlowState::Established);
+        let live = dnat_flow(40001, OLD, FlowState::Established);
+        let mut unrelated = dnat_flow(40002, OLD, FlowState::TimeWait);
         unrelated.destination = "10.0.2.1:81".parse().unwrap();
         let table = vec![
             finished.clone(),

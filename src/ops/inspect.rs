@@ -101,14 +101,7 @@ pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<Component
                 let address = r.canary()?;
                 Some(BackendRecord {
                     address,
-                    ports: r
-                        .canary
-                        .iter()
-                        .map(|route| PortPair {
-                            external: route.external,
-                            backend: route.backend_port,
-                        })
-                        .collect(),
+                    ports: r.canary.iter().map(|route| route.pair()).collect(),
                     since_ms: 0,
                     container: None,
                 })

@@ -83,14 +83,11 @@ pub fn withdraw(env: &Env, component: &Component, what: &str) -> Result<()> {
         .routes
         .routes
         .iter()
-        .map(|r| PortPair {
-            external: r.external,
-            backend: r.backend_port,
-        })
+        .map(|r| r.pair())
         .chain(component.port_pairs())
         .collect();
-    ports.sort_by_key(|p| p.external);
-    ports.dedup_by_key(|p| p.external);
+    ports.sort_by_key(PortPair::key);
+    ports.dedup_by_key(|p| p.key());
     session.save(env)?;
     let known = session.state.known_addresses();
     env.firewall.unroute(name, &ports, &known)?;

@@ -50,10 +50,7 @@ pub fn active_record(routes: &ComponentRoutes, since_ms: u64) -> Option<BackendR
             .routes
             .iter()
             .filter(|r| r.address == address)
-            .map(|r| PortPair {
-                external: r.external,
-                backend: r.backend_port,
-            })
+            .map(|r| r.pair())
             .collect(),
         since_ms,
         container: None,

@@ -148,10 +148,7 @@ pub fn old_record() -> BackendRecord {
 pub fn record_of(address: Ipv4Addr) -> BackendRecord {
     BackendRecord {
         address,
-        ports: vec![PortPair {
-            external: 80,
-            backend: 8080,
-        }],
+        ports: vec![PortPair::tcp(80, 8080)],
         since_ms: 0,
         container: None,
     }

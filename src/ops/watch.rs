@@ -38,10 +38,11 @@ const RECHECK_LIMIT: usize = 256;
 pub fn belongs(flow: &Flow, backend: &BackendRecord) -> bool {
     flow.is_dnat()
         && *flow.backend.ip() == backend.address
-        && backend
-            .ports
-            .iter()
-            .any(|p| p.external == flow.destination.port() && p.backend == flow.backend.port())
+        && backend.ports.iter().any(|p| {
+            p.protocol == flow.protocol
+                && p.external == flow.destination.port()
+                && p.backend == flow.backend.port()
+        })
 }
 
 /// The live flows of `backend` among `flows`.
@@ -268,11 +269,11 @@ pub fn wait(
 mod tests {
     use super::*;
     use crate::kernel::conntrack::fake::{dnat_flow, event, FakeConntrack};
-    use crate::kernel::conntrack::TcpState;
+    use crate::kernel::conntrack::FlowState;
 
     use crate::ops::testkit::{old_record as backend, NEW, OLD};
 
-    fn with_state(flow: &Flow, state: TcpState) -> Flow {
+    fn with_state(flow: &Flow, state: FlowState) -> Flow {
         Flow {
             state,
             ..flow.clone()
@@ -301,27 +302,41 @@ mod tests {
     #[test]
     fn only_dnat_flows_through_the_components_ports_belong() {
         let b = backend();
-        let mut f = dnat_flow(40000, OLD, TcpState::Established);
+        let mut f = dnat_flow(40000, OLD, FlowState::Established);
         assert!(belongs(&f, &b));
         // Straight to the backend, not through us.
         f.status = 0;
         assert!(!belongs(&f, &b));
         // Another external port, another backend port, another address.
-        let mut f = dnat_flow(40000, OLD, TcpState::Established);
+        let mut f = dnat_flow(40000, OLD, FlowState::Established);
         f.destination = "10.0.2.1:81".parse().unwrap();
         assert!(!belongs(&f, &b));
         assert!(!belongs(
-            &dnat_flow(40000, "10.0.1.11:9090", TcpState::Established),
+            &dnat_flow(40000, "10.0.1.11:9090", FlowState::Established),
             &b
         ));
-        assert!(!belongs(&dnat_flow(40000, NEW, TcpState::Established), &b));
+        assert!(!belongs(&dnat_flow(40000, NEW, FlowState::Established), &b));
+        // The same port numbers over UDP are another port.
+        let mut f = dnat_flow(40000, OLD, FlowState::Udp);
+        f.protocol = crate::config::Protocol::Udp;
+        assert!(!belongs(&f, &b));
+    }
+
+    #[test]
+    fn a_udp_flow_is_live_until_its_entry_goes() {
+        let mut b = backend();
+        b.ports[0].protocol = crate::config::Protocol::Udp;
+        let mut f = dnat_flow(40000, OLD, FlowState::Udp);
+        f.protocol = crate::config::Protocol::Udp;
+        assert!(belongs(&f, &b));
+        assert_eq!(live_flows(std::slice::from_ref(&f), &b).len(), 1);
     }
 
     #[test]
     fn finished_flows_are_not_live() {
         let flows = vec![
-            dnat_flow(40000, OLD, TcpState::Established),
-            dnat_flow(40001, OLD, TcpState::TimeWait),
+            dnat_flow(40000, OLD, FlowState::Established),
+            dnat_flow(40001, OLD, FlowState::TimeWait),
         ];
         assert_eq!(live_flows(&flows, &backend()).len(), 1);
     }
@@ -336,8 +351,8 @@ mod tests {
 
     #[test]
     fn a_backend_drains_when_its_last_flow_ends() {
-        let open = dnat_flow(40000, OLD, TcpState::Established);
-        let closing = with_state(&open, TcpState::TimeWait);
+        let open = dnat_flow(40000, OLD, FlowState::Established);
+        let closing = with_state(&open, FlowState::TimeWait);
         let mut fake = FakeConntrack::with_table(vec![open.clone()]).then(move |table| {
             table[0] = closing.clone();
             vec![event(Change::Present(closing))]
@@ -351,9 +366,9 @@ mod tests {
         // The client reused port 40000 while OLD still took new connections: the earlier
         // entry (TIME_WAIT) was destroyed and a new one, with the same tuple and the same id,
         // carries a live request. The earlier entry's DESTROY reaches us late.
-        let earlier = dnat_flow(40000, OLD, TcpState::TimeWait);
-        let reused = dnat_flow(40000, OLD, TcpState::Established);
-        let reused_done = with_state(&reused, TcpState::TimeWait);
+        let earlier = dnat_flow(40000, OLD, FlowState::TimeWait);
+        let reused = dnat_flow(40000, OLD, FlowState::Established);
+        let reused_done = with_state(&reused, FlowState::TimeWait);
         let mut fake = FakeConntrack::with_table(vec![reused.clone()])
             .then(move |_| vec![event(Change::Destroyed(earlier))])
             .then(move |table| {
@@ -373,7 +388,7 @@ mod tests {
         // The flow ended while the socket overflowed; a stale "live" event for it was still
         // queued. Replayed after the fresh dump, it would keep the drain waiting for a flow
         // that is gone until the next per-flow recheck.
-        let open = dnat_flow(40000, OLD, TcpState::Established);
+        let open = dnat_flow(40000, OLD, FlowState::Established);
         let stale = open.clone();
         let mut fake = FakeConntrack::with_table(vec![open]).then(move |table| {
             table.clear();
@@ -391,7 +406,7 @@ mod tests {
 
     #[test]
     fn flows_in_different_zones_are_different_flows() {
-        let in_zone_0 = dnat_flow(40000, OLD, TcpState::Established);
+        let in_zone_0 = dnat_flow(40000, OLD, FlowState::Established);
         let in_zone_5 = Flow {
             zone: 5,
             ..in_zone_0.clone()

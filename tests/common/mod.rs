@@ -200,7 +200,8 @@ impl Sandbox {
         self.dir.path().join("state")
     }
 
-    /// Start a netkit HTTP server named `name` on port 8080 in `ns` and wait until it listens.
+    /// Start a netkit HTTP server named `name` on port 8080 in `ns` (and its UDP answerer on
+    /// 8053) and wait until it listens.
     pub fn serve(&mut self, ns: &str, name: &str) {
         let ready = self.dir.path().join(format!("{name}.ready"));
         let child = Command::new("ip")
@@ -214,6 +215,8 @@ impl Sandbox {
                 "0.0.0.0:8080",
                 "--name",
                 name,
+                "--udp",
+                "0.0.0.0:8053",
             ])
             .arg("--ready-file")
             .arg(&ready)

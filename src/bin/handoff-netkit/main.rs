@@ -9,7 +9,8 @@
 //! * `load`: a load generator that counts successes per backend and failures;
 //! * `upload` / `download`: single transfers verified byte-exact against the
 //!   deterministic payload stream ([`payload::payload_byte`]);
-//! * `hold`: opens one keep-alive connection and holds it open for a while.
+//! * `hold`: opens one keep-alive connection and holds it open for a while;
+//! * `udp-load`: UDP queries to `serve --udp`, tallied per backend.
 //!
 //! Every client subcommand prints exactly one line of JSON on stdout; all
 //! diagnostics go to stderr. Exit status is 0 on success and 1 on failure.
@@ -23,6 +24,7 @@ mod payload;
 mod serve;
 mod tally;
 mod transfer;
+mod udp;
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +57,8 @@ enum Command {
     Download(TransferArgs),
     /// Open a keep-alive connection, make one request and hold it open.
     Hold(HoldArgs),
+    /// Send UDP queries to `serve --udp` backends and tally the answers per backend.
+    UdpLoad(UdpLoadArgs),
     /// Print the conntrack entries that userspace deletes or expires (dockerd, conntrack -D,
     /// handoff), one JSON line each, until SIGTERM.
     CtRequests(CtRequestsArgs),
@@ -86,6 +90,28 @@ pub(crate) struct ServeArgs {
     /// `GET /health` with 503 while DIR/unhealthy exists.
     #[arg(long, value_name = "DIR")]
     pub(crate) record_dir: Option<PathBuf>,
+    /// Also answer UDP datagrams on this address with the backend's name.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) udp: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UdpLoadArgs {
+    /// Server address, IP:PORT.
+    #[arg(long)]
+    pub(crate) target: SocketAddr,
+    /// Concurrent sessions (threads, one socket at a time each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) sessions: u32,
+    /// Queries per session (per socket, so per conntrack flow); 1: every query a new flow.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) per_session: u32,
+    /// Pause between the queries of one session, in ms.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) gap_ms: u64,
+    /// Run for this many milliseconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) duration_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +193,7 @@ fn main() -> ExitCode {
         Command::Upload(args) => transfer::upload(&args),
         Command::Download(args) => transfer::download(&args),
         Command::Hold(args) => hold::hold(&args),
+        Command::UdpLoad(args) => udp::udp_load(&args),
         Command::CtRequests(args) => report_fatal(ct_requests::ct_requests(&args)),
     };
     if succeeded {

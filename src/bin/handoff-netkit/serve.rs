@@ -43,6 +43,10 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let _ = RECORD_DIR.set(dir.clone());
     }
+    let name: Arc<str> = Arc::from(args.name.as_str());
+    if let Some(udp) = args.udp {
+        crate::udp::spawn_server(udp, Arc::clone(&name))?;
+    }
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &bound.to_string())?;
     }
@@ -50,7 +54,6 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
         "handoff-netkit: backend {:?} listening on {bound}",
         args.name
     );
-    let name: Arc<str> = Arc::from(args.name.as_str());
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => spawn_connection(stream, Arc::clone(&name)),

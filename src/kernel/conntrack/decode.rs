@@ -12,7 +12,7 @@ use netlink_packet_netfilter::conntrack::{
 };
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner};
 
-use super::flow::{Change, Flow, TcpState};
+use super::flow::{Change, Flow, FlowState};
 use crate::kernel::nfnetlink;
 
 /// Attributes the crate leaves undecoded (linux/netfilter/nfnetlink_conntrack.h).
@@ -90,7 +90,7 @@ fn decode_tuple(tuple: &[Tuple]) -> Option<(SocketAddrV4, SocketAddrV4, Protocol
     ))
 }
 
-/// Turn a conntrack message into a [`Change`]. Non-TCP and non-IPv4 flows yield `None`.
+/// Turn a conntrack message into a [`Change`]. Flows other than IPv4 TCP and UDP yield `None`.
 pub fn decode(message: &ConntrackMessage) -> Option<Change> {
     let (attributes, destroyed) = match message {
         ConntrackMessage::New(attributes) => (attributes, false),
@@ -115,7 +115,7 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
                     if let ProtoInfo::TCP(tcp) = info {
                         for item in tcp {
                             if let ProtoInfoTCP::State(value) = item {
-                                state = Some(TcpState::from_kernel(*value));
+                                state = Some(FlowState::from_kernel(*value));
                             }
                         }
                     }
@@ -155,23 +155,28 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
         }
     }
     let (client, destination, protocol) = original?;
-    if protocol != Protocol::Tcp {
-        return None;
-    }
+    let protocol = match protocol {
+        Protocol::Tcp => crate::config::Protocol::Tcp,
+        Protocol::Udp => crate::config::Protocol::Udp,
+        _ => return None,
+    };
     let (backend, reply_to, _) = reply?;
     let flow = Flow {
         id,
+        protocol,
         client,
         destination,
         backend,
         reply_to,
         zone,
         // Events for a destroyed entry may omit the state; an UPDATE always carries it.
-        state: state.unwrap_or(if destroyed {
-            TcpState::Close
-        } else {
-            TcpState::Unknown
-        }),
+        state: match (protocol, state) {
+            (crate::config::Protocol::Udp, _) if !destroyed => FlowState::Udp,
+            (crate::config::Protocol::Udp, _) => FlowState::Close,
+            (_, Some(state)) => state,
+            (_, None) if destroyed => FlowState::Close,
+            (_, None) => FlowState::Unknown,
+        },
         timeout_secs,
         status,
         bytes,
@@ -292,7 +297,7 @@ pub(crate) mod tests {
         assert_eq!(flow.client, "10.0.2.2:40000".parse().unwrap());
         assert_eq!(flow.destination, "10.0.2.1:80".parse().unwrap());
         assert_eq!(flow.backend, "10.0.1.11:8080".parse().unwrap());
-        assert_eq!(flow.state, TcpState::Established);
+        assert_eq!(flow.state, FlowState::Established);
         assert!(flow.is_live());
         assert!(flow.is_dnat());
         assert_eq!(flow.id, Some(77));
@@ -333,21 +338,40 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn udp_and_incomplete_entries_are_ignored() {
-        let mut udp = dnat_flow_attributes(3);
-        udp[0] = ConntrackAttribute::CtaTupleOrig(vec![
-            Tuple::Ip(vec![
-                IPTuple::SourceAddress(IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1))),
-                IPTuple::DestinationAddress(IpAddr::V4(Ipv4Addr::new(2, 2, 2, 2))),
-            ]),
-            Tuple::Proto(vec![
-                ProtoTuple::Protocol(Protocol::Udp),
-                ProtoTuple::SourcePort(1),
-                ProtoTuple::DestinationPort(2),
-            ]),
-        ]);
-        assert_eq!(decode(&ConntrackMessage::New(udp)), None);
+    fn sctp_and_incomplete_entries_are_ignored_and_udp_is_live_until_destroyed() {
+        let with_protocol = |protocol| {
+            let mut attributes = dnat_flow_attributes(3);
+            attributes[0] = ConntrackAttribute::CtaTupleOrig(vec![
+                Tuple::Ip(vec![
+                    IPTuple::SourceAddress(IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1))),
+                    IPTuple::DestinationAddress(IpAddr::V4(Ipv4Addr::new(2, 2, 2, 2))),
+                ]),
+                Tuple::Proto(vec![
+                    ProtoTuple::Protocol(protocol),
+                    ProtoTuple::SourcePort(1),
+                    ProtoTuple::DestinationPort(2),
+                ]),
+            ]);
+            attributes
+        };
+        assert_eq!(
+            decode(&ConntrackMessage::New(with_protocol(Protocol::Sctp))),
+            None
+        );
         assert_eq!(decode(&ConntrackMessage::New(vec![])), None);
+        let Some(Change::Present(udp)) =
+            decode(&ConntrackMessage::New(with_protocol(Protocol::Udp)))
+        else {
+            panic!("a UDP flow is decoded")
+        };
+        assert_eq!(udp.protocol, crate::config::Protocol::Udp);
+        assert!(udp.is_live());
+        let Some(Change::Destroyed(gone)) =
+            decode(&ConntrackMessage::Delete(with_protocol(Protocol::Udp)))
+        else {
+            panic!("its end is decoded")
+        };
+        assert!(!gone.is_live());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{Change, Conntrack, Events, Flow, FlowKey, TcpState};
+use super::{Change, Conntrack, Events, Flow, FlowKey, FlowState};
 
 /// One scripted step: change the table, then queue these events.
 type Step = Box<dyn FnOnce(&mut Vec<Flow>) -> Vec<Events>>;
@@ -50,9 +50,10 @@ impl FakeConntrack {
 
 /// A DNAT'd flow from client 10.0.2.2:`port` to the host's 10.0.2.1:80, answered by `backend`
 /// (address:port); its id is the client port.
-pub fn dnat_flow(port: u16, backend: &str, state: TcpState) -> Flow {
+pub fn dnat_flow(port: u16, backend: &str, state: FlowState) -> Flow {
     Flow {
         id: Some(u32::from(port)),
+        protocol: crate::config::Protocol::Tcp,
         client: format!("10.0.2.2:{port}").parse().expect("client"),
         destination: "10.0.2.1:80".parse().expect("destination"),
         backend: backend.parse().expect("backend address:port"),

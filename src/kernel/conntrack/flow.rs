@@ -4,13 +4,16 @@ use std::net::SocketAddrV4;
 
 use serde::Serialize;
 
+use crate::config::Protocol;
+
 /// `IPS_DST_NAT` in the conntrack status bits: the flow was DNAT'd.
 const IPS_DST_NAT: u32 = 1 << 5;
 
-/// conntrack's TCP states (linux/netfilter/nf_conntrack_tcp.h).
+/// conntrack's TCP states (linux/netfilter/nf_conntrack_tcp.h), and `Udp` for a UDP flow,
+/// which has none: it lives while its entry does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TcpState {
+pub enum FlowState {
     None,
     SynSent,
     SynRecv,
@@ -22,68 +25,74 @@ pub enum TcpState {
     Close,
     SynSent2,
     Unknown,
+    Udp,
 }
 
-impl TcpState {
+impl FlowState {
     pub fn from_kernel(value: u8) -> Self {
         match value {
-            0 => TcpState::None,
-            1 => TcpState::SynSent,
-            2 => TcpState::SynRecv,
-            3 => TcpState::Established,
-            4 => TcpState::FinWait,
-            5 => TcpState::CloseWait,
-            6 => TcpState::LastAck,
-            7 => TcpState::TimeWait,
-            8 => TcpState::Close,
-            9 => TcpState::SynSent2,
-            _ => TcpState::Unknown,
+            0 => FlowState::None,
+            1 => FlowState::SynSent,
+            2 => FlowState::SynRecv,
+            3 => FlowState::Established,
+            4 => FlowState::FinWait,
+            5 => FlowState::CloseWait,
+            6 => FlowState::LastAck,
+            7 => FlowState::TimeWait,
+            8 => FlowState::Close,
+            9 => FlowState::SynSent2,
+            _ => FlowState::Unknown,
         }
     }
 
     /// Finished flows only wait for their entry to expire; every other state may still carry
-    /// data.
+    /// data. A UDP flow has no end of its own (no FIN): it is live until its entry goes,
+    /// `nf_conntrack_udp_timeout_stream` (120 s) after its last datagram.
     pub fn is_live(self) -> bool {
-        !matches!(self, TcpState::TimeWait | TcpState::Close)
+        !matches!(self, FlowState::TimeWait | FlowState::Close)
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            TcpState::None => "NONE",
-            TcpState::SynSent => "SYN_SENT",
-            TcpState::SynRecv => "SYN_RECV",
-            TcpState::Established => "ESTABLISHED",
-            TcpState::FinWait => "FIN_WAIT",
-            TcpState::CloseWait => "CLOSE_WAIT",
-            TcpState::LastAck => "LAST_ACK",
-            TcpState::TimeWait => "TIME_WAIT",
-            TcpState::Close => "CLOSE",
-            TcpState::SynSent2 => "SYN_SENT2",
-            TcpState::Unknown => "UNKNOWN",
+            FlowState::None => "NONE",
+            FlowState::SynSent => "SYN_SENT",
+            FlowState::SynRecv => "SYN_RECV",
+            FlowState::Established => "ESTABLISHED",
+            FlowState::FinWait => "FIN_WAIT",
+            FlowState::CloseWait => "CLOSE_WAIT",
+            FlowState::LastAck => "LAST_ACK",
+            FlowState::TimeWait => "TIME_WAIT",
+            FlowState::Close => "CLOSE",
+            FlowState::SynSent2 => "SYN_SENT2",
+            FlowState::Unknown => "UNKNOWN",
+            FlowState::Udp => "UDP",
         }
     }
 
     /// The sysctl holding this state's full timeout, to tell idle time from the time left.
     pub(crate) fn timeout_sysctl(self) -> Option<&'static str> {
         Some(match self {
-            TcpState::SynSent | TcpState::SynSent2 => "nf_conntrack_tcp_timeout_syn_sent",
-            TcpState::SynRecv => "nf_conntrack_tcp_timeout_syn_recv",
-            TcpState::Established => "nf_conntrack_tcp_timeout_established",
-            TcpState::FinWait => "nf_conntrack_tcp_timeout_fin_wait",
-            TcpState::CloseWait => "nf_conntrack_tcp_timeout_close_wait",
-            TcpState::LastAck => "nf_conntrack_tcp_timeout_last_ack",
-            TcpState::TimeWait => "nf_conntrack_tcp_timeout_time_wait",
-            TcpState::Close => "nf_conntrack_tcp_timeout_close",
-            TcpState::None | TcpState::Unknown => return None,
+            FlowState::SynSent | FlowState::SynSent2 => "nf_conntrack_tcp_timeout_syn_sent",
+            FlowState::SynRecv => "nf_conntrack_tcp_timeout_syn_recv",
+            FlowState::Established => "nf_conntrack_tcp_timeout_established",
+            FlowState::FinWait => "nf_conntrack_tcp_timeout_fin_wait",
+            FlowState::CloseWait => "nf_conntrack_tcp_timeout_close_wait",
+            FlowState::LastAck => "nf_conntrack_tcp_timeout_last_ack",
+            FlowState::TimeWait => "nf_conntrack_tcp_timeout_time_wait",
+            FlowState::Close => "nf_conntrack_tcp_timeout_close",
+            // An answered flow's; one never answered has the shorter nf_conntrack_udp_timeout.
+            FlowState::Udp => "nf_conntrack_udp_timeout_stream",
+            FlowState::None | FlowState::Unknown => return None,
         })
     }
 }
 
-/// One IPv4 TCP flow as conntrack sees it.
+/// One IPv4 TCP or UDP flow as conntrack sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flow {
     /// conntrack's id for the entry (stable for its lifetime).
     pub id: Option<u32>,
+    pub protocol: Protocol,
     /// The client: source of the original direction.
     pub client: SocketAddrV4,
     /// What the client connected to (the host's external address and port).
@@ -95,7 +104,7 @@ pub struct Flow {
     pub reply_to: SocketAddrV4,
     /// The conntrack zone (0 unless the host sorts flows into zones).
     pub zone: u16,
-    pub state: TcpState,
+    pub state: FlowState,
     /// Seconds until the entry expires unless a packet refreshes it.
     pub timeout_secs: Option<u32>,
     pub status: u32,
@@ -107,11 +116,11 @@ pub struct Flow {
 
 /// Identifies a conntrack entry across dump and events: its zone and original tuple. (Not
 /// unique over time: a client that reuses a tuple gets a new entry with the same key.)
-pub type FlowKey = (u16, SocketAddrV4, SocketAddrV4);
+pub type FlowKey = (u16, Protocol, SocketAddrV4, SocketAddrV4);
 
 impl Flow {
     pub fn key(&self) -> FlowKey {
-        (self.zone, self.client, self.destination)
+        (self.zone, self.protocol, self.client, self.destination)
     }
 
     pub fn is_live(&self) -> bool {

@@ -18,7 +18,7 @@ mod sysctl;
 pub mod fake;
 
 pub use decode::{decode, decode_datagram, Batch};
-pub use flow::{Change, Flow, FlowKey, TcpState};
+pub use flow::{Change, Flow, FlowKey, FlowState};
 pub use request::{dump_request, expire_request, lookup_request};
 pub use socket::{
     dump, dump_replies_from, expire, lookup, run_dump, EventStream, Events, Netlink, EVENT_RCVBUF,
@@ -30,10 +30,10 @@ use std::time::Duration;
 
 /// What the drain and the retirement need of the kernel's conntrack.
 pub trait Conntrack {
-    /// Every IPv4 TCP flow now, all states.
+    /// Every IPv4 TCP and UDP flow now, all states.
     fn dump(&mut self) -> Result<Vec<Flow>>;
-    /// The TCP flows whose reply comes from `address`, all states (the kernel filters where
-    /// it can: one backend's flows without copying the whole table).
+    /// The TCP and UDP flows whose reply comes from `address`, all states (the kernel filters
+    /// where it can: one backend's flows without copying the whole table).
     fn dump_replies_from(&mut self, address: std::net::Ipv4Addr) -> Result<Vec<Flow>>;
     /// One entry now, by zone and original tuple; `None` when it is gone.
     fn lookup(&mut self, key: FlowKey) -> Result<Option<Flow>>;

@@ -11,24 +11,31 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 
 use super::decode::CTA_ZONE;
 use super::flow::{Flow, FlowKey};
+use crate::config;
 use crate::kernel::nfnetlink;
 
 const CTA_FILTER: u16 = 25;
 /// Inside CTA_FILTER: which fields of the reply tuple must match (linux ≥ 5.9).
 const CTA_FILTER_REPLY_FLAGS: u16 = 2;
 const CTA_FILTER_FLAG_IP_SRC: u32 = 1 << 0;
-const CTA_FILTER_FLAG_PROTO_NUM: u32 = 1 << 3;
 /// `NLA_F_NESTED`.
 const NESTED: u16 = 1 << 15;
 
-fn tcp_tuple(source: SocketAddrV4, destination: SocketAddrV4) -> Vec<Tuple> {
+fn tuple(
+    protocol: config::Protocol,
+    source: SocketAddrV4,
+    destination: SocketAddrV4,
+) -> Vec<Tuple> {
     vec![
         Tuple::Ip(vec![
             IPTuple::SourceAddress(IpAddr::V4(*source.ip())),
             IPTuple::DestinationAddress(IpAddr::V4(*destination.ip())),
         ]),
         Tuple::Proto(vec![
-            ProtoTuple::Protocol(Protocol::Tcp),
+            ProtoTuple::Protocol(match protocol {
+                config::Protocol::Tcp => Protocol::Tcp,
+                config::Protocol::Udp => Protocol::Udp,
+            }),
             ProtoTuple::SourcePort(source.port()),
             ProtoTuple::DestinationPort(destination.port()),
         ]),
@@ -41,17 +48,17 @@ fn zone_attribute(zone: u16) -> Option<ConntrackAttribute> {
         .then(|| ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, zone.to_be_bytes().to_vec())))
 }
 
-/// The request for a dump of the IPv4 table: every entry, or (`replies_from`) only the TCP
-/// entries whose reply comes from that address — the kernel filters (linux ≥ 5.9), so a dump
-/// for one backend costs a walk of the table, not a copy of it. Older kernels ignore the
-/// filter and send everything; callers filter again either way.
+/// The request for a dump of the IPv4 table: every entry, or (`replies_from`) only the
+/// entries whose reply comes from that address, of any protocol (the decoder keeps TCP and
+/// UDP) — the kernel filters (linux ≥ 5.9), so a dump for one backend costs a walk of the
+/// table, not a copy of it. Older kernels ignore the filter and send everything; callers
+/// filter again either way.
 pub fn dump_request(replies_from: Option<Ipv4Addr>) -> Vec<u8> {
     let attributes = match replies_from {
         None => Vec::new(),
-        Some(address) => vec![ConntrackAttribute::CtaTupleReply(vec![
-            Tuple::Ip(vec![IPTuple::SourceAddress(IpAddr::V4(address))]),
-            Tuple::Proto(vec![ProtoTuple::Protocol(Protocol::Tcp)]),
-        ])],
+        Some(address) => vec![ConntrackAttribute::CtaTupleReply(vec![Tuple::Ip(vec![
+            IPTuple::SourceAddress(IpAddr::V4(address)),
+        ])])],
     };
     let mut request = nfnetlink::request(
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -69,10 +76,10 @@ pub fn dump_request(replies_from: Option<Ipv4Addr>) -> Vec<u8> {
     request
 }
 
-/// CTA_FILTER (nested) holding CTA_FILTER_REPLY_FLAGS: the reply tuple's source address and
-/// protocol must match.
+/// CTA_FILTER (nested) holding CTA_FILTER_REPLY_FLAGS: the reply tuple's source address must
+/// match.
 fn filter_attribute() -> Vec<u8> {
-    let flags = CTA_FILTER_FLAG_IP_SRC | CTA_FILTER_FLAG_PROTO_NUM;
+    let flags = CTA_FILTER_FLAG_IP_SRC;
     // Two attribute headers (length, kind) of four bytes each, one u32 value.
     let mut attribute = Vec::with_capacity(12);
     attribute.extend_from_slice(&12u16.to_ne_bytes());
@@ -85,8 +92,9 @@ fn filter_attribute() -> Vec<u8> {
 
 /// The request that looks one entry up by its zone and original tuple.
 pub fn lookup_request(key: FlowKey) -> Vec<u8> {
-    let (zone, client, destination) = key;
-    let mut attributes = vec![ConntrackAttribute::CtaTupleOrig(tcp_tuple(
+    let (zone, protocol, client, destination) = key;
+    let mut attributes = vec![ConntrackAttribute::CtaTupleOrig(tuple(
+        protocol,
         client,
         destination,
     ))];
@@ -109,7 +117,8 @@ pub fn lookup_request(key: FlowKey) -> Vec<u8> {
 /// delete instead races with a SYN that is reopening that very tuple: the kernel, finding the
 /// entry killed under it, drops the SYN, and the client waits a second to send it again.
 pub fn expire_request(flow: &Flow) -> Vec<u8> {
-    let mut attributes = vec![ConntrackAttribute::CtaTupleReply(tcp_tuple(
+    let mut attributes = vec![ConntrackAttribute::CtaTupleReply(tuple(
+        flow.protocol,
         flow.backend,
         flow.reply_to,
     ))];
@@ -182,13 +191,14 @@ mod tests {
 
     #[test]
     fn a_lookup_carries_the_zone_unless_it_is_the_default() {
+        use crate::config::Protocol::Tcp;
         let client = "10.0.2.2:40000".parse().unwrap();
         let host = "10.0.2.1:80".parse().unwrap();
         assert_eq!(
-            kinds(&attributes_of(&lookup_request((0, client, host)))),
+            kinds(&attributes_of(&lookup_request((0, Tcp, client, host)))),
             vec![1]
         );
-        let in_zone = attributes_of(&lookup_request((9, client, host)));
+        let in_zone = attributes_of(&lookup_request((9, Tcp, client, host)));
         assert_eq!(kinds(&in_zone), vec![1, CTA_ZONE]);
         assert_eq!(
             in_zone[0],
@@ -221,15 +231,14 @@ mod tests {
             CTA_FILTER_REPLY_FLAGS
         );
         let wanted = u32::from_ne_bytes(filter[8..12].try_into().unwrap());
-        assert_eq!(wanted, CTA_FILTER_FLAG_IP_SRC | CTA_FILTER_FLAG_PROTO_NUM);
-        // The values to match: the reply tuple's source and TCP.
+        assert_eq!(wanted, CTA_FILTER_FLAG_IP_SRC);
+        // The value to match: the reply tuple's source, whatever the protocol.
         let attributes = attributes_of(&request);
         assert_eq!(
             attributes[0],
-            ConntrackAttribute::CtaTupleReply(vec![
-                Tuple::Ip(vec![IPTuple::SourceAddress(IpAddr::V4(backend))]),
-                Tuple::Proto(vec![ProtoTuple::Protocol(Protocol::Tcp)]),
-            ])
+            ConntrackAttribute::CtaTupleReply(vec![Tuple::Ip(vec![IPTuple::SourceAddress(
+                IpAddr::V4(backend)
+            )])])
         );
     }
 }

@@ -23,13 +23,13 @@ const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 /// Receive buffer for events: large, so that a burst of unrelated flows rarely overruns it.
 pub const EVENT_RCVBUF: usize = 8 << 20;
 
-/// Every IPv4 TCP flow conntrack knows now (all states).
+/// Every IPv4 TCP and UDP flow conntrack knows now (all states).
 pub fn dump() -> Result<Vec<Flow>> {
     run_dump(&dump_request(None))
 }
 
-/// The TCP flows whose reply comes from `address` (all states), filtered by the kernel where
-/// it can (see [`dump_request`]) and here in any case.
+/// The TCP and UDP flows whose reply comes from `address` (all states), filtered by the
+/// kernel where it can (see [`dump_request`]) and here in any case.
 pub fn dump_replies_from(address: Ipv4Addr) -> Result<Vec<Flow>> {
     let mut flows = run_dump(&dump_request(Some(address)))?;
     flows.retain(|f| *f.backend.ip() == address);

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::flow::TcpState;
+use super::flow::FlowState;
 
 /// The configured per-state TCP timeouts of this network namespace.
 #[derive(Debug, Default, Clone)]
@@ -14,14 +14,15 @@ impl StateTimeouts {
     pub fn read() -> Self {
         let mut timeouts = HashMap::new();
         for state in [
-            TcpState::SynSent,
-            TcpState::SynRecv,
-            TcpState::Established,
-            TcpState::FinWait,
-            TcpState::CloseWait,
-            TcpState::LastAck,
-            TcpState::TimeWait,
-            TcpState::Close,
+            FlowState::SynSent,
+            FlowState::SynRecv,
+            FlowState::Established,
+            FlowState::FinWait,
+            FlowState::CloseWait,
+            FlowState::LastAck,
+            FlowState::TimeWait,
+            FlowState::Close,
+            FlowState::Udp,
         ] {
             if let Some(name) = state.timeout_sysctl() {
                 let path = format!("/proc/sys/net/netfilter/{name}");
@@ -36,7 +37,7 @@ impl StateTimeouts {
         StateTimeouts(timeouts)
     }
 
-    pub(crate) fn get(&self, state: TcpState) -> Option<u32> {
+    pub(crate) fn get(&self, state: FlowState) -> Option<u32> {
         self.0.get(state.timeout_sysctl()?).copied()
     }
 }

@@ -9,9 +9,10 @@
 //! Creating the table, chains and maps (first routing of a component) still goes through nft
 //! scripts (`ruleset.rs`): that is not the hot path, and the layout stays readable there.
 //!
-//! Element encoding follows nftables' register layout: an `inet_service` key is 2 bytes in
-//! network order; the concatenated `ipv4_addr . inet_service` data is 8 bytes (the address,
-//! then the port padded to 4 bytes); an `ipv4_addr` key is the 4 address bytes.
+//! Element encoding follows nftables' register layout: each part of a concatenation is padded
+//! to 4 bytes, so an `inet_proto . inet_service` key is 8 bytes (the protocol number, then
+//! the port in network order) and the `ipv4_addr . inet_service` data is 8 bytes (the
+//! address, then the port); an `ipv4_addr` key is the 4 address bytes.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use netlink_packet_netfilter::{
 use netlink_sys::Socket;
 
 use super::Route;
+use crate::config::{PortKey, Protocol};
 use crate::error::Failure;
 use crate::kernel::nfnetlink;
 
@@ -59,18 +61,56 @@ fn set_ref(table: &str, set: &str) -> Vec<SetElementList> {
     ]
 }
 
+/// `IPPROTO_TCP`, `IPPROTO_UDP`.
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// The key of a port map or set element: `inet_proto . inet_service`, each padded to 4 bytes.
+pub fn encode_port(key: PortKey) -> Vec<u8> {
+    let protocol = match key.protocol {
+        Protocol::Tcp => IPPROTO_TCP,
+        Protocol::Udp => IPPROTO_UDP,
+    };
+    let [high, low] = key.port.to_be_bytes();
+    vec![protocol, 0, 0, 0, high, low, 0, 0]
+}
+
+/// The inverse of [`encode_port`]; a key of 2 bytes is a port of the layout before UDP
+/// (`inet_service` alone, TCP), which a table made by an earlier handoff still has until it
+/// is migrated. `None` for bytes of another shape or protocol.
+pub fn decode_port(key: &[u8]) -> Option<PortKey> {
+    let port = |bytes: &[u8]| Some(u16::from_be_bytes(bytes.try_into().ok()?));
+    match key.len() {
+        2 => Some(PortKey {
+            protocol: Protocol::Tcp,
+            port: port(key)?,
+        }),
+        8 => Some(PortKey {
+            protocol: match key[0] {
+                IPPROTO_TCP => Protocol::Tcp,
+                IPPROTO_UDP => Protocol::Udp,
+                _ => return None,
+            },
+            port: port(&key[4..6])?,
+        }),
+        _ => None,
+    }
+}
+
 /// Key and data of a backend map element.
-pub fn encode_route(external: u16, address: Ipv4Addr, backend_port: u16) -> (Vec<u8>, Vec<u8>) {
-    let mut data = address.octets().to_vec();
-    data.extend_from_slice(&backend_port.to_be_bytes());
+pub fn encode_route(route: &Route) -> (Vec<u8>, Vec<u8>) {
+    let mut data = route.address.octets().to_vec();
+    data.extend_from_slice(&route.backend_port.to_be_bytes());
     data.extend_from_slice(&[0, 0]);
-    (external.to_be_bytes().to_vec(), data)
+    (encode_port(route.key()), data)
 }
 
 /// The inverse of [`encode_route`]; `None` for bytes of another shape.
 pub fn decode_route(key: &[u8], data: &[u8]) -> Option<Route> {
+    let key = decode_port(key)?;
     Some(Route {
-        external: u16::from_be_bytes(key.get(..2)?.try_into().ok()?),
+        protocol: key.protocol,
+        external: key.port,
         address: Ipv4Addr::from(<[u8; 4]>::try_from(data.get(..4)?).ok()?),
         backend_port: u16::from_be_bytes(data.get(4..6)?.try_into().ok()?),
     })
@@ -124,15 +164,15 @@ pub fn read_routes(table: &str, map: &str) -> Result<Vec<Route>> {
         .into_iter()
         .filter_map(|(key, data)| decode_route(&key, &data?))
         .collect();
-    routes.sort_by_key(|r| r.external);
+    routes.sort_by_key(Route::key);
     Ok(routes)
 }
 
-/// The ports in `inet_service` set `set` of `table`; [`Missing`] when it does not exist.
-pub fn read_ports(table: &str, set: &str) -> Result<Vec<u16>> {
+/// The ports in port set `set` of `table`; [`Missing`] when it does not exist.
+pub fn read_ports(table: &str, set: &str) -> Result<Vec<PortKey>> {
     Ok(read_elements(table, set)?
         .into_iter()
-        .filter_map(|(key, _)| Some(u16::from_be_bytes(key.get(..2)?.try_into().ok()?)))
+        .filter_map(|(key, _)| decode_port(&key))
         .collect())
 }
 
@@ -245,7 +285,7 @@ pub fn replace_routes(
     let route_elements = routes
         .iter()
         .map(|r| {
-            let (key, data) = encode_route(r.external, r.address, r.backend_port);
+            let (key, data) = encode_route(r);
             (key, Some(data))
         })
         .collect();
@@ -320,18 +360,29 @@ mod tests {
 
     #[test]
     fn routes_are_encoded_in_nftables_register_layout() {
-        let (key, data) = encode_route(443, Ipv4Addr::new(10, 0, 1, 12), 8443);
-        assert_eq!(key, vec![0x01, 0xbb]);
+        let route = Route {
+            protocol: Protocol::Udp,
+            external: 443,
+            address: Ipv4Addr::new(10, 0, 1, 12),
+            backend_port: 8443,
+        };
+        let (key, data) = encode_route(&route);
+        assert_eq!(key, vec![17, 0, 0, 0, 0x01, 0xbb, 0, 0]);
         assert_eq!(data, vec![10, 0, 1, 12, 0x20, 0xfb, 0, 0]);
-        assert_eq!(
-            decode_route(&key, &data),
-            Some(Route {
-                external: 443,
-                address: Ipv4Addr::new(10, 0, 1, 12),
-                backend_port: 8443
-            })
-        );
+        assert_eq!(decode_route(&key, &data), Some(route));
         assert_eq!(decode_route(&[1], &data), None);
         assert_eq!(decode_route(&key, &[10, 0, 1]), None);
+        assert_eq!(decode_route(&[99, 0, 0, 0, 0, 80, 0, 0], &data), None);
+    }
+
+    #[test]
+    fn a_key_of_the_layout_before_udp_reads_as_tcp() {
+        assert_eq!(
+            decode_port(&[0x01, 0xbb]),
+            Some(PortKey {
+                protocol: Protocol::Tcp,
+                port: 443
+            })
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod docker_user;
 #[cfg(test)]
 pub mod fake;
 pub mod localnet;
+mod migrate;
 pub mod ruleset;
 pub mod script;
 
@@ -17,15 +18,31 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
-use crate::config::PortPair;
+use crate::config::{PortKey, PortPair, Protocol};
 
 /// Where one external port of a component currently sends new connections, read from the
 /// kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
+    pub protocol: Protocol,
     pub external: u16,
     pub address: Ipv4Addr,
     pub backend_port: u16,
+}
+
+impl Route {
+    /// The port pair this route serves.
+    pub fn pair(&self) -> PortPair {
+        PortPair {
+            protocol: self.protocol,
+            external: self.external,
+            backend: self.backend_port,
+        }
+    }
+
+    pub fn key(&self) -> PortKey {
+        self.pair().key()
+    }
 }
 
 /// What the kernel says about a component's routing.
@@ -95,6 +112,7 @@ impl Switch<'_> {
         self.ports
             .iter()
             .map(|p| Route {
+                protocol: p.protocol,
                 external: p.external,
                 address: self.backend,
                 backend_port: p.backend,
@@ -109,6 +127,7 @@ impl Switch<'_> {
                 self.ports
                     .iter()
                     .map(|p| Route {
+                        protocol: p.protocol,
                         external: p.external,
                         address: canary.backend,
                         backend_port: p.backend,
@@ -135,17 +154,17 @@ impl Switch<'_> {
                 .current
                 .routes
                 .iter()
-                .map(|r| r.external)
-                .eq(self.ports.iter().map(|p| p.external))
+                .map(Route::key)
+                .eq(self.ports.iter().map(PortPair::key))
     }
 
     /// External ports routed now that the switch no longer routes (dropped from the config).
-    pub fn stale_ports(&self) -> Vec<u16> {
+    pub fn stale_ports(&self) -> Vec<PortKey> {
         self.current
             .routes
             .iter()
-            .map(|r| r.external)
-            .filter(|external| !self.ports.iter().any(|p| p.external == *external))
+            .map(Route::key)
+            .filter(|key| !self.ports.iter().any(|p| p.key() == *key))
             .collect()
     }
 }

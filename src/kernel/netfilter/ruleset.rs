@@ -10,12 +10,12 @@
 //!
 //! ```text
 //! table inet handoff {
-//!     # external port -> the chain of the component that owns it: one lookup dispatches
-//!     # every component, however many there are
-//!     map dispatch { type inet_service : verdict }
+//!     # protocol . external port -> the chain of the component that owns it: one lookup
+//!     # dispatches every component, however many there are (53/udp is not 53/tcp)
+//!     map dispatch { type inet_proto . inet_service : verdict }
 //!
-//!     # per component: external port -> backend address . backend port
-//!     map backend_web { type inet_service : ipv4_addr . inet_service }
+//!     # per component: protocol . external port -> backend address . backend port
+//!     map backend_web { type inet_proto . inet_service : ipv4_addr . inet_service }
 //!
 //!     # backend addresses whose own connections to a component are masqueraded (hairpin:
 //!     # without it the reply would go straight back over the bridge, bypassing the host)
@@ -28,25 +28,27 @@
 //!     map links { type inet_service : verdict }
 //!
 //!     # traffic from other hosts to the host's own addresses; over IPv6, which no backend
-//!     # serves, a component's ports are refused (a TCP reset) instead of reaching whatever
-//!     # the host itself runs on [::]:PORT
+//!     # serves, a component's ports are refused (a TCP reset, ICMPv6 port unreachable for
+//!     # UDP) instead of reaching whatever the host itself runs on [::]:PORT
 //!     chain prerouting { type nat hook prerouting priority dstnat - 10; policy accept;
 //!         meta nfproto ipv4 ip daddr @link_gateways fib daddr . iif type local
 //!             meta l4proto tcp tcp dport vmap @links
-//!         meta nfproto ipv4 fib daddr type local meta l4proto tcp tcp dport vmap @dispatch
-//!         meta nfproto ipv6 fib daddr type local meta l4proto tcp tcp dport @dispatch
-//!             reject with tcp reset }
+//!         meta nfproto ipv4 fib daddr type local meta l4proto { tcp, udp }
+//!             meta l4proto . th dport vmap @dispatch
+//!         meta nfproto ipv6 fib daddr type local meta l4proto tcp
+//!             meta l4proto . th dport @dispatch reject with tcp reset
+//!         meta nfproto ipv6 fib daddr type local meta l4proto udp
+//!             meta l4proto . th dport @dispatch reject }
 //!     # clients on the host itself; 127.0.0.0/8 only for the ports of components that say
 //!     # `localhostClients` (their replies need route_localnet and a masquerade); ::1 is left
 //!     # alone
-//!     set localhost_ports { type inet_service }
+//!     set localhost_ports { type inet_proto . inet_service }
 //!     chain output { type nat hook output priority -110; policy accept;
 //!         meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local
-//!         meta l4proto tcp tcp dport vmap @dispatch
-//!         meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto tcp tcp dport @localhost_ports
-//!         tcp dport vmap @dispatch
-//!         meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local meta l4proto tcp
-//!         tcp dport @dispatch reject with tcp reset }
+//!             meta l4proto { tcp, udp } meta l4proto . th dport vmap @dispatch
+//!         meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto { tcp, udp }
+//!             meta l4proto . th dport @localhost_ports meta l4proto . th dport vmap @dispatch
+//!         meta nfproto ipv6 ip6 daddr != ::1 ... the two refusals of prerouting }
 //!     # kube-proxy's guard for route_localnet (CVE-2020-8558): a packet to 127.0.0.0/8 that
 //!     # came in from outside is dropped unless it was DNAT'd or belongs to a known flow
 //!     # (harmless while route_localnet is off: the kernel drops such packets before input)
@@ -55,15 +57,17 @@
 //!         ct state != { established, related } drop }
 //!     # the rule that carries the component's traffic: one map lookup; the label lets
 //!     # Docker's FORWARD chain accept exactly our flows (see docker_user.rs)
-//!     chain component_web { ct label set 127 dnat ip to tcp dport map @backend_web }
+//!     chain component_web {
+//!         ct label set 127 dnat ip to meta l4proto . th dport map @backend_web }
 //!
 //!     # during a canary only: its map, and a rule ahead of the main one that sends PCT % of
 //!     # new connections there, decided by the kernel per connection (a random number) or,
 //!     # sticky, by client address (a hash with a fixed seed: the same side every time)
-//!     map canary_web { type inet_service : ipv4_addr . inet_service }
+//!     map canary_web { type inet_proto . inet_service : ipv4_addr . inet_service }
 //!     chain component_web {
-//!         ct label set 127 numgen random mod 100 < PCT dnat ip to tcp dport map @canary_web
-//!         ct label set 127 dnat ip to tcp dport map @backend_web }
+//!         ct label set 127 numgen random mod 100 < PCT
+//!             dnat ip to meta l4proto . th dport map @canary_web
+//!         ct label set 127 dnat ip to meta l4proto . th dport map @backend_web }
 //!     # a backend calling a component through the host (hairpin): only our own flows (their
 //!     # label), so that Docker's published ports keep their clients' addresses
 //!     chain postrouting { type nat hook postrouting priority srcnat - 10; policy accept;
@@ -87,11 +91,15 @@
 //! the base chains (add is idempotent for tables, chains and maps; rules are flushed and added
 //! again so a rerun never duplicates them). Changing an element in place is not possible: the
 //! kernel refuses an `add` whose key exists with other data.
+//!
+//! A table from before UDP (its ports keyed without their protocol) cannot be changed into
+//! this layout object by object: `migrate.rs` rebuilds it in the transaction of its next
+//! change.
 
 use std::net::Ipv4Addr;
 
 use super::{Canary, Switch};
-use crate::config::PortPair;
+use crate::config::{PortKey, PortPair, Protocol};
 use crate::identity::{self, Identity};
 
 pub use identity::{component_of_canary_map, component_of_map};
@@ -145,12 +153,21 @@ pub fn component_chain(component: &str) -> String {
 }
 
 /// The dispatch rule's matches, shared by prerouting and output.
-const DISPATCH: &str = "fib daddr type local meta l4proto tcp tcp dport vmap @dispatch";
-/// The same ports over IPv6: refused. No backend serves IPv6, and without this rule the
+const DISPATCH: &str =
+    "fib daddr type local meta l4proto { tcp, udp } meta l4proto . th dport vmap @dispatch";
+/// The same ports over IPv6: refused. No backend serves IPv6, and without these rules the
 /// traffic would *fail open* — pass our chains untouched and reach whatever the host itself
-/// listens with on [::]:PORT. A reset rather than a drop, so a client tries IPv4 at once.
-const REFUSE_IPV6: &str =
-    "fib daddr type local meta l4proto tcp tcp dport @dispatch reject with tcp reset";
+/// listens with on [::]:PORT. A reset (TCP) or port-unreachable (UDP) rather than a drop, so a
+/// client tries IPv4 at once.
+const REFUSE_IPV6: [&str; 2] = [
+    "fib daddr type local meta l4proto tcp meta l4proto . th dport @dispatch \
+     reject with tcp reset",
+    "fib daddr type local meta l4proto udp meta l4proto . th dport @dispatch reject",
+];
+/// The key type of the port maps and sets: protocol and port (53/udp is not 53/tcp).
+const PORT_KEY: &str = "inet_proto . inet_service";
+/// A backend map's type: a port on the host -> backend address and port.
+const BACKEND_MAP_TYPE: &str = "inet_proto . inet_service : ipv4_addr . inet_service";
 
 /// Table, maps, sets and base chains with their rules, idempotently: `add` of an existing
 /// table, chain, map or set is a no-op, and base chains are flushed before their rule is added
@@ -159,9 +176,9 @@ pub fn base(table: &str) -> Vec<String> {
     let t = format!("inet {table}");
     vec![
         format!("add table {t}"),
-        format!("add map {t} {DISPATCH_MAP} {{ type inet_service : verdict ; }}"),
+        format!("add map {t} {DISPATCH_MAP} {{ type {PORT_KEY} : verdict ; }}"),
         format!("add set {t} {HAIRPIN_SET} {{ type ipv4_addr ; }}"),
-        format!("add set {t} {LOCALHOST_SET} {{ type inet_service ; }}"),
+        format!("add set {t} {LOCALHOST_SET} {{ type {PORT_KEY} ; }}"),
         format!("add set {t} {LINK_GATEWAYS_SET} {{ type ipv4_addr ; }}"),
         format!("add map {t} {LINKS_MAP} {{ type inet_service : verdict ; }}"),
         format!(
@@ -174,7 +191,14 @@ pub fn base(table: &str) -> Vec<String> {
              fib daddr . iif type local meta l4proto tcp tcp dport vmap @{LINKS_MAP}"
         ),
         format!("add rule {t} prerouting meta nfproto ipv4 {DISPATCH}"),
-        format!("add rule {t} prerouting meta nfproto ipv6 {REFUSE_IPV6}"),
+        format!(
+            "add rule {t} prerouting meta nfproto ipv6 {}",
+            REFUSE_IPV6[0]
+        ),
+        format!(
+            "add rule {t} prerouting meta nfproto ipv6 {}",
+            REFUSE_IPV6[1]
+        ),
         format!(
             "add chain {t} output {{ type nat hook output priority {DSTNAT_PRIORITY} ; \
              policy accept ; }}"
@@ -182,10 +206,18 @@ pub fn base(table: &str) -> Vec<String> {
         format!("flush chain {t} output"),
         format!("add rule {t} output meta nfproto ipv4 ip daddr != 127.0.0.0/8 {DISPATCH}"),
         format!(
-            "add rule {t} output meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto tcp \
-             tcp dport @{LOCALHOST_SET} tcp dport vmap @dispatch"
+            "add rule {t} output meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto {{ tcp, \
+             udp }} meta l4proto . th dport @{LOCALHOST_SET} meta l4proto . th dport vmap \
+             @dispatch"
         ),
-        format!("add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {REFUSE_IPV6}"),
+        format!(
+            "add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {}",
+            REFUSE_IPV6[0]
+        ),
+        format!(
+            "add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {}",
+            REFUSE_IPV6[1]
+        ),
         format!(
             "add chain {t} postrouting {{ type nat hook postrouting priority {SRCNAT_PRIORITY} ; \
              policy accept ; }}"
@@ -235,36 +267,30 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
     let map = backend_map(component);
     let canaries = canary_map(component);
     let chain = component_chain(component);
-    let backend_elements: Vec<String> = ports
+    let link_ports: Vec<PortKey> = links
+        .map(|l| l.ports.iter().map(|&port| tcp(port)).collect())
+        .unwrap_or_default();
+    let public: Vec<PortKey> = ports
         .iter()
-        .map(|p| format!("{} : {backend} . {}", p.external, p.backend))
-        .collect();
-    let link_ports = links.map(|l| l.ports).unwrap_or_default();
-    let public: Vec<u16> = ports
-        .iter()
-        .map(|p| p.external)
-        .filter(|external| !link_ports.contains(external))
+        .map(PortPair::key)
+        .filter(|key| !link_ports.contains(key))
         .collect();
     let mut commands = vec![
-        format!("add map {t} {map} {{ type inet_service : ipv4_addr . inet_service ; }}"),
-        format!("add map {t} {canaries} {{ type inet_service : ipv4_addr . inet_service ; }}"),
+        format!("add map {t} {map} {{ type {BACKEND_MAP_TYPE} ; }}"),
+        format!("add map {t} {canaries} {{ type {BACKEND_MAP_TYPE} ; }}"),
         format!("add chain {t} {chain}"),
         format!("flush chain {t} {chain}"),
         format!("flush map {t} {canaries}"),
     ];
     match canary {
         Some(ref canary) => {
-            let elements: Vec<String> = ports
-                .iter()
-                .map(|p| format!("{} : {} . {}", p.external, canary.backend, p.backend))
-                .collect();
             commands.push(format!(
                 "add element {t} {canaries} {{ {} }}",
-                elements.join(", ")
+                elements(ports, canary.backend)
             ));
             commands.push(format!(
-                "add rule {t} {chain} ct label set {FLOW_LABEL} {} dnat ip to tcp dport map \
-                 @{canaries}",
+                "add rule {t} {chain} ct label set {FLOW_LABEL} {} dnat ip to meta l4proto . \
+                 th dport map @{canaries}",
                 split(canary)
             ));
         }
@@ -272,37 +298,85 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
         None => commands.push(format!("delete map {t} {canaries}")),
     }
     commands.extend([
-        format!("add rule {t} {chain} ct label set {FLOW_LABEL} dnat ip to tcp dport map @{map}"),
-        format!("flush map {t} {map}"),
         format!(
-            "add element {t} {map} {{ {} }}",
-            backend_elements.join(", ")
+            "add rule {t} {chain} ct label set {FLOW_LABEL} dnat ip to meta l4proto . th dport \
+             map @{map}"
         ),
+        format!("flush map {t} {map}"),
+        format!("add element {t} {map} {{ {} }}", elements(ports, backend)),
     ]);
-    commands.extend(add_verdicts(&t, DISPATCH_MAP, &chain, &public));
-    commands.extend(remove_verdicts(&t, LINKS_MAP, &chain, &public));
+    commands.extend(add_verdicts(
+        &t,
+        DISPATCH_MAP,
+        &chain,
+        &dispatch_keys(&public),
+    ));
+    commands.extend(remove_verdicts(&t, LINKS_MAP, &chain, &link_keys(&public)));
     commands.extend(localhost_ports(&t, &public, localhost));
     if let Some(links) = links {
         commands.push(format!(
             "add element {t} {LINK_GATEWAYS_SET} {{ {} }}",
             links.gateway
         ));
-        commands.extend(add_verdicts(&t, LINKS_MAP, &chain, links.ports));
-        commands.extend(remove_verdicts(&t, DISPATCH_MAP, &chain, links.ports));
-        commands.extend(localhost_ports(&t, links.ports, false));
+        commands.extend(add_verdicts(&t, LINKS_MAP, &chain, &link_keys(&link_ports)));
+        commands.extend(remove_verdicts(
+            &t,
+            DISPATCH_MAP,
+            &chain,
+            &dispatch_keys(&link_ports),
+        ));
+        commands.extend(localhost_ports(&t, &link_ports, false));
     }
     commands.extend(remove_dispatch(&t, &chain, &stale));
     commands
 }
 
-/// `externals` -> `goto chain` in verdict map `map`.
-fn add_verdicts(t: &str, map: &str, chain: &str, externals: &[u16]) -> Vec<String> {
-    if externals.is_empty() {
+fn tcp(port: u16) -> PortKey {
+    PortKey {
+        protocol: Protocol::Tcp,
+        port,
+    }
+}
+
+/// A backend map's elements: each of `ports` to `backend`.
+fn elements(ports: &[PortPair], backend: Ipv4Addr) -> String {
+    let elements: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{} . {} : {backend} . {}",
+                p.protocol, p.external, p.backend
+            )
+        })
+        .collect();
+    elements.join(", ")
+}
+
+/// Keys of the dispatch map and the loopback set: `tcp . 80`.
+fn dispatch_keys(ports: &[PortKey]) -> Vec<String> {
+    ports
+        .iter()
+        .map(|k| format!("{} . {}", k.protocol, k.port))
+        .collect()
+}
+
+/// Keys of the links map: links are TCP, keyed by port alone.
+fn link_keys(ports: &[PortKey]) -> Vec<String> {
+    ports
+        .iter()
+        .filter(|k| k.protocol == Protocol::Tcp)
+        .map(|k| k.port.to_string())
+        .collect()
+}
+
+/// `keys` -> `goto chain` in verdict map `map`.
+fn add_verdicts(t: &str, map: &str, chain: &str, keys: &[String]) -> Vec<String> {
+    if keys.is_empty() {
         return Vec::new();
     }
-    let elements: Vec<String> = externals
+    let elements: Vec<String> = keys
         .iter()
-        .map(|external| format!("{external} : goto {chain}"))
+        .map(|key| format!("{key} : goto {chain}"))
         .collect();
     vec![format!(
         "add element {t} {map} {{ {} }}",
@@ -310,14 +384,13 @@ fn add_verdicts(t: &str, map: &str, chain: &str, externals: &[u16]) -> Vec<Strin
     )]
 }
 
-/// Delete the entries of `externals` from verdict map `map`. Added first, so that the delete
+/// Delete the entries of `keys` from verdict map `map`. Added first, so that the delete
 /// cannot fail the transaction when they are not there.
-fn remove_verdicts(t: &str, map: &str, chain: &str, externals: &[u16]) -> Vec<String> {
-    if externals.is_empty() {
+fn remove_verdicts(t: &str, map: &str, chain: &str, keys: &[String]) -> Vec<String> {
+    if keys.is_empty() {
         return Vec::new();
     }
-    let keys: Vec<String> = externals.iter().map(u16::to_string).collect();
-    let mut commands = add_verdicts(t, map, chain, externals);
+    let mut commands = add_verdicts(t, map, chain, keys);
     commands.push(format!(
         "delete element {t} {map} {{ {} }}",
         keys.join(", ")
@@ -325,32 +398,34 @@ fn remove_verdicts(t: &str, map: &str, chain: &str, externals: &[u16]) -> Vec<St
     commands
 }
 
-/// Put `externals` in the loopback set (`reachable`), or take them out (added first, so that
-/// the delete cannot fail the transaction when they are not there).
-fn localhost_ports(t: &str, externals: &[u16], reachable: bool) -> Vec<String> {
-    if externals.is_empty() {
+/// Put `ports` in the loopback set (`reachable`), or take them out (added first, so that the
+/// delete cannot fail the transaction when they are not there).
+fn localhost_ports(t: &str, ports: &[PortKey], reachable: bool) -> Vec<String> {
+    if ports.is_empty() {
         return Vec::new();
     }
-    let keys: Vec<String> = externals.iter().map(u16::to_string).collect();
-    let add = format!("add element {t} {LOCALHOST_SET} {{ {} }}", keys.join(", "));
+    let keys = dispatch_keys(ports).join(", ");
+    let add = format!("add element {t} {LOCALHOST_SET} {{ {keys} }}");
     if reachable {
         return vec![add];
     }
     vec![
         add,
-        format!(
-            "delete element {t} {LOCALHOST_SET} {{ {} }}",
-            keys.join(", ")
-        ),
+        format!("delete element {t} {LOCALHOST_SET} {{ {keys} }}"),
     ]
 }
 
-/// Delete every way in to `externals`: their dispatch and link entries, and their place in
-/// the loopback set.
-fn remove_dispatch(t: &str, chain: &str, externals: &[u16]) -> Vec<String> {
-    let mut commands = localhost_ports(t, externals, false);
-    commands.extend(remove_verdicts(t, DISPATCH_MAP, chain, externals));
-    commands.extend(remove_verdicts(t, LINKS_MAP, chain, externals));
+/// Delete every way in to `ports`: their dispatch and link entries, and their place in the
+/// loopback set.
+fn remove_dispatch(t: &str, chain: &str, ports: &[PortKey]) -> Vec<String> {
+    let mut commands = localhost_ports(t, ports, false);
+    commands.extend(remove_verdicts(
+        t,
+        DISPATCH_MAP,
+        chain,
+        &dispatch_keys(ports),
+    ));
+    commands.extend(remove_verdicts(t, LINKS_MAP, chain, &link_keys(ports)));
     commands
 }
 
@@ -363,12 +438,12 @@ pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> 
     let canaries = canary_map(component);
     let chain = component_chain(component);
     let mut commands = vec![
-        format!("add map {t} {map} {{ type inet_service : ipv4_addr . inet_service ; }}"),
-        format!("add map {t} {canaries} {{ type inet_service : ipv4_addr . inet_service ; }}"),
+        format!("add map {t} {map} {{ type {BACKEND_MAP_TYPE} ; }}"),
+        format!("add map {t} {canaries} {{ type {BACKEND_MAP_TYPE} ; }}"),
         format!("add chain {t} {chain}"),
     ];
-    let externals: Vec<u16> = ports.iter().map(|p| p.external).collect();
-    commands.extend(remove_dispatch(&t, &chain, &externals));
+    let keys: Vec<PortKey> = ports.iter().map(PortPair::key).collect();
+    commands.extend(remove_dispatch(&t, &chain, &keys));
     commands.push(format!("flush chain {t} {chain}"));
     commands.push(format!("delete chain {t} {chain}"));
     commands.push(format!("delete map {t} {map}"));

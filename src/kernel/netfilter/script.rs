@@ -9,8 +9,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{batch, docker_user, localnet, ruleset, ComponentRoutes, Firewall, Route, Switch};
-use crate::config::PortPair;
+use super::{
+    batch, docker_user, localnet, migrate, ruleset, ComponentRoutes, Firewall, Route, Switch,
+};
+use crate::config::{PortKey, PortPair, Protocol};
 use crate::error::Failure;
 
 /// nftables through the `nft` binary, in one table of our own.
@@ -35,6 +37,22 @@ impl NftFirewall {
             return Err(nft_failure(&stderr, "applying the handoff ruleset"));
         }
         Ok(())
+    }
+
+    /// Apply a script that lays the table out (it begins with [`ruleset::base`]). A table
+    /// from before UDP is rebuilt in the same transaction first (see [`migrate`]).
+    fn apply_layout(&self, commands: Vec<String>) -> Result<()> {
+        let dispatch = self.list(&["map", "inet", &self.table, ruleset::DISPATCH_MAP])?;
+        if !dispatch.as_ref().is_some_and(migrate::needs_rebuild) {
+            return self.apply(commands);
+        }
+        let Some(listing) = self.list(&["table", "inet", &self.table])? else {
+            return self.apply(commands);
+        };
+        let mut rebuilt = migrate::rebuild(&self.table, &listing)?;
+        rebuilt.extend(commands);
+        self.apply(rebuilt)
+            .context("rebuilding the table laid out by an earlier handoff (ports without protocol)")
     }
 
     /// `nft -j list ...`; `Ok(None)` when the object does not exist.
@@ -114,7 +132,7 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
             canaries.push((component, parse_map_elements(map)?));
         }
     }
-    let localhost: Vec<u16> = listing["nftables"]
+    let localhost: Vec<PortKey> = listing["nftables"]
         .as_array()
         .into_iter()
         .flatten()
@@ -122,13 +140,10 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
         .filter(|set| set.get("name").and_then(Value::as_str) == Some(ruleset::LOCALHOST_SET))
         .filter_map(|set| set.get("elem").and_then(Value::as_array))
         .flatten()
-        .filter_map(|port| u16::try_from(port.as_u64()?).ok())
+        .filter_map(parse_port)
         .collect();
     for routing in maps.values_mut() {
-        routing.localhost = routing
-            .routes
-            .iter()
-            .any(|r| localhost.contains(&r.external));
+        routing.localhost = routing.routes.iter().any(|r| localhost.contains(&r.key()));
     }
     for (component, routes) in canaries {
         if let Some(routing) = maps.get_mut(&component) {
@@ -138,7 +153,28 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
     Ok(maps)
 }
 
-/// Elements as nft lists them: `[80, {"concat": ["10.0.0.11", 8080]}]`.
+/// A port key as nft lists it: `{"concat": ["udp", 53]}`, or a bare `80` in a table of the
+/// layout before UDP (TCP).
+fn parse_port(key: &Value) -> Option<PortKey> {
+    if let Some(port) = key.as_u64() {
+        return Some(PortKey {
+            protocol: Protocol::Tcp,
+            port: u16::try_from(port).ok()?,
+        });
+    }
+    let concat = key.get("concat")?;
+    let protocol = match concat.get(0)?.as_str()? {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return None,
+    };
+    Some(PortKey {
+        protocol,
+        port: u16::try_from(concat.get(1)?.as_u64()?).ok()?,
+    })
+}
+
+/// Elements as nft lists them: `[{"concat": ["tcp", 80]}, {"concat": ["10.0.0.11", 8080]}]`.
 fn parse_map_elements(map: &Value) -> Result<Vec<Route>> {
     let Some(elements) = map.get("elem").and_then(Value::as_array) else {
         return Ok(Vec::new());
@@ -146,19 +182,20 @@ fn parse_map_elements(map: &Value) -> Result<Vec<Route>> {
     let mut routes = Vec::with_capacity(elements.len());
     for element in elements {
         let parsed = (|| {
-            let external = u16::try_from(element.get(0)?.as_u64()?).ok()?;
+            let key = parse_port(element.get(0)?)?;
             let concat = element.get(1)?.get("concat")?;
             let address: Ipv4Addr = concat.get(0)?.as_str()?.parse().ok()?;
             let backend_port = u16::try_from(concat.get(1)?.as_u64()?).ok()?;
             Some(Route {
-                external,
+                protocol: key.protocol,
+                external: key.port,
                 address,
                 backend_port,
             })
         })();
         routes.push(parsed.with_context(|| format!("unexpected map element {element}"))?);
     }
-    routes.sort_by_key(|r| r.external);
+    routes.sort_by_key(Route::key);
     Ok(routes)
 }
 
@@ -216,7 +253,7 @@ impl Firewall for NftFirewall {
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::route(&self.table, change));
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
-        self.apply(commands).map_err(|e| {
+        self.apply_layout(commands).map_err(|e| {
             if format!("{e:#}").contains("File exists") {
                 e.context(format!(
                     "an external port of {component:?} is routed to another component in the \
@@ -238,7 +275,7 @@ impl Firewall for NftFirewall {
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::unroute(&self.table, component, ports));
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
-        self.apply(commands)?;
+        self.apply_layout(commands)?;
         let still_routed = self.all_routes()?.values().any(|r| !r.routes.is_empty());
         if !still_routed {
             docker_user::remove(&self.table)?;
@@ -254,7 +291,7 @@ impl Firewall for NftFirewall {
     fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()> {
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::hairpin(&self.table, sources));
-        self.apply(commands)
+        self.apply_layout(commands)
     }
 
     fn all_routes(&self) -> Result<HashMap<String, ComponentRoutes>> {
@@ -287,7 +324,7 @@ impl Firewall for NftFirewall {
         }
         let canary = read(ruleset::canary_map(component))?;
         let localhost = match batch::read_ports(&self.table, ruleset::LOCALHOST_SET) {
-            Ok(ports) => routes.iter().any(|r| ports.contains(&r.external)),
+            Ok(ports) => routes.iter().any(|r| ports.contains(&r.key())),
             Err(error) if error.downcast_ref::<batch::Missing>().is_some() => false,
             Err(error) => return Err(error),
         };

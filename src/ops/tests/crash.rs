@@ -147,7 +147,7 @@ fn an_address_taken_over_by_another_container_gets_neither_signal_nor_expiry() {
     let theirs = super::update::flow(
         40000,
         docker_address(2),
-        crate::kernel::conntrack::TcpState::TimeWait,
+        crate::kernel::conntrack::FlowState::TimeWait,
     );
     let env = kit.env(crate::kernel::conntrack::fake::FakeConntrack::with_table(
         vec![theirs],

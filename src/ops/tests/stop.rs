@@ -3,7 +3,7 @@ use super::super::testkit::{docker_address, Kit};
 use super::super::update::start;
 use super::update::flow;
 use crate::kernel::conntrack::fake::FakeConntrack;
-use crate::kernel::conntrack::TcpState;
+use crate::kernel::conntrack::FlowState;
 
 #[test]
 fn stop_unroutes_drains_signals_and_retires_everything() {
@@ -24,7 +24,7 @@ fn kill_signals_nothing_stops_at_once_and_expires_the_live_flows_too() {
     let kit = Kit::docker();
     start(&kit.quiet_env(), kit.web()).unwrap();
     let id = kit.runtime.running()[0].id.clone();
-    let live = flow(40000, docker_address(2), TcpState::Established);
+    let live = flow(40000, docker_address(2), FlowState::Established);
     let env = kit.env(FakeConntrack::with_table(vec![live]));
     let report = stop(&env, kit.web(), false).unwrap();
     assert_eq!(report.killed.len(), 1);

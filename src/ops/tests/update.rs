@@ -3,11 +3,11 @@ use super::super::testkit::{docker_address, update_and_drain, Kit};
 use super::super::update::{start, update};
 use crate::error::{exit_code_of, ExitCode};
 use crate::kernel::conntrack::fake::{dnat_flow, event, FakeConntrack};
-use crate::kernel::conntrack::{Change, Flow, TcpState};
+use crate::kernel::conntrack::{Change, Flow, FlowState};
 use crate::ops::retire::Retirement;
 
 /// A flow from 10.0.2.2:`port` to the host's port 80, answered by `backend`:8080.
-pub fn flow(port: u16, backend: std::net::Ipv4Addr, state: TcpState) -> Flow {
+pub fn flow(port: u16, backend: std::net::Ipv4Addr, state: FlowState) -> Flow {
     dnat_flow(port, &format!("{backend}:8080"), state)
 }
 
@@ -99,9 +99,9 @@ fn the_drain_waits_for_the_old_versions_flow_then_expires_its_finished_entries()
     let kit = Kit::docker();
     start(&kit.quiet_env(), kit.web()).unwrap();
     let old = docker_address(2);
-    let open = flow(40000, old, TcpState::Established);
-    let finished = flow(40001, old, TcpState::TimeWait);
-    let closing = flow(40000, old, TcpState::TimeWait);
+    let open = flow(40000, old, FlowState::Established);
+    let finished = flow(40001, old, FlowState::TimeWait);
+    let closing = flow(40000, old, FlowState::TimeWait);
     let conntrack = FakeConntrack::with_table(vec![open, finished.clone()]).then(move |table| {
         table[0] = closing.clone();
         vec![event(Change::Present(closing))]
@@ -119,7 +119,7 @@ fn at_drain_timeout_the_old_version_is_given_up_on_its_live_flow_kept_for_the_gr
             "ports": [{"external": 80, "container": 8080}], "drainTimeout": 1}]}"#,
     );
     start(&kit.quiet_env(), kit.web()).unwrap();
-    let live = flow(40000, docker_address(2), TcpState::Established);
+    let live = flow(40000, docker_address(2), FlowState::Established);
     let env = kit.env(FakeConntrack::with_table(vec![live]));
     let (_, drain) = update_and_drain(&env, kit.web(), Some("v2"));
     assert_eq!(drain.given_up.len(), 1);
@@ -134,7 +134,7 @@ fn with_no_connection_termination_check_the_old_version_is_retired_at_once() {
             "ports": [{"external": 80, "container": 8080}], "terminationChecks": []}]}"#,
     );
     start(&kit.quiet_env(), kit.web()).unwrap();
-    let live = flow(40000, docker_address(2), TcpState::Established);
+    let live = flow(40000, docker_address(2), FlowState::Established);
     let env = kit.env(FakeConntrack::with_table(vec![live]));
     let (_, drain) = update_and_drain(&env, kit.web(), Some("v2"));
     assert_eq!(drain.given_up.len(), 1);

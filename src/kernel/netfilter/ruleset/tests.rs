@@ -4,16 +4,7 @@ use super::*;
 use crate::kernel::netfilter::{ComponentRoutes, Links, Route};
 
 fn ports() -> Vec<PortPair> {
-    vec![
-        PortPair {
-            external: 80,
-            backend: 8080,
-        },
-        PortPair {
-            external: 443,
-            backend: 8443,
-        },
-    ]
+    vec![PortPair::tcp(80, 8080), PortPair::tcp(443, 8443)]
 }
 
 /// The commands of a switch of web (its ports 80 and 443) to `backend`, web being routed on
@@ -31,6 +22,7 @@ fn route_web(
         routes: routed
             .iter()
             .map(|&external| Route {
+                protocol: Protocol::Tcp,
                 external,
                 address: backend,
                 backend_port: external,
@@ -72,9 +64,12 @@ fn a_port_dropped_from_the_config_leaves_the_dispatch_map() {
     );
     let added = position(
         &commands,
-        "add element inet handoff dispatch { 81 : goto component_web }",
+        "add element inet handoff dispatch { tcp . 81 : goto component_web }",
     );
-    let deleted = position(&commands, "delete element inet handoff dispatch { 81 }");
+    let deleted = position(
+        &commands,
+        "delete element inet handoff dispatch { tcp . 81 }",
+    );
     assert!(added < deleted, "idempotent: added before it is deleted");
     assert!(!route_web(
         DEFAULT_TABLE,
@@ -106,12 +101,13 @@ fn route_refills_the_component_map_and_dispatches_its_ports() {
     let flush = position(&commands, "flush map inet handoff backend_web");
     let fill = position(
         &commands,
-        "add element inet handoff backend_web { 80 : 10.0.0.12 . 8080, 443 : 10.0.0.12 . 8443 }",
+        "add element inet handoff backend_web { tcp . 80 : 10.0.0.12 . 8080, tcp . 443 : 10.0.0.12 . 8443 }",
     );
     assert!(flush < fill, "flush before refill");
     position(
         &commands,
-        "add element inet handoff dispatch { 80 : goto component_web, 443 : goto component_web }",
+        "add element inet handoff dispatch { tcp . 80 : goto component_web, tcp . 443 : goto \
+         component_web }",
     );
 }
 
@@ -125,7 +121,7 @@ fn the_traffic_rule_is_one_map_lookup() {
     assert_eq!(
         rules,
         [
-            "add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map \
+            "add rule inet handoff component_web ct label set 127 dnat ip to meta l4proto . th dport map \
           @backend_web"
         ]
     );
@@ -152,17 +148,17 @@ fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
     let split = position(
         &commands,
         "add rule inet handoff component_web ct label set 127 numgen random mod 100 < 10 \
-         dnat ip to tcp dport map @canary_web",
+         dnat ip to meta l4proto . th dport map @canary_web",
     );
     let main = position(
         &commands,
-        "add rule inet handoff component_web ct label set 127 dnat ip to tcp dport map \
+        "add rule inet handoff component_web ct label set 127 dnat ip to meta l4proto . th dport map \
          @backend_web",
     );
     assert!(split < main, "the canary's share is taken first");
     position(
         &commands,
-        "add element inet handoff canary_web { 80 : 10.0.0.13 . 8080, 443 : 10.0.0.13 . 8443 }",
+        "add element inet handoff canary_web { tcp . 80 : 10.0.0.13 . 8080, tcp . 443 : 10.0.0.13 . 8443 }",
     );
     assert!(!commands.iter().any(|c| c.starts_with("delete map")));
     let sticky = route_web(
@@ -179,13 +175,14 @@ fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
     position(
         &sticky,
         "add rule inet handoff component_web ct label set 127 jhash ip saddr mod 100 seed \
-         0x68616e64 < 10 dnat ip to tcp dport map @canary_web",
+         0x68616e64 < 10 dnat ip to meta l4proto . th dport map @canary_web",
     );
     let ended = web_to_12();
     let flushed = position(&ended, "flush chain inet handoff component_web");
     let added = position(
         &ended,
-        "add map inet handoff canary_web { type inet_service : ipv4_addr . inet_service ; }",
+        "add map inet handoff canary_web { type inet_proto . inet_service : ipv4_addr . \
+         inet_service ; }",
     );
     let deleted = position(&ended, "delete map inet handoff canary_web");
     assert!(
@@ -205,8 +202,8 @@ fn base_chains_are_reasserted_idempotently_in_our_table_only() {
         assert!(!command.starts_with("delete") && !command.starts_with("flush ruleset"));
     }
     for (name, expected) in [
-        ("prerouting", 3),
-        ("output", 3),
+        ("prerouting", 4),
+        ("output", 4),
         ("postrouting", 3),
         (LOCALNET_GUARD, 1),
     ] {
@@ -240,12 +237,12 @@ fn a_components_ports_are_refused_over_ipv6_from_outside_and_from_the_host() {
     position(
         &commands,
         "add rule inet handoff prerouting meta nfproto ipv6 fib daddr type local meta \
-         l4proto tcp tcp dport @dispatch reject with tcp reset",
+         l4proto tcp meta l4proto . th dport @dispatch reject with tcp reset",
     );
     position(
         &commands,
         "add rule inet handoff output meta nfproto ipv6 ip6 daddr != ::1 fib daddr type \
-         local meta l4proto tcp tcp dport @dispatch reject with tcp reset",
+         local meta l4proto tcp meta l4proto . th dport @dispatch reject with tcp reset",
     );
 }
 
@@ -255,7 +252,8 @@ fn loopback_clients_reach_only_the_ports_that_ask_for_it_behind_the_localnet_gua
     position(
         &commands,
         "add rule inet handoff output meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto \
-         tcp tcp dport @localhost_ports tcp dport vmap @dispatch",
+         { tcp, udp } meta l4proto . th dport @localhost_ports meta l4proto . th dport vmap \
+         @dispatch",
     );
     position(
         &commands,
@@ -277,7 +275,7 @@ fn loopback_clients_reach_only_the_ports_that_ask_for_it_behind_the_localnet_gua
     );
     position(
         &asking,
-        "add element inet handoff localhost_ports { 80, 443 }",
+        "add element inet handoff localhost_ports { tcp . 80, tcp . 443 }",
     );
     assert!(!asking
         .iter()
@@ -285,11 +283,11 @@ fn loopback_clients_reach_only_the_ports_that_ask_for_it_behind_the_localnet_gua
     let not_asking = web_to_12();
     let added = position(
         &not_asking,
-        "add element inet handoff localhost_ports { 80, 443 }",
+        "add element inet handoff localhost_ports { tcp . 80, tcp . 443 }",
     );
     let deleted = position(
         &not_asking,
-        "delete element inet handoff localhost_ports { 80, 443 }",
+        "delete element inet handoff localhost_ports { tcp . 80, tcp . 443 }",
     );
     assert!(added < deleted, "taken out idempotently");
 }
@@ -300,7 +298,7 @@ fn output_leaves_loopback_alone_and_hairpin_is_masqueraded() {
     position(
         &commands,
         "add rule inet handoff output meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr \
-         type local meta l4proto tcp tcp dport vmap @dispatch",
+         type local meta l4proto { tcp, udp } meta l4proto . th dport vmap @dispatch",
     );
     position(
         &commands,
@@ -316,7 +314,7 @@ fn unroute_removes_the_component_idempotently() {
     let delete = position(&commands, "delete chain inet handoff component_web");
     let undispatch = position(
         &commands,
-        "delete element inet handoff dispatch { 80, 443 }",
+        "delete element inet handoff dispatch { tcp . 80, tcp . 443 }",
     );
     assert!(add < undispatch && undispatch < delete, "{commands:#?}");
     position(&commands, "delete map inet handoff backend_web");
@@ -392,11 +390,11 @@ fn a_links_port_is_reached_through_the_links_map_never_the_public_dispatch() {
     );
     position(
         &commands,
-        "add element inet handoff backend_web { 80 : 10.0.0.12 . 8080, 443 : 10.0.0.12 . 8443 }",
+        "add element inet handoff backend_web { tcp . 80 : 10.0.0.12 . 8080, tcp . 443 : 10.0.0.12 . 8443 }",
     );
     position(
         &commands,
-        "add element inet handoff dispatch { 80 : goto component_web }",
+        "add element inet handoff dispatch { tcp . 80 : goto component_web }",
     );
     position(
         &commands,
@@ -407,12 +405,15 @@ fn a_links_port_is_reached_through_the_links_map_never_the_public_dispatch() {
         "add element inet handoff links { 443 : goto component_web }",
     );
     // 443 leaves the public dispatch (it may have been public before); 80 leaves the links.
-    let unpublished = position(&commands, "delete element inet handoff dispatch { 443 }");
+    let unpublished = position(
+        &commands,
+        "delete element inet handoff dispatch { tcp . 443 }",
+    );
     position(&commands, "delete element inet handoff links { 80 }");
     assert_ne!(link, unpublished);
     assert!(!commands
         .iter()
-        .any(|c| c == "add element inet handoff localhost_ports { 80, 443 }"));
+        .any(|c| c == "add element inet handoff localhost_ports { tcp . 80, tcp . 443 }"));
     // The links' rule is the first of prerouting, so that a link's port wins at the gateway.
     let base = base(DEFAULT_TABLE);
     let flush = position(&base, "flush chain inet handoff prerouting");
@@ -432,4 +433,50 @@ fn unrouting_takes_a_port_out_of_the_links_too() {
     );
     let deleted = position(&commands, "delete element inet handoff links { 80, 443 }");
     assert!(added < deleted);
+}
+
+#[test]
+fn a_udp_port_is_keyed_by_its_protocol_beside_the_same_tcp_port() {
+    let ports = vec![
+        PortPair::tcp(443, 8443),
+        PortPair {
+            protocol: Protocol::Udp,
+            external: 443,
+            backend: 8443,
+        },
+    ];
+    let current = ComponentRoutes::default();
+    let commands = route(
+        DEFAULT_TABLE,
+        &Switch {
+            component: "web",
+            current: &current,
+            ports: &ports,
+            backend: Ipv4Addr::new(10, 0, 0, 12),
+            canary: None,
+            localhost: true,
+            links: None,
+            hairpin_sources: &[],
+        },
+    );
+    position(
+        &commands,
+        "add element inet handoff backend_web { tcp . 443 : 10.0.0.12 . 8443, udp . 443 : \
+         10.0.0.12 . 8443 }",
+    );
+    position(
+        &commands,
+        "add element inet handoff dispatch { tcp . 443 : goto component_web, udp . 443 : goto \
+         component_web }",
+    );
+    position(
+        &commands,
+        "add element inet handoff localhost_ports { tcp . 443, udp . 443 }",
+    );
+    // Over IPv6 the UDP port is refused too (port unreachable: UDP has no reset).
+    position(
+        &base(DEFAULT_TABLE),
+        "add rule inet handoff prerouting meta nfproto ipv6 fib daddr type local meta l4proto \
+         udp meta l4proto . th dport @dispatch reject",
+    );
 }
