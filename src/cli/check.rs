@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::Globals;
+use crate::config::Protocol;
 use crate::health;
 
 #[derive(Debug, clap::Args)]
@@ -19,7 +20,10 @@ pub fn run(_args: &Args, globals: &Globals) -> Result<()> {
         let ports: Vec<String> = component
             .port_pairs()
             .iter()
-            .map(|p| format!("{}->{}", p.external, p.backend))
+            .map(|p| match p.protocol {
+                Protocol::Tcp => format!("{}->{}", p.external, p.backend),
+                Protocol::Udp => format!("{}/udp->{}", p.external, p.backend),
+            })
             .collect();
         let backend = match &component.repo {
             Some(repo) => format!("image {repo}:{}", component.tag),

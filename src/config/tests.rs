@@ -395,8 +395,10 @@ fn a_udp_port_may_share_its_number_with_a_tcp_port_but_not_with_another_udp_port
     for (text, expected) in [
         (
             two(
-                r#"{"name":"a","repo":"r","ports":[{"external":53,"container":1,"protocol":"udp"}]}"#,
-                r#"{"name":"b","repo":"r","ports":[{"external":53,"container":1,"protocol":"udp"}]}"#,
+                r#"{"name":"a","repo":"r","ports":[{"external":53,"container":1,"protocol":"udp"}],
+                   "readyChecks":[{"kind":"tcp","port":1}]}"#,
+                r#"{"name":"b","repo":"r","ports":[{"external":53,"container":1,"protocol":"udp"}],
+                   "readyChecks":[{"kind":"tcp","port":1}]}"#,
             ),
             "components[1].ports[0].external: port 53/udp is already claimed by components[0]",
         ),
@@ -419,6 +421,14 @@ fn a_udp_port_may_share_its_number_with_a_tcp_port_but_not_with_another_udp_port
             "{expected:?} not in {message:?}"
         );
     }
+    // Only UDP ports: a connect cannot tell readiness, so readyChecks are required.
+    let message = error_of(&one(
+        r#"{"name":"syslog","repo":"r","ports":[{"external":514,"container":514,"protocol":"udp"}]}"#,
+    ));
+    assert!(
+        message.contains("components[0].readyChecks: every port of component \"syslog\" is UDP"),
+        "{message}"
+    );
     // A TCP port serializes as before: containers started by an earlier handoff keep
     // their config hash.
     let tcp = parse(&one(

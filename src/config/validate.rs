@@ -89,6 +89,17 @@ pub(super) fn validate(config: &Config) -> Result<()> {
                 );
             }
         }
+        let udp_only = !component.ports.is_empty()
+            && component.define_component_links.is_empty()
+            && component.ports.iter().all(|p| p.protocol == Protocol::Udp);
+        if udp_only && component.ready_checks.is_empty() {
+            anyhow::bail!(
+                "{at}.readyChecks: every port of component {:?} is UDP, which a connect cannot \
+                 check; say how its readiness is checked (a tcp or http check on a port it \
+                 serves)",
+                component.name
+            );
+        }
         for (list, checks) in [
             ("readyChecks", &component.ready_checks),
             ("healthChecks", &component.health_checks),

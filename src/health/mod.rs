@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rustls::pki_types::ServerName;
 
-use crate::config::{Check, CheckKind, Component};
+use crate::config::{Check, CheckKind, Component, Protocol};
 use crate::error::{ExitCode, Failure};
 use tls::tls_config;
 
@@ -64,18 +64,26 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 /// The checks that decide readiness: the component's readyChecks, or a tcp connect to every
-/// backend port when it has none.
+/// TCP backend port when it has none (a UDP port cannot be checked by a connect; validation
+/// insists on readyChecks for a component with UDP ports only).
 pub fn ready_checks(component: &Component) -> Vec<Check> {
     if !component.ready_checks.is_empty() {
         return component.ready_checks.clone();
     }
-    component
+    let mut ports: Vec<u16> = component
         .port_pairs()
         .into_iter()
-        .map(|pair| Check {
+        .filter(|pair| pair.protocol == Protocol::Tcp)
+        .map(|pair| pair.backend)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+        .into_iter()
+        .map(|port| Check {
             id: String::new(),
             kind: CheckKind::Tcp,
-            port: Some(i64::from(pair.backend)),
+            port: Some(i64::from(port)),
             path: None,
             timeout: 3,
         })
@@ -193,6 +201,22 @@ fn parse_status(line: &str) -> Option<u16> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn without_ready_checks_readiness_is_a_connect_to_each_tcp_backend_port_once() {
+        let config = crate::config::parse(
+            r#"{"components": [{"name": "dns", "repo": "r", "ports": [
+                {"external": 53, "container": 5353},
+                {"external": 53, "container": 5353, "protocol": "udp"},
+                {"external": 8053, "container": 8080}]}]}"#,
+        )
+        .unwrap();
+        let ports: Vec<Option<i64>> = ready_checks(&config.components[0])
+            .iter()
+            .map(|c| c.port)
+            .collect();
+        assert_eq!(ports, vec![Some(5353), Some(8080)]);
+    }
 
     fn check(kind: CheckKind, port: u16, path: Option<&str>) -> Check {
         Check {
