@@ -207,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dump_for_one_backend_asks_the_kernel_to_filter_by_reply_source_and_protocol() {
+    fn a_dump_for_one_backend_asks_the_kernel_to_filter_by_reply_source() {
         let everything = dump_request(None);
         assert!(attributes_of(&everything).is_empty());
 
