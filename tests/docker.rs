@@ -1248,3 +1248,49 @@ fn a_component_calls_another_through_its_link_without_a_failure_across_an_update
     sandbox.handoff_ok(&["kill", "caller"]);
     sandbox.handoff_ok(&["kill", "web"]);
 }
+
+#[test]
+#[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
+fn udp_through_dockers_forward_policy_loses_no_query_across_an_update() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    // web with a UDP port beside its HTTP one (the images answer UDP on 8053).
+    let udp = sandbox.port + 20_000;
+    let config = format!(
+        r#"{{"components": [{{"name": "web", "repo": "{repo}", "tag": "v1", "pull": "never",
+            "ports": [{{"external": {port}, "container": 8080}},
+                      {{"external": {udp}, "container": 8053, "protocol": "udp"}}],
+            "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
+            "stopTimeout": 1, "drainTimeout": 30000}}]}}"#,
+        repo = sandbox.repo,
+        port = sandbox.port,
+    );
+    std::fs::write(sandbox.config_path(), config).expect("config");
+    sandbox.handoff_ok(&["start", "web"]);
+    let target = format!("{}:{udp}", sandbox.host_address);
+    // New flows all along (one query each), across the update: Docker's FORWARD policy
+    // must let the UDP flows to the unpublished container port through, both versions.
+    let queries = sandbox
+        .client_command(&[
+            "udp-load",
+            "--target",
+            &target,
+            "--sessions",
+            "2",
+            "--duration-ms",
+            "4000",
+        ])
+        .spawn()
+        .expect("udp-load");
+    std::thread::sleep(Duration::from_millis(800));
+    sandbox.handoff_ok(&["update", "web", "--tag", "v2", "--no-wait"]);
+    let report = common::parse_json_line(&queries.wait_with_output().expect("udp-load").stdout);
+    assert_eq!(report["failed"], 0, "{report}");
+    for version in ["v1", "v2"] {
+        assert!(
+            report["by_backend"][version].as_u64().unwrap_or(0) > 0,
+            "{version} answered: {report}"
+        );
+    }
+    sandbox.handoff_ok(&["kill", "web"]);
+}

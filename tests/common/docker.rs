@@ -119,9 +119,10 @@ impl DockerSandbox {
         sandbox
     }
 
-    /// v1 and v2 serve with their name; v3 too, but only two seconds after it starts (a window
-    /// to interrupt an update before its new container is ready); `stubborn` serves under a
-    /// PID 1 that ignores SIGTERM (only the stop's SIGKILL ends it); `broken` never listens.
+    /// v1 and v2 serve with their name (HTTP on 8080, UDP on 8053); v3 too, but only two
+    /// seconds after it starts (a window to interrupt an update before its new container is
+    /// ready); `stubborn` serves under a PID 1 that ignores SIGTERM (only the stop's SIGKILL
+    /// ends it); `broken` never listens.
     fn build_images(&self) {
         let root = self.dir.path().join("rootfs");
         for dir in [
@@ -512,7 +513,7 @@ impl DockerSandbox {
 
 fn serve_cmd(name: &str) -> String {
     format!(
-        r#"CMD ["/usr/local/bin/handoff-netkit", "serve", "--listen", "0.0.0.0:8080", "--name", "{name}", "--record-dir", "/signals"]"#
+        r#"CMD ["/usr/local/bin/handoff-netkit", "serve", "--listen", "0.0.0.0:8080", "--name", "{name}", "--record-dir", "/signals", "--udp", "0.0.0.0:8053"]"#
     )
 }
 
