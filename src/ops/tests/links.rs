@@ -1,5 +1,6 @@
 use super::super::testkit::{docker_address, update_and_drain, Kit};
 use super::super::update::start;
+use crate::kernel::netfilter::Firewall;
 
 /// `db` defines the link `db` (its port 5432), `app` requires it as `database`.
 const LINKED: &str = r#"{"components": [
@@ -50,4 +51,42 @@ fn a_link_is_switched_with_its_component_and_its_users_are_told_where_it_is() {
         .log()
         .iter()
         .any(|entry| entry == &format!("switch app {}", docker_address(3))));
+}
+
+#[test]
+fn a_rerun_after_a_run_that_died_before_its_switch_routes_the_link_too() {
+    let kit = Kit::with_config(LINKED);
+    let env = kit.quiet_env();
+    let db = kit.config.component("db").unwrap();
+    start(&env, db).unwrap();
+    // The dead run: the state says v2 is active, the kernel still routes v1 (link included).
+    crate::ops::update::update(&env, db, Some("v2")).unwrap();
+    let v1 = docker_address(2);
+    kit.firewall
+        .switch(&crate::kernel::netfilter::Switch {
+            component: "db",
+            current: &crate::kernel::netfilter::ComponentRoutes::default(),
+            ports: &db.port_pairs(),
+            backend: v1,
+            canary: None,
+            localhost: false,
+            links: None,
+            hairpin_sources: &[v1],
+        })
+        .unwrap();
+    update_and_drain(&env, db, Some("v2"));
+    let running = kit.runtime.running();
+    assert_eq!(running.len(), 1, "{running:?}");
+    let last = kit
+        .firewall
+        .log()
+        .into_iter()
+        .rfind(|e| e.starts_with("switch db"));
+    assert_eq!(
+        last,
+        Some(format!(
+            "switch db {} links 172.17.0.1:5432",
+            running[0].address.unwrap()
+        ))
+    );
 }
