@@ -1218,6 +1218,7 @@ fn a_component_calls_another_through_its_link_without_a_failure_across_an_update
     sandbox.handoff_ok(&["update", "web", "--tag", "v2"]);
     let calls = calls.wait_with_output().expect("calls");
     let report = common::parse_json_line(&calls.stdout);
+    eprintln!("calls through the link across the update: {report}");
     assert_eq!(report["failed"], 0, "{report}");
     assert!(
         report["by_backend"]["v1"].as_u64().unwrap_or(0) > 0,
@@ -1285,6 +1286,7 @@ fn udp_through_dockers_forward_policy_loses_no_query_across_an_update() {
     std::thread::sleep(Duration::from_millis(800));
     sandbox.handoff_ok(&["update", "web", "--tag", "v2", "--no-wait"]);
     let report = common::parse_json_line(&queries.wait_with_output().expect("udp-load").stdout);
+    eprintln!("UDP queries across the update: {report}");
     assert_eq!(report["failed"], 0, "{report}");
     for version in ["v1", "v2"] {
         assert!(

@@ -1523,6 +1523,7 @@ fn a_udp_port_switches_with_the_component_and_a_udp_flow_drains_when_its_entry_g
     assert!(draining >= 2, "a's UDP flows are counted: {listed}");
     let drain = sandbox.spawn_handoff(&["drain", "web", "--wait", "--timeout", "30"]);
     let fresh = finish_json(fresh);
+    eprintln!("one-query UDP flows across the switch: {fresh}");
     assert_eq!(fresh["failed"], 0, "{fresh}");
     assert!(
         fresh["by_backend"]["b"].as_u64().unwrap_or(0) > 0,
@@ -1530,6 +1531,7 @@ fn a_udp_port_switches_with_the_component_and_a_udp_flow_drains_when_its_entry_g
     );
     let started = Instant::now();
     let sessions = finish_json(sessions);
+    eprintln!("UDP sessions across the switch: {sessions}");
     let ended = started.elapsed();
     assert_eq!(sessions["failed"], 0, "{sessions}");
     assert_eq!(
@@ -1552,4 +1554,5 @@ fn a_udp_port_switches_with_the_component_and_a_udp_flow_drains_when_its_entry_g
          entries expired"
     );
     assert!(drained < ended + Duration::from_secs(10), "{drained:?}");
+    eprintln!("the sessions ended at {ended:?}, the drain at {drained:?}");
 }

@@ -1,9 +1,12 @@
 //! Property tests: the config parser and the ctnetlink decoder take any input without
-//! panicking (bad input must always become a clear error, never a crash of a root process).
+//! panicking (bad input must always become a clear error, never a crash of a root process);
+//! map elements decode exactly when they have a known shape, and every route survives its
+//! encoding.
 
 use handoff::config;
 use handoff::kernel::conntrack::decode_datagram;
-use handoff::kernel::netfilter::batch::decode_route;
+use handoff::kernel::netfilter::batch::{decode_route, encode_route};
+use handoff::kernel::netfilter::Route;
 use proptest::prelude::*;
 
 /// JSON-shaped text built from the config's own vocabulary, so that the parser's deeper paths
@@ -85,10 +88,30 @@ proptest! {
 
     #[test]
     fn map_elements_of_any_shape_decode_or_are_refused(
-        key in prop::collection::vec(any::<u8>(), 0..6),
+        key in prop::collection::vec(any::<u8>(), 0..10),
         data in prop::collection::vec(any::<u8>(), 0..12),
     ) {
+        // A key is 2 bytes (the layout before UDP: a TCP port) or 8 (protocol, padded, then
+        // the port, padded), the protocol TCP (6) or UDP (17).
         let decoded = decode_route(&key, &data);
-        prop_assert_eq!(decoded.is_some(), key.len() >= 2 && data.len() >= 6);
+        let known_key = key.len() == 2 || (key.len() == 8 && matches!(key[0], 6 | 17));
+        prop_assert_eq!(decoded.is_some(), known_key && data.len() >= 6);
+    }
+
+    #[test]
+    fn every_route_survives_its_encoding(
+        udp in any::<bool>(),
+        external in any::<u16>(),
+        address in any::<[u8; 4]>(),
+        backend_port in any::<u16>(),
+    ) {
+        let route = Route {
+            protocol: if udp { config::Protocol::Udp } else { config::Protocol::Tcp },
+            external,
+            address: address.into(),
+            backend_port,
+        };
+        let (key, data) = encode_route(&route);
+        prop_assert_eq!(decode_route(&key, &data), Some(route));
     }
 }
