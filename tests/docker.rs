@@ -339,13 +339,10 @@ fn host_local_and_other_container_clients_reach_the_component() {
         .expect("docker0 has an IPv4 address")
         .to_string();
     let target = format!("{gateway}:{}", sandbox.port);
-    let fetched = std::process::Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--label",
-            &format!("handoff.table={}", sandbox.table),
-            &format!("{}:v2", sandbox.repo),
+    // A short load from inside a container: `docker` says which (a run or an exec).
+    let load_from = |docker: &[&str]| {
+        let mut args = docker.to_vec();
+        args.extend([
             "/usr/local/bin/handoff-netkit",
             "load",
             "--target",
@@ -354,36 +351,19 @@ fn host_local_and_other_container_clients_reach_the_component() {
             "1",
             "--duration-ms",
             "300",
-        ])
-        .output()
-        .expect("docker run");
-    assert!(
-        fetched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetched.stderr)
+        ]);
+        common::parse_json_line(must("docker", &args).as_bytes())
+    };
+    let label = format!("handoff.table={}", sandbox.table);
+    let image = format!("{}:v2", sandbox.repo);
+    common::assert_served_by(
+        &load_from(&["run", "--rm", "--label", &label, &image]),
+        "v1",
     );
-    let fetched = common::parse_json_line(&fetched.stdout);
-    common::assert_served_by(&fetched, "v1");
     // The component's own container, through the same address (self-hairpin): its packets
     // leave and come back on one bridge port, which needs that port's hairpin mode.
     let (own, _, _) = sandbox.containers().remove(0);
-    let own = must(
-        "docker",
-        &[
-            "exec",
-            &own,
-            "/usr/local/bin/handoff-netkit",
-            "load",
-            "--target",
-            &target,
-            "--connections",
-            "1",
-            "--duration-ms",
-            "300",
-        ],
-    );
-    let own = common::parse_json_line(own.as_bytes());
-    common::assert_served_by(&own, "v1");
+    common::assert_served_by(&load_from(&["exec", &own]), "v1");
     sandbox.handoff_ok(&["kill", "web"]);
     assert!(!sandbox.table_exists() || !sandbox.docker_user_rule());
 }
