@@ -165,8 +165,8 @@ FAULTS = [
         "table-before-udp-not-rebuilt",
         "a table laid out before UDP is rebuilt by the next change, and no flow notices",
         "src/kernel/netfilter/script.rs",
-        "        if !dispatch.as_ref().is_some_and(migrate::needs_rebuild) {",
-        "        if dispatch.is_some() || dispatch.is_none() {",
+        "        if !dispatch.as_ref().is_some_and(migrate::needs_rebuild) {\n            return Err(error);",
+        "        if dispatch.is_some() || dispatch.is_none() {\n            return Err(error);",
         [("kernel", "a_table_from_before_udp_is_rebuilt_by_the_next_switch_and_no_flow_notices")],
     ),
     (

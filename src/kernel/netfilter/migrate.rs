@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use serde_json::Value;
 
-use super::script::parse_backend_maps;
+use super::script::{objects, parse_backend_maps};
 use super::{ruleset, Canary, ComponentRoutes, Switch};
 use crate::config::PortPair;
 
@@ -62,14 +62,6 @@ pub fn rebuild(table: &str, listing: &Value) -> Result<Vec<String>> {
     }
     commands.extend(ruleset::hairpin(table, &hairpin_sources(listing)));
     Ok(commands)
-}
-
-fn objects<'a>(listing: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    listing["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(move |o| o.get(kind))
 }
 
 /// The canary rule's share and kind in `component`'s chain: `numgen random mod 100 < PCT`, or

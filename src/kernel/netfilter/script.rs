@@ -39,15 +39,20 @@ impl NftFirewall {
         Ok(())
     }
 
-    /// Apply a script that lays the table out (it begins with [`ruleset::base`]). A table
-    /// from before UDP is rebuilt in the same transaction first (see [`migrate`]).
+    /// Apply a script that lays the table out (it begins with [`ruleset::base`]). Refused
+    /// because the table is from before UDP, it is applied again after a rebuild of the table
+    /// in the same transaction (see [`migrate`]); the layout is looked at only then, never on
+    /// the way of a change that goes through.
     fn apply_layout(&self, commands: Vec<String>) -> Result<()> {
+        let Err(error) = self.apply(commands.clone()) else {
+            return Ok(());
+        };
         let dispatch = self.list(&["map", "inet", &self.table, ruleset::DISPATCH_MAP])?;
         if !dispatch.as_ref().is_some_and(migrate::needs_rebuild) {
-            return self.apply(commands);
+            return Err(error);
         }
         let Some(listing) = self.list(&["table", "inet", &self.table])? else {
-            return self.apply(commands);
+            return Err(error);
         };
         let mut rebuilt = migrate::rebuild(&self.table, &listing)?;
         rebuilt.extend(commands);
@@ -113,16 +118,20 @@ fn nft_failure(stderr: &str, doing: &str) -> anyhow::Error {
     }
 }
 
+/// The objects of one kind (`map`, `set`, `rule`, ...) in an `nft -j list` listing.
+pub(super) fn objects<'a>(listing: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(move |o| o.get(kind))
+}
+
 /// Every component's backend map (and canary map) in a table listing, by component name.
 pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRoutes>> {
     let mut maps: HashMap<String, ComponentRoutes> = HashMap::new();
     let mut canaries = Vec::new();
-    for map in listing["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.get("map"))
-    {
+    for map in objects(listing, "map") {
         let Some(name) = map.get("name").and_then(Value::as_str) else {
             continue;
         };
@@ -132,11 +141,7 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
             canaries.push((component, parse_map_elements(map)?));
         }
     }
-    let localhost: Vec<PortKey> = listing["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.get("set"))
+    let localhost: Vec<PortKey> = objects(listing, "set")
         .filter(|set| set.get("name").and_then(Value::as_str) == Some(ruleset::LOCALHOST_SET))
         .filter_map(|set| set.get("elem").and_then(Value::as_array))
         .flatten()
