@@ -55,14 +55,18 @@ check_loads() {
     done
 }
 
-# The agents' event history since SINCE (epoch seconds): every turn begun and ended, in time
-# order; fail unless at most MAX hosts were updating at once, and say how many were.
+# The agents' event history since SINCE (epoch seconds): every turn taken and ended, in the
+# order of the etcd revisions the agents report for them; fail unless at most MAX hosts were
+# updating at once, and say how many were. Not journald's times: journald stamps a line when
+# it reads it, and a late one once put h2's end 49 ms after h1's start in the very slot h2 had
+# just freed (a CI run failed on it: "3 hosts were updating at once").
 check_turns() {
     local max=${*: -2:1} since=${*: -1} turns most
     local names=("${@:1:$#-2}")
     turns=$(for host in "${names[@]}"; do
-        on "$host" journalctl --no-pager -o short-unix -u handoff-fleet-agent --since "@$since" |
-            awk -v h="$host" '/my turn/ {print $1, h, "begin"} /now serves|update failed/ {print $1, h, "end"}'
+        on "$host" journalctl --no-pager -o cat -u handoff-fleet-agent --since "@$since" |
+            sed -nE -e "s/.*my turn \(slot [0-9]+, etcd revision ([0-9]+)\).*/\1 $host begin/p" \
+                -e "s/.*my turn ended \(etcd revision ([0-9]+)\).*/\1 $host end/p"
     done | sort -n)
     echo "$turns" | sed 's/^/    /' >&2
     most=$(awk '$3 == "begin" {n++; if (n > m) m = n} $3 == "end" {n--} END {print m + 0}' <<<"$turns")
@@ -142,7 +146,7 @@ victim=
 for _ in $(seq 100); do
     for host in "${hosts[@]}"; do
         if on "$host" journalctl --no-pager -u handoff-fleet-agent --since "@$since" |
-            grep -q 'my turn (slot 0) in the rollout to slow'; then
+            grep -qE 'my turn \(slot 0, etcd revision [0-9]+\) in the rollout to slow'; then
             victim=$host
         fi
     done

@@ -584,7 +584,7 @@ fn competing_hosts_never_hold_more_turns_than_max_parallel_and_a_lost_holder_hal
                 barrier.wait();
                 rollout::take_turn(&mut etcd, &keys, &snapshot, &name, lease)
                     .unwrap()
-                    .map(|slot| (name, lease, slot))
+                    .map(|turn| (name, lease, turn.slot))
             })
         })
         .collect();
@@ -681,7 +681,12 @@ fn a_rollout_under_load_fails_nothing_a_bad_version_halts_and_a_lost_host_halts_
             .expect("update"),
     );
     let started = Instant::now();
-    while !log().contains("my turn (slot 0) in the rollout to v3") {
+    let turn_taken = || {
+        log()
+            .lines()
+            .any(|l| l.contains("my turn (slot 0, etcd revision") && l.ends_with("to v3"))
+    };
+    while !turn_taken() {
         assert!(started.elapsed() < Duration::from_secs(10), "{}", log());
         std::thread::sleep(Duration::from_millis(50));
     }

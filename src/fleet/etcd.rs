@@ -126,13 +126,25 @@ impl Etcd {
 
     /// One transaction: `Ok(true)` when its comparisons held and its operations were applied.
     pub fn txn(&mut self, compares: Vec<Compare>, operations: Vec<TxnOp>) -> Result<bool> {
+        Ok(self.txn_revision(compares, operations)?.is_some())
+    }
+
+    /// [`Etcd::txn`], with the revision it was applied at when it succeeded: etcd orders
+    /// every write by it, whatever clock each host keeps.
+    pub fn txn_revision(
+        &mut self,
+        compares: Vec<Compare>,
+        operations: Vec<TxnOp>,
+    ) -> Result<Option<i64>> {
         let context = self.context("a transaction");
         let txn = Txn::new().when(compares).and_then(operations);
         let response = self
             .runtime
             .block_on(self.client.txn(txn))
             .context(context)?;
-        Ok(response.succeeded())
+        Ok(response
+            .succeeded()
+            .then(|| response.header().map(|h| h.revision()).unwrap_or(0)))
     }
 
     /// Store `value` at `key`; the revision of the write.

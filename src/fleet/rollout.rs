@@ -205,14 +205,21 @@ pub fn halt(
     )
 }
 
-/// Take a free turn in the running rollout for `host` (registered under `lease`); the slot.
+/// A turn taken: its slot and the etcd revision it was taken at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    pub slot: u32,
+    pub revision: i64,
+}
+
+/// Take a free turn in the running rollout for `host` (registered under `lease`).
 pub fn take_turn(
     etcd: &mut Etcd,
     keys: &Keys,
     snapshot: &Snapshot,
     host: &str,
     lease: i64,
-) -> Result<Option<u32>> {
+) -> Result<Option<Turn>> {
     let Some((rollout, revision)) = snapshot.running() else {
         return Ok(None);
     };
@@ -224,7 +231,7 @@ pub fn take_turn(
         if snapshot.turns.iter().any(|(s, _)| *s == slot) {
             continue;
         }
-        let taken = etcd.txn(
+        let taken = etcd.txn_revision(
             vec![
                 Compare::mod_revision(keys.rollout(), CompareOp::Equal, *revision),
                 Compare::create_revision(keys.turn(slot), CompareOp::Equal, 0),
@@ -239,8 +246,8 @@ pub fn take_turn(
                 TxnOp::put(keys.updating(host), host, None),
             ],
         )?;
-        if taken {
-            return Ok(Some(slot));
+        if let Some(revision) = taken {
+            return Ok(Some(Turn { slot, revision }));
         }
     }
     Ok(None)
@@ -248,6 +255,7 @@ pub fn take_turn(
 
 /// End `host`'s turn in `slot`: free the slot, clear the marker and write `status`, only while
 /// its lease still holds the slot. With `halt_reason`, also halt the rollout (a failed update).
+/// The etcd revision the turn ended at; `None` when the lease no longer held the slot.
 #[allow(clippy::too_many_arguments)]
 pub fn end_turn(
     etcd: &mut Etcd,
@@ -257,7 +265,7 @@ pub fn end_turn(
     lease: i64,
     status: &StatusRecord,
     halt_reason: Option<(&RolloutRecord, &str)>,
-) -> Result<bool> {
+) -> Result<Option<i64>> {
     let mut operations = vec![
         TxnOp::delete(keys.turn(slot), None),
         TxnOp::delete(keys.updating(host), None),
@@ -273,7 +281,7 @@ pub fn end_turn(
         halted.reason = Some(reason.to_string());
         operations.push(put_rollout(keys, &halted)?);
     }
-    etcd.txn(
+    etcd.txn_revision(
         vec![Compare::lease(keys.turn(slot), CompareOp::Equal, lease)],
         operations,
     )

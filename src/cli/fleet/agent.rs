@@ -266,14 +266,14 @@ impl Agent<'_> {
         }
         let lease = self.registration.lease();
         let keys = &self.fleet.keys;
-        let Some(slot) = rollout::take_turn(&mut self.etcd, keys, snapshot, self.host, lease)?
+        let Some(turn) = rollout::take_turn(&mut self.etcd, keys, snapshot, self.host, lease)?
         else {
             return Ok(false);
         };
         let name = &component.name;
         say(format!(
-            "{name}: my turn (slot {slot}) in the rollout to {}",
-            rollout.tag
+            "{name}: my turn (slot {}, etcd revision {}) in the rollout to {}",
+            turn.slot, turn.revision, rollout.tag
         ));
         let result = with_env(self.globals, |env| {
             update(env, component, Some(&rollout.tag))
@@ -304,16 +304,17 @@ impl Agent<'_> {
         let ended = rollout::end_turn(
             &mut self.etcd,
             keys,
-            slot,
+            turn.slot,
             self.host,
             lease,
             &status,
             halt_reason.as_deref().map(|r| (rollout, r)),
         )?;
-        if !ended {
-            say(format!(
+        match ended {
+            Some(revision) => say(format!("{name}: my turn ended (etcd revision {revision})")),
+            None => say(format!(
                 "{name}: my turn had ended meanwhile (lease lost); the rollout was halted or moved on"
-            ));
+            )),
         }
         if result.is_ok() {
             // The old container drains here while the rollout moves on to the next host.
