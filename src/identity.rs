@@ -35,6 +35,11 @@ pub fn backend_map(name: &str) -> String {
     format!("backend_{}", object_suffix(name))
 }
 
+/// The IPv6 backend map of component `name`.
+pub fn backend6_map(name: &str) -> String {
+    format!("backend6_{}", object_suffix(name))
+}
+
 /// The canary map of component `name`: where its canary's share of new connections goes.
 pub fn canary_map(name: &str) -> String {
     format!("canary_{}", object_suffix(name))
@@ -44,6 +49,11 @@ pub fn canary_map(name: &str) -> String {
 /// other object.
 pub fn component_of_map(map: &str) -> Option<String> {
     decode_suffix(map.strip_prefix("backend_")?)
+}
+
+/// The component whose IPv6 backend map is `map` (the inverse of [`backend6_map`]).
+pub fn component_of_backend6_map(map: &str) -> Option<String> {
+    decode_suffix(map.strip_prefix("backend6_")?)
 }
 
 /// The component whose canary map is `map` (the inverse of [`canary_map`]).
@@ -108,6 +118,11 @@ mod tests {
             assert_eq!(component_of_map(&backend_map(name)).as_deref(), Some(name));
         }
         assert_eq!(component_of_map("dispatch"), None);
+        assert_eq!(component_of_map(&backend6_map("web")), None);
+        assert_eq!(
+            component_of_backend6_map(&backend6_map("a_hb")).as_deref(),
+            Some("a_hb")
+        );
         assert_eq!(component_of_map("backend_bad_q"), None);
     }
 }

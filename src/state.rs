@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,7 +38,7 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendRecord {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// External -> backend ports at the time, so the backend's flows can be recognised even
     /// after the config changed.
     pub ports: Vec<PortPair>,
@@ -52,8 +52,12 @@ pub struct BackendRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentState {
+    /// The active IPv4 backend.
     #[serde(default)]
     pub active: Option<BackendRecord>,
+    /// The active IPv6 backend, if the component has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active6: Option<BackendRecord>,
     #[serde(default)]
     pub draining: Vec<BackendRecord>,
     /// The last `rollback`, while its effect holds: what a rerun of it recognises as done.
@@ -79,8 +83,8 @@ pub struct CanaryRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolledBack {
-    pub from: Ipv4Addr,
-    pub to: Ipv4Addr,
+    pub from: IpAddr,
+    pub to: IpAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,13 +110,14 @@ impl State {
     }
 
     /// Every backend address the state knows (active and draining, all components).
-    pub fn known_addresses(&self) -> Vec<Ipv4Addr> {
-        let mut addresses: Vec<Ipv4Addr> = self
+    pub fn known_addresses(&self) -> Vec<IpAddr> {
+        let mut addresses: Vec<IpAddr> = self
             .components
             .values()
             .flat_map(|c| {
                 c.active
                     .iter()
+                    .chain(c.active6.iter())
                     .chain(c.draining.iter())
                     .chain(c.canary.iter().map(|canary| &canary.backend))
             })
@@ -123,8 +128,8 @@ impl State {
         addresses
     }
 
-    /// Record a switch of `component` to `new`: the previous active backend (if another
-    /// address) starts draining now; `new` stops draining if it was.
+    /// Record a switch of `component` to `new` (the active backend of its family): the previous
+    /// one (if another address) starts draining now; `new` stops draining if it was.
     pub fn record_switch(
         &mut self,
         component: &str,
@@ -146,7 +151,10 @@ impl State {
                 entry.draining.push(previous);
             }
         }
-        entry.active = Some(new);
+        match new.address {
+            IpAddr::V4(_) => entry.active = Some(new),
+            IpAddr::V6(_) => entry.active6 = Some(new),
+        }
     }
 
     /// Forget draining backends of `component` that `finished` names (address and start).
@@ -323,7 +331,7 @@ mod tests {
 
     fn record(address: [u8; 4], since_ms: u64) -> BackendRecord {
         BackendRecord {
-            address: Ipv4Addr::from(address),
+            address: IpAddr::from(std::net::Ipv4Addr::from(address)),
             ports: vec![PortPair::tcp(80, 8080)],
             since_ms,
             container: None,
@@ -357,7 +365,7 @@ mod tests {
             record([10, 0, 0, 12], 2),
         );
         let web = state.component("web");
-        assert_eq!(web.active.unwrap().address, Ipv4Addr::new(10, 0, 0, 12));
+        assert_eq!(web.active.unwrap().address, IpAddr::from([10, 0, 0, 12]));
         assert_eq!(web.draining, vec![record([10, 0, 0, 11], 1)]);
         // Switching back takes the backend out of draining.
         state.record_switch(

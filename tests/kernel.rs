@@ -194,7 +194,7 @@ fn bad_input_gets_exit_2_and_changes_nothing() {
         ),
         (
             vec!["switch", "web", "--to", "10.0.1"],
-            "--to: \"10.0.1\" is not an IPv4 address",
+            "--to: \"10.0.1\" is not an IPv4 or IPv6 address",
         ),
         (vec!["switch", "web", "--to", "127.0.0.1"], "loopback"),
         (vec!["drain", "api"], "unknown component"),
@@ -369,8 +369,8 @@ fn list_json_keeps_its_contract() {
     assert_eq!(
         unrouted["components"][0],
         serde_json::json!({"name": "web", "active": null, "active_flows": null, "ports": null,
-                           "active_since_ms": null, "canary": null, "draining": [],
-                           "containers": []})
+                           "active_since_ms": null, "active6": null, "active6_flows": null,
+                           "canary": null, "draining": [], "containers": []})
     );
     sandbox.serve_both_on_a();
     let mut hold = sandbox.hold_on_a_then_switch_to_b(5000);
@@ -637,7 +637,7 @@ fn the_event_socket_gets_its_whole_buffer_and_only_the_watched_backends_events()
                 loop {
                     match events.wait(Duration::from_millis(200)).expect("events") {
                         handoff::kernel::conntrack::Events::Changes(changes) => {
-                            backends.extend(changes.iter().map(|c| *c.flow().backend.ip()))
+                            backends.extend(changes.iter().map(|c| c.flow().backend.ip()))
                         }
                         handoff::kernel::conntrack::Events::Idle => break,
                         handoff::kernel::conntrack::Events::Overrun => {
@@ -664,7 +664,7 @@ fn the_event_socket_gets_its_whole_buffer_and_only_the_watched_backends_events()
         buffer >= 2 * handoff::kernel::conntrack::EVENT_RCVBUF,
         "receive buffer {buffer}"
     );
-    let expected: std::collections::BTreeSet<std::net::Ipv4Addr> =
+    let expected: std::collections::BTreeSet<std::net::IpAddr> =
         [BACKEND_A.parse().unwrap()].into();
     assert_eq!(backends, expected, "events seen per backend");
 }

@@ -89,26 +89,31 @@ proptest! {
     #[test]
     fn map_elements_of_any_shape_decode_or_are_refused(
         key in prop::collection::vec(any::<u8>(), 0..10),
-        data in prop::collection::vec(any::<u8>(), 0..12),
+        data in prop::collection::vec(any::<u8>(), 0..24),
     ) {
         // A key is 2 bytes (the layout before UDP: a TCP port) or 8 (protocol, padded, then
-        // the port, padded), the protocol TCP (6) or UDP (17).
+        // the port, padded), the protocol TCP (6) or UDP (17); the data an IPv4 address and a
+        // padded port (8 bytes) or an IPv6 one and a padded port (20).
         let decoded = decode_route(&key, &data);
         let known_key = key.len() == 2 || (key.len() == 8 && matches!(key[0], 6 | 17));
-        prop_assert_eq!(decoded.is_some(), known_key && data.len() >= 6);
+        let known_data = data.len() == 8 || data.len() == 20;
+        prop_assert_eq!(decoded.is_some(), known_key && known_data);
     }
 
     #[test]
     fn every_route_survives_its_encoding(
         udp in any::<bool>(),
         external in any::<u16>(),
-        address in any::<[u8; 4]>(),
+        address in prop_oneof![
+            any::<[u8; 4]>().prop_map(std::net::IpAddr::from),
+            any::<[u8; 16]>().prop_map(std::net::IpAddr::from),
+        ],
         backend_port in any::<u16>(),
     ) {
         let route = Route {
             protocol: if udp { config::Protocol::Udp } else { config::Protocol::Tcp },
             external,
-            address: address.into(),
+            address,
             backend_port,
         };
         let (key, data) = encode_route(&route);

@@ -13,6 +13,7 @@ use crate::ops::inspect::{self as view, BackendView, FlowView};
 fn backends(c: &view::ComponentView) -> Vec<(&'static str, &BackendView)> {
     c.active
         .iter()
+        .chain(&c.active6)
         .map(|a| ("active", a))
         .chain(c.draining.iter().map(|d| ("draining", d)))
         .collect()

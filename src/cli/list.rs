@@ -2,8 +2,9 @@
 //!
 //! The JSON shape is a contract scripts rely on:
 //! `{"components":[{"name":"web","active":"10.0.0.12","draining":[{"address":"10.0.0.11",
-//! "flows":1}]}]}`, with more fields alongside; `"canary"` is `{"address", "weight", "sticky",
-//! "flows"}` during a canary, else `null` (`active` stays the backend that takes the rest).
+//! "flows":1}]}]}`, with more fields alongside; `"active6"` (and `"active6_flows"`) is the
+//! IPv6 backend, else `null`; `"canary"` is `{"address", "weight", "sticky", "flows"}` during
+//! a canary, else `null` (`active` stays the backend that takes the rest).
 
 use anyhow::Result;
 use serde_json::json;
@@ -32,8 +33,10 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
                     "name": c.name,
                     "active": c.active.as_ref().map(|a| a.address.to_string()),
                     "active_flows": c.active.as_ref().map(|a| a.flows.len()),
-                    "ports": c.active.as_ref().map(|a| &a.ports),
+                    "ports": c.active.as_ref().or(c.active6.as_ref()).map(|a| &a.ports),
                     "active_since_ms": c.active.as_ref().and_then(|a| a.since_ms),
+                    "active6": c.active6.as_ref().map(|a| a.address.to_string()),
+                    "active6_flows": c.active6.as_ref().map(|a| a.flows.len()),
                     "canary": c.canary.as_ref().map(|k| json!({
                         "address": k.backend.address.to_string(),
                         "weight": k.weight,
@@ -84,6 +87,9 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
                 draining.join(", ")
             }
         );
+        if let Some(a) = &c.active6 {
+            println!("{:<20} {:<16} {:>6}", "", a.address, a.flows.len());
+        }
         if let Some(k) = &c.canary {
             println!(
                 "{:<20} canary {} takes {} of new connections ({}), {} flows",

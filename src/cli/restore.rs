@@ -19,7 +19,11 @@ pub fn run(_args: &Args, globals: &Globals) -> Result<()> {
             Ok(Restored::Refreshed(address)) => {
                 println!("{name}: routed to {address} already; ruleset re-asserted")
             }
-            Ok(Restored::Routed(switched)) => println!("{}", output::switched(switched)),
+            Ok(Restored::Routed(switched)) => {
+                for one in switched {
+                    println!("{}", output::switched(one));
+                }
+            }
             Err(error) => eprintln!("handoff: error: restoring {name}: {error:#}"),
         }
     }

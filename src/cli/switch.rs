@@ -1,11 +1,13 @@
 //! `handoff switch NAME --to ADDR [--weight PCT [--sticky]]`: check that ADDR is ready, then
-//! point every external port of NAME at it in one nftables transaction; the previous backend
-//! starts draining. With --weight, ADDR becomes a canary taking PCT % of new connections.
+//! point every external port of NAME at it in one nftables transaction, for the clients of
+//! ADDR's family (IPv4 or IPv6; the other family keeps its backend); the previous backend of
+//! that family starts draining. With --weight, ADDR (IPv4) becomes a canary taking PCT % of
+//! new IPv4 connections.
 //!
 //! Everything that can be refused (config, address, readiness) is checked before anything is
 //! written, so bad input changes nothing.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -18,7 +20,8 @@ use crate::ops::switch::{ports_of, switch_address};
 pub struct Args {
     /// Component name.
     pub name: String,
-    /// The new backend's IPv4 address (ports come from the config).
+    /// The new backend's IPv4 or IPv6 address (ports come from the config): the clients of
+    /// its family go to it, the other family's stay where they go.
     #[arg(long, value_name = "ADDR")]
     pub to: String,
     /// Make ADDR a canary: PCT % of new connections go to it, the rest to the active backend
@@ -48,15 +51,16 @@ pub fn run(args: &Args, globals: &Globals) -> Result<()> {
     Ok(())
 }
 
-/// A backend address from the command line: a unicast IPv4 address that can be routed to.
-pub fn parse_backend_address(text: &str) -> Result<Ipv4Addr> {
-    let address: Ipv4Addr = text.trim().parse().map_err(|_| {
+/// A backend address from the command line: a unicast IPv4 or IPv6 address that can be
+/// routed to (IPv6 without brackets or a zone).
+pub fn parse_backend_address(text: &str) -> Result<IpAddr> {
+    let address: IpAddr = text.trim().parse().map_err(|_| {
         Failure::input(format!(
-            "--to: {text:?} is not an IPv4 address (give the backend's address, e.g. 10.0.0.12; \
-             ports come from the config)"
+            "--to: {text:?} is not an IPv4 or IPv6 address (give the backend's address, e.g. \
+             10.0.0.12 or fd00::12; ports come from the config)"
         ))
     })?;
-    let refuse = |why: &str| -> Result<Ipv4Addr> {
+    let refuse = |why: &str| -> Result<IpAddr> {
         Err(Failure::input(format!("--to: {address} is {why}; it cannot be a backend")).into())
     };
     if address.is_unspecified() {
@@ -65,8 +69,16 @@ pub fn parse_backend_address(text: &str) -> Result<Ipv4Addr> {
     if address.is_loopback() {
         return refuse("a loopback address (DNAT'd traffic cannot be routed to it)");
     }
-    if address.is_multicast() || address.is_broadcast() {
+    if address.is_multicast() || address == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
         return refuse("not a unicast address");
+    }
+    if let IpAddr::V6(v6) = address {
+        if v6.to_ipv4_mapped().is_some() {
+            return refuse("an IPv4-mapped IPv6 address (give the IPv4 address itself)");
+        }
+        if v6.is_unicast_link_local() {
+            return refuse("a link-local address (it names no interface: use a routable one)");
+        }
     }
     Ok(address)
 }
@@ -80,13 +92,23 @@ mod tests {
     fn backend_addresses_are_validated() {
         assert_eq!(
             parse_backend_address("10.0.0.12").unwrap(),
-            Ipv4Addr::new(10, 0, 0, 12)
+            IpAddr::from([10, 0, 0, 12])
+        );
+        assert_eq!(
+            parse_backend_address(" fd00::12").unwrap(),
+            "fd00::12".parse::<IpAddr>().unwrap()
         );
         for bad in [
             "",
             "10.0.0",
             "10.0.0.12:80",
+            "[fd00::12]",
+            "fd00::12%eth0",
+            "::",
             "::1",
+            "ff02::1",
+            "fe80::1",
+            "::ffff:10.0.0.12",
             "web",
             "0.0.0.0",
             "127.0.0.1",

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -14,18 +14,18 @@ use crate::error::{ExitCode, Failure};
 
 #[derive(Debug, Default)]
 pub struct FakeProbe {
-    unready: RefCell<HashSet<Ipv4Addr>>,
-    unhealthy: RefCell<HashSet<Ipv4Addr>>,
+    unready: RefCell<HashSet<IpAddr>>,
+    unhealthy: RefCell<HashSet<IpAddr>>,
     /// (address, port, path) of every http termination signal.
-    pub posts: RefCell<Vec<(Ipv4Addr, u16, String)>>,
+    pub posts: RefCell<Vec<(IpAddr, u16, String)>>,
 }
 
 impl FakeProbe {
-    pub fn never_ready(&self, address: Ipv4Addr) {
+    pub fn never_ready(&self, address: IpAddr) {
         self.unready.borrow_mut().insert(address);
     }
 
-    pub fn set_healthy(&self, address: Ipv4Addr, healthy: bool) {
+    pub fn set_healthy(&self, address: IpAddr, healthy: bool) {
         let mut unhealthy = self.unhealthy.borrow_mut();
         if healthy {
             unhealthy.remove(&address);
@@ -36,7 +36,7 @@ impl FakeProbe {
 }
 
 impl Probe for FakeProbe {
-    fn wait_ready(&self, component: &Component, address: Ipv4Addr) -> Result<()> {
+    fn wait_ready(&self, component: &Component, address: IpAddr) -> Result<()> {
         if self.unready.borrow().contains(&address) {
             return Err(Failure::new(
                 ExitCode::NotReady,
@@ -47,14 +47,14 @@ impl Probe for FakeProbe {
         Ok(())
     }
 
-    fn healthy(&self, _component: &Component, address: Ipv4Addr) -> Result<()> {
+    fn healthy(&self, _component: &Component, address: IpAddr) -> Result<()> {
         if self.unhealthy.borrow().contains(&address) {
             anyhow::bail!("http check on port 8080: answered 503");
         }
         Ok(())
     }
 
-    fn post(&self, address: Ipv4Addr, port: u16, path: &str, _timeout: Duration) -> Result<()> {
+    fn post(&self, address: IpAddr, port: u16, path: &str, _timeout: Duration) -> Result<()> {
         self.posts
             .borrow_mut()
             .push((address, port, path.to_string()));

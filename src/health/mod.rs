@@ -9,7 +9,7 @@ pub mod fake;
 mod tls;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -24,11 +24,11 @@ use tls::tls_config;
 pub trait Probe {
     /// Wait until `address` passes `component`'s ready checks, within its readyTimeout (else a
     /// [`ExitCode::NotReady`] failure naming the last failing check).
-    fn wait_ready(&self, component: &Component, address: Ipv4Addr) -> Result<()>;
+    fn wait_ready(&self, component: &Component, address: IpAddr) -> Result<()>;
     /// One round of `component`'s health checks; the error names the first that failed.
-    fn healthy(&self, component: &Component, address: Ipv4Addr) -> Result<()>;
+    fn healthy(&self, component: &Component, address: IpAddr) -> Result<()>;
     /// A POST to the backend, 2xx/3xx expected.
-    fn post(&self, address: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<()>;
+    fn post(&self, address: IpAddr, port: u16, path: &str, timeout: Duration) -> Result<()>;
 }
 
 /// Checks over the real network.
@@ -36,7 +36,7 @@ pub trait Probe {
 pub struct Network;
 
 impl Probe for Network {
-    fn wait_ready(&self, component: &Component, address: Ipv4Addr) -> Result<()> {
+    fn wait_ready(&self, component: &Component, address: IpAddr) -> Result<()> {
         wait_ready(
             &component.name,
             &ready_checks(component),
@@ -45,7 +45,7 @@ impl Probe for Network {
         )
     }
 
-    fn healthy(&self, component: &Component, address: Ipv4Addr) -> Result<()> {
+    fn healthy(&self, component: &Component, address: IpAddr) -> Result<()> {
         for check in &component.health_checks {
             run_check(check, address, Duration::from_secs(check.timeout))
                 .with_context(|| check.title())?;
@@ -53,7 +53,7 @@ impl Probe for Network {
         Ok(())
     }
 
-    fn post(&self, address: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<()> {
+    fn post(&self, address: IpAddr, port: u16, path: &str, timeout: Duration) -> Result<()> {
         http_post(address, port, path, timeout)
     }
 }
@@ -95,7 +95,7 @@ pub fn ready_checks(component: &Component) -> Vec<Check> {
 pub fn wait_ready(
     component: &str,
     checks: &[Check],
-    address: Ipv4Addr,
+    address: IpAddr,
     ready_timeout: Duration,
 ) -> Result<()> {
     let deadline = Instant::now() + ready_timeout;
@@ -126,8 +126,8 @@ pub fn wait_ready(
 }
 
 /// One attempt of one check.
-fn run_check(check: &Check, address: Ipv4Addr, timeout: Duration) -> Result<()> {
-    let target = SocketAddr::new(IpAddr::V4(address), check.port_number());
+fn run_check(check: &Check, address: IpAddr, timeout: Duration) -> Result<()> {
+    let target = SocketAddr::new(address, check.port_number());
     let stream = TcpStream::connect_timeout(&target, timeout)
         .with_context(|| format!("connecting to {target}"))?;
     stream.set_read_timeout(Some(timeout))?;
@@ -136,7 +136,7 @@ fn run_check(check: &Check, address: Ipv4Addr, timeout: Duration) -> Result<()> 
         CheckKind::Tcp => Ok(()),
         CheckKind::Http => http_request(stream, "GET", address, check.request_path()),
         CheckKind::Https => {
-            let server_name = ServerName::IpAddress(IpAddr::V4(address).into());
+            let server_name = ServerName::IpAddress(address.into());
             let connection =
                 rustls::ClientConnection::new(tls_config(), server_name).context("starting TLS")?;
             let tls = rustls::StreamOwned::new(connection, stream);
@@ -146,8 +146,8 @@ fn run_check(check: &Check, address: Ipv4Addr, timeout: Duration) -> Result<()> 
 }
 
 /// gantry's http termination signal: a POST to the backend, 2xx/3xx expected.
-fn http_post(address: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<()> {
-    let target = SocketAddr::new(IpAddr::V4(address), port);
+fn http_post(address: IpAddr, port: u16, path: &str, timeout: Duration) -> Result<()> {
+    let target = SocketAddr::new(address, port);
     let stream = TcpStream::connect_timeout(&target, timeout)
         .with_context(|| format!("connecting to {target}"))?;
     stream.set_read_timeout(Some(timeout))?;
@@ -158,7 +158,7 @@ fn http_post(address: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Res
 fn http_request(
     mut stream: impl Read + Write,
     method: &str,
-    address: Ipv4Addr,
+    address: IpAddr,
     path: &str,
 ) -> Result<()> {
     let request = format!(
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn http_checks_pass_on_2xx_and_fail_on_5xx() {
-        let localhost = Ipv4Addr::LOCALHOST;
+        let localhost = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         let ok = serve_once("HTTP/1.1 200 OK");
         run_check(
             &check(CheckKind::Http, ok, Some("/health")),
@@ -280,7 +280,7 @@ mod tests {
         let error = wait_ready(
             "web",
             &[check(CheckKind::Tcp, port, None)],
-            Ipv4Addr::LOCALHOST,
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             Duration::from_millis(600),
         )
         .unwrap_err();

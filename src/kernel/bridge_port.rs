@@ -11,7 +11,7 @@
 //! joins that namespace to find the interface holding the routed address and its peer's index
 //! (`IFLA_LINK`); the peer, in the host's namespace, is the bridge port (`IFLA_MASTER`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -42,7 +42,7 @@ pub enum Hairpin {
 
 /// Put the bridge port of the container whose network namespace is `/proc/{pid}/ns/net`, on
 /// the interface holding `address`, in hairpin mode. Setting it again is harmless.
-pub fn allow_hairpin(pid: u32, address: Ipv4Addr) -> Result<Hairpin> {
+pub fn allow_hairpin(pid: u32, address: IpAddr) -> Result<Hairpin> {
     let Some(peer) = veth_peer(pid, address)? else {
         return Ok(Hairpin::NoBridgePort);
     };
@@ -81,7 +81,7 @@ pub fn allow_hairpin(pid: u32, address: Ipv4Addr) -> Result<Hairpin> {
 
 /// The host-side index of the veth whose container side holds `address`, read inside the
 /// container's network namespace; `None` when that interface is not a veth with a peer.
-fn veth_peer(pid: u32, address: Ipv4Addr) -> Result<Option<u32>> {
+fn veth_peer(pid: u32, address: IpAddr) -> Result<Option<u32>> {
     let path = format!("/proc/{pid}/ns/net");
     let namespace = std::fs::File::open(&path)
         .with_context(|| format!("opening the container's network namespace {path}"))?;
@@ -118,9 +118,12 @@ fn veth_peer(pid: u32, address: Ipv4Addr) -> Result<Option<u32>> {
 }
 
 /// The index of the interface holding `address`, from an address dump.
-fn index_of(socket: &Socket, address: Ipv4Addr) -> Result<Option<u32>> {
+fn index_of(socket: &Socket, address: IpAddr) -> Result<Option<u32>> {
     let mut request = AddressMessage::default();
-    request.header.family = AddressFamily::Inet;
+    request.header.family = match address {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
     let answer = ask(
         socket,
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -132,8 +135,8 @@ fn index_of(socket: &Socket, address: Ipv4Addr) -> Result<Option<u32>> {
             .attributes
             .iter()
             .any(|a| {
-                matches!(a, AddressAttribute::Address(IpAddr::V4(held))
-                         | AddressAttribute::Local(IpAddr::V4(held)) if *held == address)
+                matches!(a, AddressAttribute::Address(held)
+                         | AddressAttribute::Local(held) if *held == address)
             })
             .then_some(message.header.index),
         _ => None,

@@ -9,7 +9,7 @@
 //! a switch, so a crash in between leaves a canary recorded that the kernel does not route —
 //! which `reconcile` turns into a draining backend.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -29,8 +29,8 @@ use crate::state::{now_ms, BackendRecord, CanaryRecord};
 pub struct Split {
     pub component: String,
     /// The active backend, which keeps the rest of the new connections.
-    pub active: Ipv4Addr,
-    pub canary: Ipv4Addr,
+    pub active: IpAddr,
+    pub canary: IpAddr,
     pub weight: u8,
     pub sticky: bool,
     /// A canary this one replaced (now draining).
@@ -56,11 +56,19 @@ pub fn refuse_during_canary(session: &Session, component: &Component) -> Result<
 pub fn canary_address(
     env: &Env,
     component: &Component,
-    address: Ipv4Addr,
+    address: IpAddr,
     weight: u8,
     sticky: bool,
 ) -> Result<Split> {
     ports_of(component)?;
+    if address.is_ipv6() {
+        return Err(Failure::input(format!(
+            "--weight: {address} is an IPv6 address; a canary splits IPv4 clients only (switch \
+             IPv6 clients with `handoff switch {} --to {address}`)",
+            component.name
+        ))
+        .into());
+    }
     let mut session = Session::open(env, component, &format!("canary {address}"))?;
     let active = active_backend(&session, component)?;
     if active == address {
@@ -121,7 +129,9 @@ pub fn canary_update(
         None => {
             let container = launch(env, &mut session, component, tag)?;
             BackendRecord {
-                address: container.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                address: container
+                    .address
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
                 ports: component.port_pairs(),
                 since_ms: now_ms(),
                 container: Some(container.id),
@@ -140,7 +150,7 @@ pub fn canary_update(
 }
 
 /// The active backend, which a canary needs beside it.
-fn active_backend(session: &Session, component: &Component) -> Result<Ipv4Addr> {
+fn active_backend(session: &Session, component: &Component) -> Result<IpAddr> {
     session.routes.active().ok_or_else(|| {
         Failure::input(format!(
             "{} is not routed: a canary needs an active backend beside it (`switch` or \
@@ -157,7 +167,7 @@ fn split_to(
     env: &Env,
     session: &mut Session,
     component: &Component,
-    active: Ipv4Addr,
+    active: IpAddr,
     backend: BackendRecord,
     weight: u8,
     sticky: bool,

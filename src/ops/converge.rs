@@ -6,7 +6,7 @@
 //! reconciles the state with what runs, so a container left by an update that died (an agent
 //! SIGKILLed during its turn) is marked draining, for the agent's drains to retire.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -21,7 +21,7 @@ use crate::config::{Component, Config};
 pub struct Serving {
     /// The image tag of the active container.
     pub tag: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Started by this convergence (else it was serving already).
     pub started: bool,
 }

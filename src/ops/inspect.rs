@@ -2,12 +2,12 @@
 //! kernel's map, the draining backends from the state file, its containers, and the live flows
 //! of each backend, from one listing of the table and one conntrack dump.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::switch::active_record;
+use super::switch::{active6_record, active_record};
 use super::watch::live_flows;
 use super::Env;
 use crate::config::{Config, PortPair};
@@ -17,7 +17,7 @@ use crate::state::{now_ms, BackendRecord};
 
 #[derive(Debug, Serialize)]
 pub struct BackendView {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub ports: Vec<PortPair>,
     /// When it became active (active) or started draining (draining), ms since the epoch;
     /// `null` when the state file does not know.
@@ -38,7 +38,10 @@ pub struct CanaryView {
 #[derive(Debug, Serialize)]
 pub struct ComponentView {
     pub name: String,
+    /// The active IPv4 backend.
     pub active: Option<BackendView>,
+    /// The active IPv6 backend, if IPv6 clients have one.
+    pub active6: Option<BackendView>,
     pub canary: Option<CanaryView>,
     pub draining: Vec<BackendView>,
     /// Docker components: their containers, found by label.
@@ -52,7 +55,7 @@ pub struct ContainerView {
     pub name: String,
     pub image: String,
     pub tag: String,
-    pub address: Option<Ipv4Addr>,
+    pub address: Option<IpAddr>,
     /// `active`, `canary`, `draining`, `failed` (not running) or `idle` (running, not
     /// routed).
     pub state: &'static str,
@@ -83,18 +86,24 @@ pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<Component
             continue;
         }
         let recorded = state.component(&component.name);
-        let active = routes
-            .get(&component.name)
-            .and_then(|r| active_record(r, now))
-            .map(|mut record| {
-                let since = recorded
-                    .active
-                    .as_ref()
+        let routed = routes.get(&component.name);
+        let view_of = |record: Option<BackendRecord>, known: Option<&BackendRecord>| {
+            record.map(|mut record| {
+                let since = known
                     .filter(|a| a.address == record.address)
                     .map(|a| a.since_ms);
                 record.since_ms = since.unwrap_or(0);
                 backend_view(record, since, &flows)
-            });
+            })
+        };
+        let active = view_of(
+            routed.and_then(|r| active_record(r, now)),
+            recorded.active.as_ref(),
+        );
+        let active6 = view_of(
+            routed.and_then(|r| active6_record(r, now)),
+            recorded.active6.as_ref(),
+        );
         let canary = routes
             .get(&component.name)
             .and_then(|r| {
@@ -137,7 +146,7 @@ pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<Component
                 .map(|c| {
                     container_view(
                         c,
-                        active.as_ref(),
+                        active.as_ref().or(active6.as_ref()),
                         canary.as_ref().map(|c| &c.backend),
                         &draining,
                         now,
@@ -149,6 +158,7 @@ pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<Component
         views.push(ComponentView {
             name: component.name.clone(),
             active,
+            active6,
             canary,
             draining,
             containers,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::{Context as _, Result};
 
@@ -190,7 +190,7 @@ pub fn launch(
 
 /// Let a container just started (or started again) reach its own component through the host
 /// (self-hairpin). A failure is a warning: every other client path works without it.
-pub fn allow_hairpin(env: &Env, component: &Component, id: &str, address: Ipv4Addr) {
+pub fn allow_hairpin(env: &Env, component: &Component, id: &str, address: IpAddr) {
     let allowed = env
         .runtime()
         .and_then(|runtime| runtime.pid(id))

@@ -8,7 +8,7 @@
 use anyhow::Result;
 
 use super::session::Session;
-use super::switch::active_record;
+use super::switch::{active6_record, active_record};
 use super::Env;
 use crate::config::Component;
 use crate::state::{now_ms, BackendRecord};
@@ -37,6 +37,12 @@ pub fn reconcile(env: &Env, session: &mut Session, component: &Component) -> Res
         (None, Some(_)) if recorded_active == Some(false) => entry.active = None,
         (None, _) => {}
     }
+    // IPv6: the kernel's map is the authority, as for IPv4 (address backends only: a record
+    // the kernel no longer routes is dropped, nothing of it runs here to drain).
+    let active6 = session.routes.active6();
+    if entry.active6.as_ref().map(|r| r.address) != active6 {
+        entry.active6 = active6_record(&session.routes, now);
+    }
     if let Some(canary) = entry
         .canary
         .take_if(|c| session.routes.canary() != Some(c.backend.address))
@@ -51,12 +57,15 @@ pub fn reconcile(env: &Env, session: &mut Session, component: &Component) -> Res
             entry.draining.push(backend);
         }
     }
-    entry.draining.retain(|b| Some(b.address) != active);
+    entry
+        .draining
+        .retain(|b| Some(b.address) != active && Some(b.address) != active6);
     for container in session.containers.iter().filter(|c| c.running) {
         let Some(address) = container.address else {
             continue;
         };
         let known = Some(address) == active
+            || Some(address) == active6
             || Some(address) == session.routes.canary()
             || entry.active.as_ref().is_some_and(|a| a.address == address)
             || entry.draining.iter().any(|b| b.address == address);

@@ -4,7 +4,7 @@
 //! stopped (its address may have changed: the container is still the active one, and nothing
 //! of it is drained), or replaced by a new one if it is gone.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -15,6 +15,7 @@ use super::switch::{commit_routing, switch_to, Switched};
 use super::Env;
 use crate::config::Component;
 use crate::kernel::netfilter::Canary;
+use crate::state::BackendRecord;
 
 /// What restoring one component did.
 #[derive(Debug)]
@@ -22,9 +23,10 @@ pub enum Restored {
     /// Nothing was recorded as active: nothing to route.
     NothingRecorded,
     /// The kernel routes it already: its map and the hairpin set were asserted again.
-    Refreshed(Ipv4Addr),
-    /// Routed again (to a container started again, replaced, or an address as recorded).
-    Routed(Switched),
+    Refreshed(IpAddr),
+    /// Routed again (to a container started again, replaced, or an address as recorded): one
+    /// switch per family it had a backend of.
+    Routed(Vec<Switched>),
 }
 
 #[derive(Debug, Default)]
@@ -77,13 +79,14 @@ pub fn restore(env: &Env, components: &[Component]) -> Result<RestoreReport> {
 
 fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
     let mut session = Session::open(env, component, "restore")?;
-    let Some(active) = session.state.component(&component.name).active else {
+    let recorded = session.state.component(&component.name);
+    if recorded.active.is_none() && recorded.active6.is_none() {
         return Ok(Restored::NothingRecorded);
-    };
+    }
     // The hole in Docker's FORWARD policy does not survive a reboot; routing does not look
     // for it on its hot path.
     env.firewall.open_forward_path()?;
-    if let Some(address) = session.routes.active() {
+    if let Some(address) = session.routes.active().or(session.routes.active6()) {
         // A canary the kernel still routes is asserted again with its recorded share.
         let canary = session
             .state
@@ -127,6 +130,31 @@ fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
             entry.draining.push(canary.backend);
         }
     }
+    let mut switched = Vec::new();
+    if let Some(active) = recorded.active {
+        switched.push(route_again(env, &mut session, component, active)?);
+    }
+    // An IPv6 backend is an address (Docker components are routed over IPv4).
+    if let Some(active6) = recorded.active6 {
+        switched.push(switch_to(
+            env,
+            &mut session,
+            component,
+            active6.address,
+            None,
+        )?);
+    }
+    Ok(Restored::Routed(switched))
+}
+
+/// Route `component` to its recorded `active` IPv4 backend again: an address as it is, a
+/// container started again or replaced.
+fn route_again(
+    env: &Env,
+    session: &mut Session,
+    component: &Component,
+    active: BackendRecord,
+) -> Result<Switched> {
     let (address, container) = match (&component.repo, &active.container) {
         (Some(_), Some(id)) => {
             let runtime = env.runtime()?;
@@ -147,18 +175,12 @@ fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
                     (address, Some(id.clone()))
                 }
                 None => {
-                    let c = launch(env, &mut session, component, &component.tag)?;
+                    let c = launch(env, session, component, &component.tag)?;
                     (c.address.unwrap_or(active.address), Some(c.id))
                 }
             }
         }
         _ => (active.address, None),
     };
-    Ok(Restored::Routed(switch_to(
-        env,
-        &mut session,
-        component,
-        address,
-        container,
-    )?))
+    switch_to(env, session, component, address, container)
 }

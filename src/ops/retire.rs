@@ -4,7 +4,7 @@
 //! the hairpin set. Like any teardown it keeps going past a failing step and reports every
 //! failure; something that is already gone is done, not an error.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -32,7 +32,7 @@ pub enum Retirement {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retired {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub container: Option<String>,
     pub retirement: Retirement,
 }
@@ -74,11 +74,11 @@ pub fn retire_finished(
     // An address backend may be a container or a host that someone else stops later (and
     // dockerd would then clear its entries by their original tuple): forget its finished
     // flows now, unless the address serves again.
-    let serving: Vec<Ipv4Addr> = session
+    let serving: Vec<IpAddr> = session
         .state
         .components
         .values()
-        .filter_map(|c| c.active.as_ref().map(|a| a.address))
+        .flat_map(|c| c.active.iter().chain(&c.active6).map(|a| a.address))
         .collect();
     let mut retired = Vec::new();
     for backend in &mine {
@@ -118,7 +118,7 @@ pub fn retire_finished(
     // Only touch the kernel when there is something to route: setting the hairpin set would
     // otherwise create an empty table.
     let known = session.state.known_addresses();
-    if !known.is_empty() || session.routes.active().is_some() {
+    if !known.is_empty() || session.routes.is_routed() {
         env.firewall.set_hairpin_sources(&known)?;
     }
     Ok(retired)

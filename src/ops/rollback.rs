@@ -5,6 +5,9 @@
 //! is a switch, not a reset: every existing flow stays on the backend it started on, in both
 //! directions.
 //!
+//! The most recent draining backend may be of either family (an address component switched
+//! over IPv6): the rollback switches that family, the other keeps its backend.
+//!
 //! During a canary, a rollback ends it: every new connection goes to the active backend again
 //! and the canary drains (no ready check: nothing new is routed to).
 //!
@@ -33,7 +36,7 @@ pub enum Rollback {
     AlreadyDone(RolledBack),
     /// The component had a canary: every new connection goes to the active backend again,
     /// and the canary (this address) drains.
-    CanaryEnded(std::net::Ipv4Addr),
+    CanaryEnded(std::net::IpAddr),
 }
 
 /// Switch `component` back to its most recent draining backend (ready-checked first). Bad
@@ -51,12 +54,12 @@ pub fn rollback(env: &Env, component: &Component) -> Result<Rollback> {
     if let Some(canary) = end_canary(env, &mut session, component)? {
         return Ok(Rollback::CanaryEnded(canary.address));
     }
-    let active = session.routes.active();
+    let routes = session.routes.clone();
+    let active = |address| routes.active_of_family(address);
     let entry = session.state.component(name);
-    if let Some(done) = entry
-        .rolled_back
-        .filter(|r| Some(r.to) == active && entry.draining.iter().any(|b| b.address == r.from))
-    {
+    if let Some(done) = entry.rolled_back.filter(|r| {
+        Some(r.to) == active(r.to) && entry.draining.iter().any(|b| b.address == r.from)
+    }) {
         return Ok(Rollback::AlreadyDone(done));
     }
     let Some(target) = session
@@ -64,7 +67,7 @@ pub fn rollback(env: &Env, component: &Component) -> Result<Rollback> {
         .component(name)
         .draining
         .into_iter()
-        .filter(|b| Some(b.address) != active)
+        .filter(|b| Some(b.address) != active(b.address))
         .max_by_key(|b| b.since_ms)
     else {
         return Err(nothing(format!(
@@ -89,7 +92,7 @@ pub fn rollback(env: &Env, component: &Component) -> Result<Rollback> {
         }
     };
     wait_until_ready(env, component, target.address)?;
-    if let Some(from) = active {
+    if let Some(from) = active(target.address) {
         // Saved by the switch, with it; a refused switch leaves it stale, which is harmless
         // (it only counts while the kernel routes to `to`).
         session

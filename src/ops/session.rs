@@ -62,7 +62,7 @@ impl Session {
     }
 
     /// The running container of this component at `address`, if any.
-    pub fn container_at(&self, address: std::net::Ipv4Addr) -> Option<&Container> {
+    pub fn container_at(&self, address: std::net::IpAddr) -> Option<&Container> {
         self.containers
             .iter()
             .find(|c| c.running && c.address == Some(address))

@@ -7,7 +7,7 @@ use super::drain::{finish_drain, DrainReport};
 use super::reconcile::sweep_stopped;
 use super::retire::{retire_finished, Retired};
 use super::session::Session;
-use super::switch::active_record;
+use super::switch::{active6_record, active_record};
 use super::Env;
 use crate::config::{Component, PortPair};
 use crate::state::{now_ms, BackendRecord};
@@ -44,10 +44,11 @@ pub fn withdraw(env: &Env, component: &Component, what: &str) -> Result<()> {
     let mut session = Session::open(env, component, what)?;
     let now = now_ms();
     let mut active = active_record(&session.routes, now);
-    if let Some(record) = &mut active {
+    let mut active6 = active6_record(&session.routes, now);
+    for record in active.iter_mut().chain(active6.iter_mut()) {
         record.container = session.container_at(record.address).map(|c| c.id.clone());
     }
-    let running: Vec<(std::net::Ipv4Addr, String)> = session
+    let running: Vec<(std::net::IpAddr, String)> = session
         .containers
         .iter()
         .filter(|c| c.running)
@@ -61,13 +62,16 @@ pub fn withdraw(env: &Env, component: &Component, what: &str) -> Result<()> {
             entry.draining.push(backend);
         }
     }
-    if let Some(mut record) = active.or(entry.active.take()) {
+    let recorded = (entry.active.take(), entry.active6.take());
+    for mut record in [active.or(recorded.0), active6.or(recorded.1)]
+        .into_iter()
+        .flatten()
+    {
         record.since_ms = now;
         if !entry.draining.iter().any(|b| b.address == record.address) {
             entry.draining.push(record);
         }
     }
-    entry.active = None;
     // Containers of the component that nothing tracks yet are retired with the rest.
     for (address, id) in running {
         if !entry.draining.iter().any(|b| b.address == address) {
@@ -83,6 +87,7 @@ pub fn withdraw(env: &Env, component: &Component, what: &str) -> Result<()> {
         .routes
         .routes
         .iter()
+        .chain(&session.routes.routes6)
         .map(|r| r.pair())
         .chain(component.port_pairs())
         .collect();

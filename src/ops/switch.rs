@@ -2,7 +2,7 @@
 //! previous backend starts draining. The state is written first and put back if the kernel
 //! refuses, so a crash in between leaves a backend listed as draining, never one forgotten.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -14,14 +14,14 @@ use crate::config::{Component, PortPair};
 use crate::crash;
 use crate::error::Failure;
 use crate::kernel::conntrack::ensure_events_for_new_flows_once;
-use crate::kernel::netfilter::{Canary, ComponentRoutes, Links, Switch};
+use crate::kernel::netfilter::{Canary, ComponentRoutes, Links, Route, Switch};
 use crate::state::{now_ms, BackendRecord, State};
 
 /// What a switch did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Switched {
     pub component: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The backend that was active before (now draining, unless it is the same address).
     pub previous: Option<BackendRecord>,
     /// The kernel transaction and the state update, without the ready check.
@@ -41,13 +41,22 @@ pub fn ports_of(component: &Component) -> Result<Vec<PortPair>> {
     Ok(ports)
 }
 
-/// The active backend as a record, from the kernel's routes (ports as the kernel has them).
+/// The active IPv4 backend as a record, from the kernel's routes (ports as the kernel has
+/// them).
 pub fn active_record(routes: &ComponentRoutes, since_ms: u64) -> Option<BackendRecord> {
-    let address = routes.active()?;
+    record_of(&routes.routes, since_ms)
+}
+
+/// The active IPv6 backend as a record.
+pub fn active6_record(routes: &ComponentRoutes, since_ms: u64) -> Option<BackendRecord> {
+    record_of(&routes.routes6, since_ms)
+}
+
+fn record_of(routes: &[Route], since_ms: u64) -> Option<BackendRecord> {
+    let address = routes.first()?.address;
     Some(BackendRecord {
         address,
         ports: routes
-            .routes
             .iter()
             .filter(|r| r.address == address)
             .map(|r| r.pair())
@@ -57,15 +66,16 @@ pub fn active_record(routes: &ComponentRoutes, since_ms: u64) -> Option<BackendR
     })
 }
 
-/// Point `component` at `address` (already checked ready), running as `container` when it is
-/// one, in one transaction. The previous backend — what the kernel routes to, or, when our
+/// Point `component`'s clients of `address`'s family at `address` (already checked ready),
+/// running as `container` when it is one, in one transaction; the other family keeps its
+/// backend. The previous backend of that family — what the kernel routes to, or, when our
 /// table is gone, what the state says was active — starts draining, unless it is the same
 /// container (restarted at another address: nothing of it is left to drain).
 pub fn switch_to(
     env: &Env,
     session: &mut Session,
     component: &Component,
-    address: Ipv4Addr,
+    address: IpAddr,
     container: Option<String>,
 ) -> Result<Switched> {
     let started = Instant::now();
@@ -73,13 +83,18 @@ pub fn switch_to(
     let ports = ports_of(component)?;
     let before = session.state.clone();
     let now = now_ms();
-    let previous = active_record(&session.routes, now)
+    let routed = record_of(session.routes.routes_of_family(address), now);
+    let recorded = match address {
+        IpAddr::V4(_) => before.component(name).active,
+        IpAddr::V6(_) => before.component(name).active6,
+    };
+    let previous = routed
         .map(|mut record| {
             record.container = session.container_at(record.address).map(|c| c.id.clone());
             record
         })
         .or_else(|| {
-            before.component(name).active.map(|mut record| {
+            recorded.map(|mut record| {
                 record.since_ms = now;
                 record
             })
@@ -121,8 +136,9 @@ pub fn switch_to(
     })
 }
 
-/// Make the kernel route `component` to `backend` (and `canary`, if any) in one transaction,
-/// the state as the caller saved it in `session` already. Refused, the state is put back to
+/// Make the kernel route `component`'s clients of `backend`'s family to `backend` (and
+/// `canary`, if any; the other family as the kernel routes it now) in one transaction, the
+/// state as the caller saved it in `session` already. Refused, the state is put back to
 /// `before` and the error says what was being `done` and that nothing was changed; done, the
 /// session's routes are what the transaction made.
 pub(super) fn commit_routing(
@@ -130,7 +146,7 @@ pub(super) fn commit_routing(
     session: &mut Session,
     before: State,
     component: &Component,
-    backend: Ipv4Addr,
+    backend: IpAddr,
     canary: Option<Canary>,
     doing: impl FnOnce() -> String,
 ) -> Result<()> {
@@ -148,7 +164,7 @@ pub(super) fn commit_routing(
         component: &component.name,
         current: &session.routes,
         ports: &ports,
-        backend,
+        backends: session.routes.backends().with(backend),
         canary,
         localhost: component.localhost_clients,
         links,
@@ -162,6 +178,7 @@ pub(super) fn commit_routing(
     }
     let routes = ComponentRoutes {
         routes: change.routes(),
+        routes6: change.routes6(),
         canary: change.canary_routes(),
         localhost: change.localhost,
     };
@@ -171,7 +188,7 @@ pub(super) fn commit_routing(
 
 /// Say that `address` is being checked, and wait until it passes `component`'s readyChecks
 /// (within readyTimeout): what every step does before it routes to a backend.
-pub fn wait_until_ready(env: &Env, component: &Component, address: Ipv4Addr) -> Result<()> {
+pub fn wait_until_ready(env: &Env, component: &Component, address: IpAddr) -> Result<()> {
     env.step(format!(
         "{}: waiting for {address} to pass its ready checks (readyTimeout {} ms)",
         component.name, component.ready_timeout
@@ -180,7 +197,7 @@ pub fn wait_until_ready(env: &Env, component: &Component, address: Ipv4Addr) -> 
 }
 
 /// `switch NAME --to ADDR`: check that ADDR is ready (within readyTimeout), then switch.
-pub fn switch_address(env: &Env, component: &Component, address: Ipv4Addr) -> Result<Switched> {
+pub fn switch_address(env: &Env, component: &Component, address: IpAddr) -> Result<Switched> {
     ports_of(component)?;
     let mut session = Session::open(env, component, &format!("switch --to {address}"))?;
     refuse_during_canary(&session, component)?;

@@ -3,7 +3,7 @@
 //! in a temporary folder. No root, no kernel, no Docker.
 
 use std::cell::RefCell;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{Env, Note, Reporter, RuntimeSource, Settings};
@@ -104,12 +104,12 @@ impl Kit {
     }
 
     /// Where the kernel sends web's new connections.
-    pub fn routed(&self) -> Option<Ipv4Addr> {
+    pub fn routed(&self) -> Option<IpAddr> {
         self.firewall.routes("web").expect("routes").active()
     }
 
     /// (image, address) of every running container.
-    pub fn serving(&self) -> Vec<(String, Option<Ipv4Addr>)> {
+    pub fn serving(&self) -> Vec<(String, Option<IpAddr>)> {
         self.runtime
             .running()
             .into_iter()
@@ -131,8 +131,8 @@ impl Kit {
 }
 
 /// 172.17.0.N, as the fake runtime hands addresses out (lowest free first, from .2).
-pub fn docker_address(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(172, 17, 0, n)
+pub fn docker_address(n: u8) -> IpAddr {
+    IpAddr::from([172, 17, 0, n])
 }
 
 /// The old and the new backend of the drain tests, as conntrack shows them.
@@ -141,11 +141,11 @@ pub const NEW: &str = "10.0.1.12:8080";
 
 /// The old backend's record: 10.0.1.11, serving port 80 on 8080.
 pub fn old_record() -> BackendRecord {
-    record_of(Ipv4Addr::new(10, 0, 1, 11))
+    record_of(IpAddr::from([10, 0, 1, 11]))
 }
 
 /// A backend record at `address`, serving port 80 on 8080.
-pub fn record_of(address: Ipv4Addr) -> BackendRecord {
+pub fn record_of(address: IpAddr) -> BackendRecord {
     BackendRecord {
         address,
         ports: vec![PortPair::tcp(80, 8080)],

@@ -30,7 +30,9 @@ pub fn start(env: &Env, component: &Component) -> Result<Switched> {
         }
     }
     let container = launch(env, &mut session, component, &component.tag)?;
-    let address = container.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    let address = container
+        .address
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     switch_to(env, &mut session, component, address, Some(container.id))
 }
 
@@ -66,7 +68,9 @@ pub fn update(env: &Env, component: &Component, tag: Option<&str>) -> Result<Upd
         Some(name) => report.already_serving = Some(name),
         None => {
             let container = launch(env, &mut session, component, tag)?;
-            let address = container.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            let address = container
+                .address
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
             report.switched = Some(switch_to(
                 env,
                 &mut session,

@@ -14,7 +14,7 @@
 //! must not end a newer flow that still lives.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -37,7 +37,7 @@ const RECHECK_LIMIT: usize = 256;
 /// Does `flow` go to the draining `backend` through one of its external ports?
 pub fn belongs(flow: &Flow, backend: &BackendRecord) -> bool {
     flow.is_dnat()
-        && *flow.backend.ip() == backend.address
+        && flow.backend.ip() == backend.address
         && backend.ports.iter().any(|p| {
             p.protocol == flow.protocol
                 && p.external == flow.destination.port()
@@ -89,7 +89,7 @@ impl Watch {
 
     /// Start over from the kernel: one dump per draining address, filtered by the kernel.
     fn resync(&mut self, conntrack: &mut dyn Conntrack) -> Result<()> {
-        let mut addresses: Vec<Ipv4Addr> = self.targets.iter().map(|t| t.backend.address).collect();
+        let mut addresses: Vec<IpAddr> = self.targets.iter().map(|t| t.backend.address).collect();
         addresses.sort();
         addresses.dedup();
         self.live.clear();
@@ -175,7 +175,7 @@ pub fn wait(
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let mut addresses: Vec<Ipv4Addr> = targets.iter().map(|t| t.backend.address).collect();
+    let mut addresses: Vec<IpAddr> = targets.iter().map(|t| t.backend.address).collect();
     addresses.sort();
     addresses.dedup();
     conntrack.subscribe(&addresses)?;

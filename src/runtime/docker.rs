@@ -3,7 +3,7 @@
 //! current-thread tokio runtime.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -185,7 +185,7 @@ impl Runtime for Docker {
     }
 
     /// The container's address on `network`, waiting briefly for Docker to assign it.
-    fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr> {
+    fn address(&self, id: &str, network: &str) -> Result<IpAddr> {
         for _ in 0..50 {
             let inspect = self
                 .runtime
@@ -212,7 +212,7 @@ impl Runtime for Docker {
 
     /// The container's address on `network` while it runs; `None` when it is stopped, gone,
     /// or has no address there.
-    fn running_address(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>> {
+    fn running_address(&self, id: &str, network: &str) -> Result<Option<IpAddr>> {
         let inspect = match self
             .runtime
             .block_on(self.client.inspect_container(id, None))

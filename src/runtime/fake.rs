@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -96,16 +96,16 @@ impl FakeRuntime {
     }
 
     /// The lowest free address of 172.17.0.2.., as Docker's IPAM picks.
-    fn free_address(inner: &Inner) -> Ipv4Addr {
-        let taken: BTreeSet<Ipv4Addr> = inner
+    fn free_address(inner: &Inner) -> IpAddr {
+        let taken: BTreeSet<IpAddr> = inner
             .entries
             .iter()
             .filter_map(|e| e.container.address)
             .collect();
         (2..=254)
-            .map(|host| Ipv4Addr::new(172, 17, 0, host))
+            .map(|host| IpAddr::from([172, 17, 0, host]))
             .find(|a| !taken.contains(a))
-            .unwrap_or(Ipv4Addr::new(172, 17, 0, 255))
+            .unwrap_or(IpAddr::from([172, 17, 0, 255]))
     }
 }
 
@@ -202,12 +202,12 @@ impl Runtime for FakeRuntime {
         Ok(Ipv4Addr::new(172, 17, 0, 1))
     }
 
-    fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr> {
+    fn address(&self, id: &str, network: &str) -> Result<IpAddr> {
         self.running_address(id, network)?
             .ok_or_else(|| anyhow::anyhow!("container {id} has no address"))
     }
 
-    fn running_address(&self, id: &str, _network: &str) -> Result<Option<Ipv4Addr>> {
+    fn running_address(&self, id: &str, _network: &str) -> Result<Option<IpAddr>> {
         Ok(self
             .inner
             .borrow()

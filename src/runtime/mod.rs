@@ -10,7 +10,7 @@ pub mod docker;
 pub mod fake;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -33,7 +33,8 @@ pub struct Container {
     pub state: String,
     /// Seconds since the epoch.
     pub created: i64,
-    pub address: Option<Ipv4Addr>,
+    /// Its IPv4 address on the component's network.
+    pub address: Option<IpAddr>,
     pub labels: HashMap<String, String>,
 }
 
@@ -95,10 +96,10 @@ pub trait Runtime {
     /// Start an existing (stopped) container again, e.g. after a reboot.
     fn start(&self, id: &str) -> Result<()>;
     /// The container's address on `network`, waiting briefly for the runtime to assign it.
-    fn address(&self, id: &str, network: &str) -> Result<Ipv4Addr>;
+    fn address(&self, id: &str, network: &str) -> Result<IpAddr>;
     /// The container's address on `network` while it runs; `None` when it is stopped, gone,
     /// or has no address there.
-    fn running_address(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>>;
+    fn running_address(&self, id: &str, network: &str) -> Result<Option<IpAddr>>;
     /// The PID of the running container's first process: its network namespace is
     /// `/proc/PID/ns/net`.
     fn pid(&self, id: &str) -> Result<u32>;

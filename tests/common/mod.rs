@@ -28,6 +28,11 @@ pub const BACKEND_A: &str = "10.0.1.11";
 pub const BACKEND_B: &str = "10.0.1.12";
 /// An address on the bridge where no namespace lives.
 pub const NOBODY: &str = "10.0.1.13";
+/// The same topology over IPv6 (see [`Sandbox::add_ipv6`]).
+pub const GATEWAY6: &str = "fd00:2::1";
+pub const BRIDGE_GATEWAY6: &str = "fd00:1::1";
+pub const BACKEND_A6: &str = "fd00:1::11";
+pub const BACKEND_B6: &str = "fd00:1::12";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -192,6 +197,61 @@ impl Sandbox {
         );
     }
 
+    /// Give every namespace its IPv6 address beside its IPv4 one (no duplicate address
+    /// detection: the addresses are usable at once), the routes, and forwarding.
+    pub fn add_ipv6(&self) {
+        let (gw, client) = (self.gateway.as_str(), self.client.as_str());
+        for (ns, address, dev) in [
+            (gw, "fd00:1::1/64", "br0"),
+            (gw, "fd00:2::1/64", "vc"),
+            (self.a.as_str(), "fd00:1::11/64", "eth0"),
+            (self.b.as_str(), "fd00:1::12/64", "eth0"),
+            (client, "fd00:2::2/64", "eth0"),
+        ] {
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", address, "dev", dev, "nodad"],
+            );
+        }
+        for (ns, via) in [
+            (self.a.as_str(), BRIDGE_GATEWAY6),
+            (self.b.as_str(), BRIDGE_GATEWAY6),
+            (client, GATEWAY6),
+        ] {
+            run(
+                "ip",
+                &["-n", ns, "-6", "route", "add", "default", "via", via],
+            );
+        }
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                gw,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.forwarding=1",
+            ],
+        );
+        // The link-local addresses of the links just brought up are still tentative (duplicate
+        // address detection, ~1 s): until then the gateway cannot send a neighbour
+        // solicitation from br0, and the first forwarded connections time out.
+        for ns in [gw, self.a.as_str(), self.b.as_str(), client] {
+            wait_for(
+                Duration::from_secs(10),
+                || {
+                    let listed = Command::new("ip")
+                        .args(["-n", ns, "-6", "addr", "show", "tentative"])
+                        .output()
+                        .expect("ip");
+                    listed.stdout.is_empty()
+                },
+                "IPv6 duplicate address detection to end",
+            );
+        }
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("handoff.json")
     }
@@ -203,21 +263,21 @@ impl Sandbox {
     /// Start a netkit HTTP server named `name` on port 8080 in `ns` (and its UDP answerer on
     /// 8053) and wait until it listens.
     pub fn serve(&mut self, ns: &str, name: &str) {
+        self.serve_on(ns, name, "0.0.0.0");
+    }
+
+    /// The same on `[::]`: one socket for both families (IPv4 clients arrive mapped).
+    pub fn serve_both_families(&mut self, ns: &str, name: &str) {
+        self.serve_on(ns, name, "[::]");
+    }
+
+    fn serve_on(&mut self, ns: &str, name: &str, any: &str) {
         let ready = self.dir.path().join(format!("{name}.ready"));
         let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                NETKIT,
-                "serve",
-                "--listen",
-                "0.0.0.0:8080",
-                "--name",
-                name,
-                "--udp",
-                "0.0.0.0:8053",
-            ])
+            .args(["netns", "exec", ns, NETKIT, "serve", "--listen"])
+            .arg(format!("{any}:8080"))
+            .args(["--name", name, "--udp"])
+            .arg(format!("{any}:8053"))
             .arg("--ready-file")
             .arg(&ready)
             .stdout(Stdio::null())

@@ -2,7 +2,7 @@
 //! `netlink-packet-netfilter` does the framing; the attributes it leaves raw (id, zone, byte
 //! counters, start timestamp) are decoded here. Never panics, whatever the bytes.
 
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use anyhow::Result;
 use netlink_packet_core::{DefaultNla, NetlinkPayload, Nla};
@@ -55,8 +55,8 @@ fn be_u32(value: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(value.get(..4)?.try_into().ok()?))
 }
 
-/// (source, destination, protocol) of a tuple attribute, IPv4 only.
-fn decode_tuple(tuple: &[Tuple]) -> Option<(SocketAddrV4, SocketAddrV4, Protocol)> {
+/// (source, destination, protocol) of a tuple attribute.
+fn decode_tuple(tuple: &[Tuple]) -> Option<(SocketAddr, SocketAddr, Protocol)> {
     let (mut src_ip, mut dst_ip, mut src_port, mut dst_port, mut proto) =
         (None, None, None, None, None);
     for part in tuple {
@@ -64,8 +64,8 @@ fn decode_tuple(tuple: &[Tuple]) -> Option<(SocketAddrV4, SocketAddrV4, Protocol
             Tuple::Ip(ips) => {
                 for ip in ips {
                     match ip {
-                        IPTuple::SourceAddress(IpAddr::V4(a)) => src_ip = Some(*a),
-                        IPTuple::DestinationAddress(IpAddr::V4(a)) => dst_ip = Some(*a),
+                        IPTuple::SourceAddress(a) => src_ip = Some(*a),
+                        IPTuple::DestinationAddress(a) => dst_ip = Some(*a),
                         _ => {}
                     }
                 }
@@ -84,13 +84,13 @@ fn decode_tuple(tuple: &[Tuple]) -> Option<(SocketAddrV4, SocketAddrV4, Protocol
         }
     }
     Some((
-        SocketAddrV4::new(src_ip?, src_port?),
-        SocketAddrV4::new(dst_ip?, dst_port?),
+        SocketAddr::new(src_ip?, src_port?),
+        SocketAddr::new(dst_ip?, dst_port?),
         proto?,
     ))
 }
 
-/// Turn a conntrack message into a [`Change`]. Flows other than IPv4 TCP and UDP yield `None`.
+/// Turn a conntrack message into a [`Change`]. Flows other than TCP and UDP yield `None`.
 pub fn decode(message: &ConntrackMessage) -> Option<Change> {
     let (attributes, destroyed) = match message {
         ConntrackMessage::New(attributes) => (attributes, false),
@@ -232,7 +232,7 @@ pub(crate) mod tests {
     use netlink_packet_core::{NetlinkSerializable, ParseableParametrized};
     use netlink_packet_netfilter::conntrack::Status;
     use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     pub(crate) fn tuple(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<Tuple> {
         vec![
@@ -273,6 +273,41 @@ pub(crate) mod tests {
             ConntrackAttribute::Other(DefaultNla::new(CTA_COUNTERS_ORIG | 0x8000, counters(1000))),
             ConntrackAttribute::Other(DefaultNla::new(CTA_COUNTERS_REPLY | 0x8000, counters(500))),
         ]
+    }
+
+    /// The same flow over IPv6: client [fd00:2::2]:40000 -> host [fd00:2::1]:80, answered by
+    /// [fd00:1::11]:8080.
+    pub(crate) fn dnat_flow6_attributes(state: u8) -> Vec<ConntrackAttribute> {
+        let six = |src: &str, sport: u16, dst: &str, dport: u16| {
+            vec![
+                Tuple::Ip(vec![
+                    IPTuple::SourceAddress(src.parse().unwrap()),
+                    IPTuple::DestinationAddress(dst.parse().unwrap()),
+                ]),
+                Tuple::Proto(vec![
+                    ProtoTuple::Protocol(Protocol::Tcp),
+                    ProtoTuple::SourcePort(sport),
+                    ProtoTuple::DestinationPort(dport),
+                ]),
+            ]
+        };
+        let mut attributes = dnat_flow_attributes(state);
+        attributes[0] = ConntrackAttribute::CtaTupleOrig(six("fd00:2::2", 40000, "fd00:2::1", 80));
+        attributes[1] =
+            ConntrackAttribute::CtaTupleReply(six("fd00:1::11", 8080, "fd00:2::2", 40000));
+        attributes
+    }
+
+    #[test]
+    fn an_ipv6_flow_is_decoded() {
+        let bytes = datagram(ConntrackMessage::New(dnat_flow6_attributes(3)));
+        let batch = decode_datagram(&bytes, &mut 0).unwrap();
+        let Change::Present(flow) = &batch.changes[0] else {
+            panic!("expected a present flow: {:?}", batch.changes)
+        };
+        assert_eq!(flow.client, "[fd00:2::2]:40000".parse().unwrap());
+        assert_eq!(flow.backend, "[fd00:1::11]:8080".parse().unwrap());
+        assert_eq!(flow.state, FlowState::Established);
     }
 
     /// Encode a message the way the kernel sends it: netlink header + nfgenmsg + attributes.

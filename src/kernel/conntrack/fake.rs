@@ -3,7 +3,7 @@
 //! way). Real-kernel tests in `tests/` cover the kernel itself.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -78,12 +78,12 @@ impl Conntrack for FakeConntrack {
         Ok(self.table.clone())
     }
 
-    fn dump_replies_from(&mut self, address: Ipv4Addr) -> Result<Vec<Flow>> {
+    fn dump_replies_from(&mut self, address: IpAddr) -> Result<Vec<Flow>> {
         self.calls.push(format!("dump {address}"));
         Ok(self
             .table
             .iter()
-            .filter(|f| *f.backend.ip() == address)
+            .filter(|f| f.backend.ip() == address)
             .cloned()
             .collect())
     }
@@ -109,7 +109,7 @@ impl Conntrack for FakeConntrack {
         })
     }
 
-    fn subscribe(&mut self, backends: &[Ipv4Addr]) -> Result<()> {
+    fn subscribe(&mut self, backends: &[IpAddr]) -> Result<()> {
         let list: Vec<String> = backends.iter().map(ToString::to_string).collect();
         self.calls.push(format!("subscribe {}", list.join(",")));
         Ok(())

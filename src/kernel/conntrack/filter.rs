@@ -10,7 +10,8 @@
 //! nothing here (they give up on non-linear buffers, which event messages are on current
 //! kernels), so the program reads the message by offset. ctnetlink writes an event as
 //! nlmsghdr (16 bytes), nfgenmsg (4), CTA_TUPLE_ORIG, then CTA_TUPLE_REPLY, whose first child
-//! is CTA_TUPLE_IP, whose first child is CTA_IP_V4_SRC — the backend's address:
+//! is CTA_TUPLE_IP, whose first child is CTA_IP_V4_SRC or CTA_IP_V6_SRC — the backend's
+//! address:
 //!
 //! ```text
 //!  ldb [22]; jeq #1 else reject       first attribute is CTA_TUPLE_ORIG
@@ -18,20 +19,28 @@
 //!  add x; add #3; and #~3; tax        ... aligned: X = where CTA_TUPLE_REPLY starts - 20
 //!  ldb [x+22]; jeq #2 else reject     CTA_TUPLE_REPLY
 //!  ldb [x+26]; jeq #1 else reject     CTA_TUPLE_IP
-//!  ldb [x+28]; jeq #8 else reject     an attribute of 8 bytes (IPv4) ...
-//!  ldb [x+30]; jeq #1 else reject     ... CTA_IP_V4_SRC
+//!  ldb [x+30]; jeq #1 else v6         CTA_IP_V4_SRC ...
+//!  ldb [x+28]; jeq #8 else reject     ... an attribute of 8 bytes
 //!  ld  [x+32]                         the address
-//!  jeq #backend_1, accept             one per backend
+//!  jeq #backend_1, accept             one per IPv4 backend
 //!  ...
+//!  ja reject
+//!  v6: jeq #3 else reject             CTA_IP_V6_SRC ...
+//!  ldb [x+28]; jeq #20 else reject    ... an attribute of 20 bytes
+//!  ld [x+32]; jeq #word0 else next    one block of four words per IPv6 backend
+//!  ld [x+36]; jeq #word1 else next
+//!  ld [x+40]; jeq #word2 else next
+//!  ld [x+44]; jeq #word3, accept
+//!  next: ...
 //!  reject: ret #0
 //!  accept: ret #-1
 //! ```
 //!
-//! Anything else (an IPv6 flow, a layout this does not expect) is dropped. That can cost
-//! speed, never correctness: the drain's per-flow lookups and periodic dumps still see every
-//! flow end, and the kernel tests check that a watched backend's events do pass.
+//! Anything else (a layout this does not expect) is dropped. That can cost speed, never
+//! correctness: the drain's per-flow lookups and periodic dumps still see every flow end, and
+//! the kernel tests check that a watched backend's events do pass.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use anyhow::Result;
@@ -44,8 +53,10 @@ const CTA_TUPLE_ORIG: u32 = 1;
 const CTA_TUPLE_REPLY: u32 = 2;
 const CTA_TUPLE_IP: u32 = 1;
 const CTA_IP_V4_SRC: u32 = 1;
-/// An attribute header (4) and an IPv4 address (4).
+const CTA_IP_V6_SRC: u32 = 3;
+/// An attribute header (4) and an IPv4 address (4), or an IPv6 one (16).
 const IPV4_ATTRIBUTE_LEN: u32 = 8;
+const IPV6_ATTRIBUTE_LEN: u32 = 20;
 
 // Classic BPF (linux/filter.h, linux/bpf_common.h).
 const BPF_LD: u16 = 0x00;
@@ -60,12 +71,14 @@ const BPF_IND: u16 = 0x40;
 const BPF_ADD: u16 = 0x00;
 const BPF_LSH: u16 = 0x60;
 const BPF_AND: u16 = 0x50;
+const BPF_JA: u16 = 0x00;
 const BPF_JEQ: u16 = 0x10;
 const BPF_K: u16 = 0x00;
 const BPF_X: u16 = 0x08;
 const BPF_TAX: u16 = 0x00;
 
-/// Jumps are one byte: a longer list of backends is not filtered (every event passes).
+/// Conditional jumps are one byte: a longer list of backends is not filtered (every event
+/// passes). The program also gives up on a list whose jumps do not fit (many IPv6 backends).
 const MAX_BACKENDS: usize = 200;
 
 /// One instruction, laid out as the kernel's `struct sock_filter`.
@@ -87,67 +100,139 @@ const fn op(code: u16, k: u32) -> Instruction {
     }
 }
 
+/// Where a jump goes: the next instruction, or a label.
+#[derive(Clone, Copy)]
+enum Target {
+    Next,
+    Label(usize),
+}
+
+/// A program being written: instructions whose jumps name labels, resolved at the end.
+#[derive(Default)]
+struct Assembler {
+    program: Vec<(u16, Target, Target, u32)>,
+    labels: Vec<Option<usize>>,
+}
+
+impl Assembler {
+    fn label(&mut self) -> usize {
+        self.labels.push(None);
+        self.labels.len() - 1
+    }
+
+    fn place(&mut self, label: usize) {
+        self.labels[label] = Some(self.program.len());
+    }
+
+    fn op(&mut self, code: u16, k: u32) {
+        self.program.push((code, Target::Next, Target::Next, k));
+    }
+
+    /// `jeq #value`: to `equal` if A is `value`, else to `otherwise`.
+    fn jeq(&mut self, value: u32, equal: Target, otherwise: Target) {
+        self.program
+            .push((BPF_JMP | BPF_JEQ | BPF_K, equal, otherwise, value));
+    }
+
+    /// Load `load`, and go to `otherwise` unless it is `value`.
+    fn expect(&mut self, load: Instruction, value: u32, otherwise: usize) {
+        self.op(load.code, load.k);
+        self.jeq(value, Target::Next, Target::Label(otherwise));
+    }
+
+    fn jump(&mut self, to: usize) {
+        self.program
+            .push((BPF_JMP | BPF_JA, Target::Label(to), Target::Next, 0));
+    }
+
+    /// The program; `None` when a conditional jump is too far for its byte.
+    fn finish(self) -> Option<Vec<Instruction>> {
+        let offset = |pc: usize, target: Target| match target {
+            Target::Next => Some(0),
+            Target::Label(label) => self.labels[label]?.checked_sub(pc + 1),
+        };
+        let mut program = Vec::with_capacity(self.program.len());
+        for (pc, &(code, jt, jf, k)) in self.program.iter().enumerate() {
+            program.push(if code == BPF_JMP | BPF_JA {
+                op(code, u32::try_from(offset(pc, jt)?).ok()?)
+            } else {
+                Instruction {
+                    code,
+                    jt: u8::try_from(offset(pc, jt)?).ok()?,
+                    jf: u8::try_from(offset(pc, jf)?).ok()?,
+                    k,
+                }
+            });
+        }
+        Some(program)
+    }
+}
+
 /// The program accepting events whose reply source is one of `backends`; `None` (no filter)
 /// when there are none or too many to fit the jumps.
-pub fn reply_source_in(backends: &[Ipv4Addr]) -> Option<Vec<Instruction>> {
+pub fn reply_source_in(backends: &[IpAddr]) -> Option<Vec<Instruction>> {
     if backends.is_empty() || backends.len() > MAX_BACKENDS {
         return None;
     }
-    let mut program = Vec::new();
-    // Checks that reject when the byte read is not the expected one; patched once the
-    // reject's place is known.
-    let mut checks = Vec::new();
-    let mut expect = |program: &mut Vec<Instruction>, load: Instruction, value: u32| {
-        program.push(load);
-        checks.push(program.len());
-        program.push(op(BPF_JMP | BPF_JEQ | BPF_K, value));
-    };
-    expect(
-        &mut program,
-        op(BPF_LD | BPF_B | BPF_ABS, ATTRIBUTES + 2),
-        CTA_TUPLE_ORIG,
-    );
-    program.extend([
-        op(BPF_LD | BPF_B | BPF_ABS, ATTRIBUTES + 1),
-        op(BPF_ALU | BPF_LSH | BPF_K, 8),
-        op(BPF_MISC | BPF_TAX, 0),
-        op(BPF_LD | BPF_B | BPF_ABS, ATTRIBUTES),
-        op(BPF_ALU | BPF_ADD | BPF_X, 0),
-        op(BPF_ALU | BPF_ADD | BPF_K, 3),
-        op(BPF_ALU | BPF_AND | BPF_K, !3),
-        op(BPF_MISC | BPF_TAX, 0),
-    ]);
+    let mut asm = Assembler::default();
+    let (reject, accept, v6) = (asm.label(), asm.label(), asm.label());
+    let byte_at = |k: u32| op(BPF_LD | BPF_B | BPF_ABS, k);
     // X + ATTRIBUTES is where CTA_TUPLE_REPLY starts.
-    for (offset, value) in [
-        (2, CTA_TUPLE_REPLY),
-        (4 + 2, CTA_TUPLE_IP),
-        (8, IPV4_ATTRIBUTE_LEN),
-        (8 + 2, CTA_IP_V4_SRC),
+    let byte_past_x = |k: u32| op(BPF_LD | BPF_B | BPF_IND, ATTRIBUTES + k);
+    let word_past_x = |k: u32| op(BPF_LD | BPF_W | BPF_IND, ATTRIBUTES + k);
+    asm.expect(byte_at(ATTRIBUTES + 2), CTA_TUPLE_ORIG, reject);
+    for (code, k) in [
+        (BPF_LD | BPF_B | BPF_ABS, ATTRIBUTES + 1),
+        (BPF_ALU | BPF_LSH | BPF_K, 8),
+        (BPF_MISC | BPF_TAX, 0),
+        (BPF_LD | BPF_B | BPF_ABS, ATTRIBUTES),
+        (BPF_ALU | BPF_ADD | BPF_X, 0),
+        (BPF_ALU | BPF_ADD | BPF_K, 3),
+        (BPF_ALU | BPF_AND | BPF_K, !3),
+        (BPF_MISC | BPF_TAX, 0),
     ] {
-        expect(
-            &mut program,
-            op(BPF_LD | BPF_B | BPF_IND, ATTRIBUTES + offset),
-            value,
-        );
+        asm.op(code, k);
     }
-    program.push(op(BPF_LD | BPF_W | BPF_IND, ATTRIBUTES + 12));
-    let n = backends.len();
-    for (i, backend) in backends.iter().enumerate() {
-        // Skip the compares left and the reject: land on accept.
-        program.push(Instruction {
-            code: BPF_JMP | BPF_JEQ | BPF_K,
-            jt: u8::try_from(n - i).ok()?,
-            jf: 0,
-            k: u32::from(*backend),
-        });
+    asm.expect(byte_past_x(2), CTA_TUPLE_REPLY, reject);
+    asm.expect(byte_past_x(4 + 2), CTA_TUPLE_IP, reject);
+    asm.op(BPF_LD | BPF_B | BPF_IND, ATTRIBUTES + 8 + 2);
+    asm.jeq(CTA_IP_V4_SRC, Target::Next, Target::Label(v6));
+    asm.expect(byte_past_x(8), IPV4_ATTRIBUTE_LEN, reject);
+    let load = word_past_x(12);
+    asm.op(load.code, load.k);
+    for backend in backends {
+        if let IpAddr::V4(v4) = backend {
+            asm.jeq(u32::from(*v4), Target::Label(accept), Target::Next);
+        }
     }
-    let reject = program.len();
-    program.push(op(BPF_RET | BPF_K, 0));
-    program.push(op(BPF_RET | BPF_K, u32::MAX));
-    for pc in checks {
-        program[pc].jf = u8::try_from(reject - pc - 1).ok()?;
+    asm.jump(reject);
+    asm.place(v6);
+    asm.jeq(CTA_IP_V6_SRC, Target::Next, Target::Label(reject));
+    asm.expect(byte_past_x(8), IPV6_ATTRIBUTE_LEN, reject);
+    for backend in backends {
+        let IpAddr::V6(v6) = backend else { continue };
+        let next = asm.label();
+        let words: Vec<u32> = v6
+            .octets()
+            .chunks(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        for (i, word) in words.iter().enumerate() {
+            let load = word_past_x(12 + 4 * i as u32);
+            asm.op(load.code, load.k);
+            let equal = match i {
+                3 => Target::Label(accept),
+                _ => Target::Next,
+            };
+            asm.jeq(*word, equal, Target::Label(next));
+        }
+        asm.place(next);
     }
-    Some(program)
+    asm.place(reject);
+    asm.op(BPF_RET | BPF_K, 0);
+    asm.place(accept);
+    asm.op(BPF_RET | BPF_K, u32::MAX);
+    asm.finish()
 }
 
 /// Where a netlink message says who caused it: `nlmsg_pid`, 0 for the kernel itself.
@@ -197,7 +282,9 @@ pub fn attach(socket: &Socket, program: &[Instruction]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::conntrack::decode::tests::{datagram, dnat_flow_attributes};
+    use crate::kernel::conntrack::decode::tests::{
+        datagram, dnat_flow6_attributes, dnat_flow_attributes,
+    };
     use netlink_packet_netfilter::conntrack::ConntrackMessage;
 
     /// The classic BPF the program uses, run over `packet` as the kernel would (a load past
@@ -227,6 +314,7 @@ mod tests {
                 (c, None) if c == BPF_ALU | BPF_ADD | BPF_K => a = a.wrapping_add(i.k),
                 (c, None) if c == BPF_ALU | BPF_AND | BPF_K => a &= i.k,
                 (c, None) if c == BPF_MISC | BPF_TAX => x = a,
+                (c, None) if c == BPF_JMP | BPF_JA => pc += i.k as usize,
                 (c, None) if c == BPF_JMP | BPF_JEQ | BPF_K => {
                     pc += usize::from(if a == i.k { i.jt } else { i.jf });
                 }
@@ -240,15 +328,16 @@ mod tests {
     fn only_events_of_the_watched_backends_pass() {
         // An event as ctnetlink writes it: answered by 10.0.1.11.
         let event = datagram(ConntrackMessage::New(dnat_flow_attributes(3)));
-        let watching = |backends: &[Ipv4Addr]| run(&reply_source_in(backends).unwrap(), &event);
-        assert!(watching(&[Ipv4Addr::new(10, 0, 1, 11)]));
-        assert!(watching(&[
-            Ipv4Addr::new(172, 17, 0, 2),
-            Ipv4Addr::new(10, 0, 1, 11)
-        ]));
-        assert!(!watching(&[Ipv4Addr::new(10, 0, 1, 12)]));
+        let watching = |backends: &[&str]| {
+            let backends: Vec<IpAddr> = backends.iter().map(|a| a.parse().unwrap()).collect();
+            run(&reply_source_in(&backends).unwrap(), &event)
+        };
+        assert!(watching(&["10.0.1.11"]));
+        assert!(watching(&["172.17.0.2", "fd00::b", "10.0.1.11"]));
+        assert!(!watching(&["10.0.1.12"]));
+        assert!(!watching(&["fd00::b"]));
         // A message cut short, or of another layout, is dropped rather than misread.
-        let program = reply_source_in(&[Ipv4Addr::new(10, 0, 1, 11)]).unwrap();
+        let program = reply_source_in(&["10.0.1.11".parse().unwrap()]).unwrap();
         assert!(!run(&program, &event[..40]));
         let mut other = event.clone();
         other[22] = 3;
@@ -256,11 +345,34 @@ mod tests {
     }
 
     #[test]
+    fn only_events_of_the_watched_ipv6_backends_pass() {
+        let event = datagram(ConntrackMessage::New(dnat_flow6_attributes(3)));
+        let watching = |backends: &[&str]| {
+            let backends: Vec<IpAddr> = backends.iter().map(|a| a.parse().unwrap()).collect();
+            run(&reply_source_in(&backends).unwrap(), &event)
+        };
+        assert!(watching(&["fd00:1::11"]));
+        assert!(watching(&["10.0.1.11", "fd00:1::12", "fd00:1::11"]));
+        // Equal in every word but the last, or in the last alone: not the backend.
+        assert!(!watching(&["fd00:1::12"]));
+        assert!(!watching(&["fd01:1::11"]));
+        assert!(!watching(&["10.0.1.11"]));
+    }
+
+    #[test]
     fn no_filter_for_no_backend_or_too_many() {
         assert_eq!(reply_source_in(&[]), None);
-        let many: Vec<Ipv4Addr> = (0..=MAX_BACKENDS as u32).map(Ipv4Addr::from).collect();
+        let many: Vec<IpAddr> = (0..=MAX_BACKENDS as u32)
+            .map(|n| IpAddr::from(std::net::Ipv4Addr::from(n)))
+            .collect();
         assert_eq!(reply_source_in(&many), None);
         assert!(reply_source_in(&many[..MAX_BACKENDS]).is_some());
+        // IPv6 backends take 8 instructions each: the jumps past 31 of them do not fit.
+        let many6: Vec<IpAddr> = (0..40u128)
+            .map(|n| IpAddr::from(std::net::Ipv6Addr::from(n)))
+            .collect();
+        assert!(reply_source_in(&many6[..20]).is_some());
+        assert_eq!(reply_source_in(&many6), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The flow model: one conntrack entry as handoff sees it, and what an event says about it.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
@@ -87,21 +87,21 @@ impl FlowState {
     }
 }
 
-/// One IPv4 TCP or UDP flow as conntrack sees it.
+/// One TCP or UDP flow (IPv4 or IPv6) as conntrack sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flow {
     /// conntrack's id for the entry (stable for its lifetime).
     pub id: Option<u32>,
     pub protocol: Protocol,
     /// The client: source of the original direction.
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     /// What the client connected to (the host's external address and port).
-    pub destination: SocketAddrV4,
+    pub destination: SocketAddr,
     /// Where the flow really goes: source of the reply direction (after DNAT, the backend).
-    pub backend: SocketAddrV4,
+    pub backend: SocketAddr,
     /// Where the backend's replies are addressed: destination of the reply direction (the
     /// client, or the host's own address for a masqueraded hairpin flow).
-    pub reply_to: SocketAddrV4,
+    pub reply_to: SocketAddr,
     /// The conntrack zone (0 unless the host sorts flows into zones).
     pub zone: u16,
     pub state: FlowState,
@@ -116,7 +116,7 @@ pub struct Flow {
 
 /// Identifies a conntrack entry across dump and events: its zone and original tuple. (Not
 /// unique over time: a client that reuses a tuple gets a new entry with the same key.)
-pub type FlowKey = (u16, Protocol, SocketAddrV4, SocketAddrV4);
+pub type FlowKey = (u16, Protocol, SocketAddr, SocketAddr);
 
 impl Flow {
     pub fn key(&self) -> FlowKey {

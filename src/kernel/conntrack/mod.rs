@@ -30,11 +30,11 @@ use std::time::Duration;
 
 /// What the drain and the retirement need of the kernel's conntrack.
 pub trait Conntrack {
-    /// Every IPv4 TCP and UDP flow now, all states.
+    /// Every TCP and UDP flow now, both families, all states.
     fn dump(&mut self) -> Result<Vec<Flow>>;
     /// The TCP and UDP flows whose reply comes from `address`, all states (the kernel filters
     /// where it can: one backend's flows without copying the whole table).
-    fn dump_replies_from(&mut self, address: std::net::Ipv4Addr) -> Result<Vec<Flow>>;
+    fn dump_replies_from(&mut self, address: std::net::IpAddr) -> Result<Vec<Flow>>;
     /// One entry now, by zone and original tuple; `None` when it is gone.
     fn lookup(&mut self, key: FlowKey) -> Result<Option<Flow>>;
     /// Expire one entry now, found by its reply tuple and zone; `false` when it was already
@@ -42,7 +42,7 @@ pub trait Conntrack {
     fn expire(&mut self, flow: &Flow) -> Result<bool>;
     /// Start receiving events about flows answered by `backends` (called before the first
     /// dump, so that nothing ending in between is missed).
-    fn subscribe(&mut self, backends: &[std::net::Ipv4Addr]) -> Result<()>;
+    fn subscribe(&mut self, backends: &[std::net::IpAddr]) -> Result<()>;
     /// Wait up to `timeout` for events and return all that are queued.
     fn events(&mut self, timeout: Duration) -> Result<Events>;
     /// Drop every queued event: after an overrun they are older than the next dump, and

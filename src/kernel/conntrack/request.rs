@@ -1,7 +1,7 @@
 //! ctnetlink requests handoff sends: a dump (of everything, or of one backend's flows), a
 //! lookup of one entry, an expiry of one entry.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{DefaultNla, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::conntrack::{
@@ -21,15 +21,11 @@ const CTA_FILTER_FLAG_IP_SRC: u32 = 1 << 0;
 /// `NLA_F_NESTED`.
 const NESTED: u16 = 1 << 15;
 
-fn tuple(
-    protocol: config::Protocol,
-    source: SocketAddrV4,
-    destination: SocketAddrV4,
-) -> Vec<Tuple> {
+fn tuple(protocol: config::Protocol, source: SocketAddr, destination: SocketAddr) -> Vec<Tuple> {
     vec![
         Tuple::Ip(vec![
-            IPTuple::SourceAddress(IpAddr::V4(*source.ip())),
-            IPTuple::DestinationAddress(IpAddr::V4(*destination.ip())),
+            IPTuple::SourceAddress(source.ip()),
+            IPTuple::DestinationAddress(destination.ip()),
         ]),
         Tuple::Proto(vec![
             ProtoTuple::Protocol(match protocol {
@@ -48,25 +44,45 @@ fn zone_attribute(zone: u16) -> Option<ConntrackAttribute> {
         .then(|| ConntrackAttribute::Other(DefaultNla::new(CTA_ZONE, zone.to_be_bytes().to_vec())))
 }
 
-/// The request for a dump of the IPv4 table: every entry, or (`replies_from`) only the
-/// entries whose reply comes from that address, of any protocol (the decoder keeps TCP and
-/// UDP) — the kernel filters (linux ≥ 5.9), so a dump for one backend costs a walk of the
-/// table, not a copy of it. Older kernels ignore the filter and send everything; callers
-/// filter again either way.
-pub fn dump_request(replies_from: Option<Ipv4Addr>) -> Vec<u8> {
-    let attributes = match replies_from {
+/// The family of `address` in a conntrack request.
+fn family(address: IpAddr) -> NetfilterProtoFamily {
+    match address {
+        IpAddr::V4(_) => NetfilterProtoFamily::IPv4,
+        IpAddr::V6(_) => NetfilterProtoFamily::IPv6,
+    }
+}
+
+/// The request for a dump of the table: every entry of both families, or (`replies_from`)
+/// only the entries whose reply comes from that address, of any protocol (the decoder keeps
+/// TCP and UDP). For an IPv4 address the kernel filters (linux ≥ 5.9), so a dump for one
+/// backend costs a walk of the table, not a copy of it; older kernels ignore the filter and
+/// send everything. Callers filter again either way.
+///
+/// An IPv6 address gets the whole IPv6 table, unfiltered: the kernel's IPv6 match is inverted
+/// (`ctnetlink_filter_match_tuple` tests `!ipv6_addr_cmp(...)`, and `ipv6_addr_cmp` is 0 for
+/// *equal* addresses). Measured on linux 6.18 in `tests/ipv6.rs`'s sandbox: a dump filtered by
+/// reply source fd00:1::11 returned only the flow answered by fd00:1::12, and the reverse.
+/// Filtered again here, that would have been no flow at all — a drain ending at once while its
+/// flows still ran.
+pub fn dump_request(replies_from: Option<IpAddr>) -> Vec<u8> {
+    let filtered = replies_from.filter(IpAddr::is_ipv4);
+    let attributes = match filtered {
         None => Vec::new(),
         Some(address) => vec![ConntrackAttribute::CtaTupleReply(vec![Tuple::Ip(vec![
-            IPTuple::SourceAddress(IpAddr::V4(address)),
+            IPTuple::SourceAddress(address),
         ])])],
     };
     let mut request = nfnetlink::request(
         NLM_F_REQUEST | NLM_F_DUMP,
         1,
-        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        NetfilterHeader::new(
+            replies_from.map_or(NetfilterProtoFamily::Unspec, family),
+            0,
+            0,
+        ),
         ConntrackMessage::Get(attributes),
     );
-    if replies_from.is_some() {
+    if filtered.is_some() {
         // Appended by hand: the kernel parses CTA_FILTER strictly and wants its NLA_F_NESTED
         // flag, which the crate's generic attribute does not carry.
         request.extend_from_slice(&filter_attribute());
@@ -102,7 +118,7 @@ pub fn lookup_request(key: FlowKey) -> Vec<u8> {
     nfnetlink::request(
         NLM_F_REQUEST,
         1,
-        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        NetfilterHeader::new(family(client.ip()), 0, 0),
         ConntrackMessage::Get(attributes),
     )
 }
@@ -128,7 +144,7 @@ pub fn expire_request(flow: &Flow) -> Vec<u8> {
     nfnetlink::request(
         NLM_F_REQUEST | NLM_F_ACK,
         1,
-        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        NetfilterHeader::new(family(flow.backend.ip()), 0, 0),
         ConntrackMessage::New(attributes),
     )
 }
@@ -211,7 +227,7 @@ mod tests {
         let everything = dump_request(None);
         assert!(attributes_of(&everything).is_empty());
 
-        let backend = Ipv4Addr::new(10, 0, 1, 11);
+        let backend = IpAddr::from([10, 0, 1, 11]);
         let request = dump_request(Some(backend));
         // The netlink length covers the attribute appended by hand.
         let length = u32::from_ne_bytes(request[..4].try_into().unwrap()) as usize;
@@ -237,8 +253,19 @@ mod tests {
         assert_eq!(
             attributes[0],
             ConntrackAttribute::CtaTupleReply(vec![Tuple::Ip(vec![IPTuple::SourceAddress(
-                IpAddr::V4(backend)
+                backend
             )])])
         );
+    }
+
+    #[test]
+    fn a_dump_for_an_ipv6_backend_asks_for_the_ipv6_table_unfiltered() {
+        let request = dump_request(Some("fd00:1::11".parse().unwrap()));
+        assert!(attributes_of(&request).is_empty());
+        let length = u32::from_ne_bytes(request[..4].try_into().unwrap()) as usize;
+        assert_eq!(length, request.len(), "no filter appended");
+        // nfgenmsg's family: AF_INET6.
+        assert_eq!(request[16], 10);
+        assert_eq!(dump_request(None)[16], 0, "both families");
     }
 }

@@ -1,6 +1,6 @@
 //! The sockets: one-shot requests (dump, lookup, expiry) and the event subscription.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -23,16 +23,16 @@ const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 /// Receive buffer for events: large, so that a burst of unrelated flows rarely overruns it.
 pub const EVENT_RCVBUF: usize = 8 << 20;
 
-/// Every IPv4 TCP and UDP flow conntrack knows now (all states).
+/// Every TCP and UDP flow conntrack knows now, both families (all states).
 pub fn dump() -> Result<Vec<Flow>> {
     run_dump(&dump_request(None))
 }
 
 /// The TCP and UDP flows whose reply comes from `address` (all states), filtered by the
 /// kernel where it can (see [`dump_request`]) and here in any case.
-pub fn dump_replies_from(address: Ipv4Addr) -> Result<Vec<Flow>> {
+pub fn dump_replies_from(address: IpAddr) -> Result<Vec<Flow>> {
     let mut flows = run_dump(&dump_request(Some(address)))?;
-    flows.retain(|f| *f.backend.ip() == address);
+    flows.retain(|f| f.backend.ip() == address);
     Ok(flows)
 }
 
@@ -142,7 +142,7 @@ impl EventStream {
     /// unrelated connections a second costs the drain nothing and cannot overrun its buffer.
     /// The buffer is forced to [`EVENT_RCVBUF`] (root may exceed `net.core.rmem_max`, which
     /// would otherwise cap it at a few hundred KiB).
-    pub fn subscribe(backends: &[Ipv4Addr]) -> Result<Self> {
+    pub fn subscribe(backends: &[IpAddr]) -> Result<Self> {
         let socket = nfnetlink::open()?;
         if let Some(program) = filter::reply_source_in(backends) {
             filter::attach(&socket, &program).context("filtering conntrack events")?;
@@ -247,7 +247,7 @@ impl Conntrack for Netlink {
         dump()
     }
 
-    fn dump_replies_from(&mut self, address: Ipv4Addr) -> Result<Vec<Flow>> {
+    fn dump_replies_from(&mut self, address: IpAddr) -> Result<Vec<Flow>> {
         dump_replies_from(address)
     }
 
@@ -259,7 +259,7 @@ impl Conntrack for Netlink {
         expire(self.requests()?, flow)
     }
 
-    fn subscribe(&mut self, backends: &[Ipv4Addr]) -> Result<()> {
+    fn subscribe(&mut self, backends: &[IpAddr]) -> Result<()> {
         self.events = Some(EventStream::subscribe(backends)?);
         Ok(())
     }

@@ -11,10 +11,10 @@
 //!
 //! Element encoding follows nftables' register layout: each part of a concatenation is padded
 //! to 4 bytes, so an `inet_proto . inet_service` key is 8 bytes (the protocol number, then
-//! the port in network order) and the `ipv4_addr . inet_service` data is 8 bytes (the
-//! address, then the port); an `ipv4_addr` key is the 4 address bytes.
+//! the port in network order), the `ipv4_addr . inet_service` data is 8 bytes (the address,
+//! then the port) and the `ipv6_addr . inet_service` data 20; an address key is its bytes.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -97,9 +97,17 @@ pub fn decode_port(key: &[u8]) -> Option<PortKey> {
     }
 }
 
+/// An address as nftables holds it: its bytes in network order.
+fn address_bytes(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
 /// Key and data of a backend map element.
 pub fn encode_route(route: &Route) -> (Vec<u8>, Vec<u8>) {
-    let mut data = route.address.octets().to_vec();
+    let mut data = address_bytes(route.address);
     data.extend_from_slice(&route.backend_port.to_be_bytes());
     data.extend_from_slice(&[0, 0]);
     (encode_port(route.key()), data)
@@ -108,15 +116,45 @@ pub fn encode_route(route: &Route) -> (Vec<u8>, Vec<u8>) {
 /// The inverse of [`encode_route`]; `None` for bytes of another shape.
 pub fn decode_route(key: &[u8], data: &[u8]) -> Option<Route> {
     let key = decode_port(key)?;
+    let (address, port) = match data.len() {
+        8 => (
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&data[..4]).ok()?)),
+            &data[4..6],
+        ),
+        20 => (
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&data[..16]).ok()?)),
+            &data[16..18],
+        ),
+        _ => return None,
+    };
     Some(Route {
         protocol: key.protocol,
         external: key.port,
-        address: Ipv4Addr::from(<[u8; 4]>::try_from(data.get(..4)?).ok()?),
-        backend_port: u16::from_be_bytes(data.get(4..6)?.try_into().ok()?),
+        address,
+        backend_port: u16::from_be_bytes(port.try_into().ok()?),
     })
 }
 
-fn elements(items: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> SetElementList {
+/// A backend map's elements: each route's key and data.
+pub fn route_elements(routes: &[Route]) -> Vec<Element> {
+    routes
+        .iter()
+        .map(|r| {
+            let (key, data) = encode_route(r);
+            (key, Some(data))
+        })
+        .collect()
+}
+
+/// An address set's elements.
+pub fn address_elements(addresses: impl IntoIterator<Item = IpAddr>) -> Vec<Element> {
+    addresses
+        .into_iter()
+        .map(|a| (address_bytes(a), None))
+        .collect()
+}
+
+fn elements(items: Vec<Element>) -> SetElementList {
     SetElementList::Elements(
         items
             .into_iter()
@@ -177,7 +215,7 @@ pub fn read_ports(table: &str, set: &str) -> Result<Vec<PortKey>> {
 }
 
 /// An element as the kernel lists it: its key and, for a map, its data.
-type Element = (Vec<u8>, Option<Vec<u8>>);
+pub type Element = (Vec<u8>, Option<Vec<u8>>);
 
 /// Every element of set or map `set` in `table`.
 fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
@@ -246,16 +284,11 @@ fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
     }
 }
 
-/// In one batch (one kernel transaction): flush `map` and fill it with `routes`, flush the
-/// hairpin set and fill it with `hairpin`. [`Missing`] when the map or set does not exist
-/// (nothing was changed then).
-pub fn replace_routes(
-    table: &str,
-    map: &str,
-    routes: &[Route],
-    hairpin_set: &str,
-    hairpin: &[Ipv4Addr],
-) -> Result<()> {
+/// In one batch (one kernel transaction): flush each of `contents`' sets and maps and fill it
+/// with its elements (see [`route_elements`], [`address_elements`]). [`Missing`] when one of
+/// them does not exist (nothing was changed then).
+pub fn replace_elements(table: &str, contents: &[(&str, Vec<Element>)]) -> Result<()> {
+    let map = contents.first().map(|(name, _)| *name).unwrap_or_default();
     let socket = nfnetlink::open()?;
     let mut batch = nfnetlink::request(
         NLM_F_REQUEST,
@@ -275,42 +308,19 @@ pub fn replace_routes(
             inner,
         ));
     };
-    push(
-        &mut batch,
-        0,
-        NfTablesMessage::DeleteSetElement(SetElementMessage {
-            attributes: set_ref(table, map),
-        }),
-    );
-    let route_elements = routes
-        .iter()
-        .map(|r| {
-            let (key, data) = encode_route(r);
-            (key, Some(data))
-        })
-        .collect();
-    let mut attributes = set_ref(table, map);
-    attributes.push(elements(route_elements));
-    push(
-        &mut batch,
-        NLM_F_CREATE,
-        NfTablesMessage::NewSetElement(SetElementMessage { attributes }),
-    );
-    push(
-        &mut batch,
-        0,
-        NfTablesMessage::DeleteSetElement(SetElementMessage {
-            attributes: set_ref(table, hairpin_set),
-        }),
-    );
-    if !hairpin.is_empty() {
-        let mut attributes = set_ref(table, hairpin_set);
-        attributes.push(elements(
-            hairpin
-                .iter()
-                .map(|a| (a.octets().to_vec(), None))
-                .collect(),
-        ));
+    for (set, items) in contents {
+        push(
+            &mut batch,
+            0,
+            NfTablesMessage::DeleteSetElement(SetElementMessage {
+                attributes: set_ref(table, set),
+            }),
+        );
+        if items.is_empty() {
+            continue;
+        }
+        let mut attributes = set_ref(table, set);
+        attributes.push(elements(items.clone()));
         push(
             &mut batch,
             NLM_F_CREATE,
@@ -363,7 +373,7 @@ mod tests {
         let route = Route {
             protocol: Protocol::Udp,
             external: 443,
-            address: Ipv4Addr::new(10, 0, 1, 12),
+            address: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 12)),
             backend_port: 8443,
         };
         let (key, data) = encode_route(&route);
@@ -373,6 +383,23 @@ mod tests {
         assert_eq!(decode_route(&[1], &data), None);
         assert_eq!(decode_route(&key, &[10, 0, 1]), None);
         assert_eq!(decode_route(&[99, 0, 0, 0, 0, 80, 0, 0], &data), None);
+    }
+
+    #[test]
+    fn ipv6_routes_carry_sixteen_address_bytes_and_the_padded_port() {
+        let route = Route {
+            protocol: Protocol::Tcp,
+            external: 80,
+            address: "fd00::1:12".parse().unwrap(),
+            backend_port: 8080,
+        };
+        let (key, data) = encode_route(&route);
+        assert_eq!(key, vec![6, 0, 0, 0, 0, 80, 0, 0]);
+        assert_eq!(data.len(), 20);
+        assert_eq!(&data[..2], &[0xfd, 0]);
+        assert_eq!(&data[14..], &[0, 0x12, 0x1f, 0x90, 0, 0]);
+        assert_eq!(decode_route(&key, &data), Some(route));
+        assert_eq!(decode_route(&key, &data[..19]), None);
     }
 
     #[test]

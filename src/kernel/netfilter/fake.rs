@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -14,7 +14,7 @@ use crate::config::PortPair;
 #[derive(Debug, Default)]
 struct Inner {
     routes: HashMap<String, ComponentRoutes>,
-    hairpin: Vec<Ipv4Addr>,
+    hairpin: Vec<IpAddr>,
     forward_path_opened: usize,
     /// How often the routes were read (`routes` or `all_routes`).
     reads: usize,
@@ -35,7 +35,7 @@ impl FakeFirewall {
         self.inner.borrow_mut().fail_next = true;
     }
 
-    pub fn hairpin(&self) -> Vec<Ipv4Addr> {
+    pub fn hairpin(&self) -> Vec<IpAddr> {
         self.inner.borrow().hairpin.clone()
     }
 
@@ -80,15 +80,21 @@ impl FakeFirewall {
 impl Firewall for FakeFirewall {
     fn switch(&self, change: &Switch) -> Result<()> {
         let component = change.component;
+        let backends: Vec<String> = change
+            .backends
+            .addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let backends = backends.join(" ");
         let entry = match change.canary {
             Some(c) => format!(
-                "switch {component} {} canary {} {}%{}",
-                change.backend,
+                "switch {component} {backends} canary {} {}%{}",
                 c.backend,
                 c.weight,
                 if c.sticky { " sticky" } else { "" }
             ),
-            None => format!("switch {component} {}", change.backend),
+            None => format!("switch {component} {backends}"),
         };
         let entry = match change.links {
             Some(links) => {
@@ -100,6 +106,7 @@ impl Firewall for FakeFirewall {
         let mut inner = self.transaction(entry)?;
         let routing = ComponentRoutes {
             routes: change.routes(),
+            routes6: change.routes6(),
             canary: change.canary_routes(),
             localhost: change.localhost,
         };
@@ -112,7 +119,7 @@ impl Firewall for FakeFirewall {
         &self,
         component: &str,
         _ports: &[PortPair],
-        hairpin_sources: &[Ipv4Addr],
+        hairpin_sources: &[IpAddr],
     ) -> Result<()> {
         let mut inner = self.transaction(format!("unroute {component}"))?;
         inner.routes.remove(component);
@@ -120,7 +127,7 @@ impl Firewall for FakeFirewall {
         Ok(())
     }
 
-    fn allow_hairpin(&self, pid: u32, address: Ipv4Addr) -> Result<()> {
+    fn allow_hairpin(&self, pid: u32, address: IpAddr) -> Result<()> {
         self.inner
             .borrow_mut()
             .log
@@ -128,7 +135,7 @@ impl Firewall for FakeFirewall {
         Ok(())
     }
 
-    fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()> {
+    fn set_hairpin_sources(&self, sources: &[IpAddr]) -> Result<()> {
         let list: Vec<String> = sources.iter().map(ToString::to_string).collect();
         let mut inner = self.transaction(format!("hairpin {}", list.join(",")))?;
         inner.hairpin = sources.to_vec();

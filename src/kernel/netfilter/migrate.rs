@@ -8,13 +8,13 @@
 //! No connection notices: conntrack keeps every flow's binding whatever the table holds, and
 //! one transaction means new connections see the old table or the new one, never neither.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Result;
 use serde_json::Value;
 
 use super::script::{objects, parse_backend_maps};
-use super::{ruleset, Canary, ComponentRoutes, Switch};
+use super::{ruleset, Backends, Canary, ComponentRoutes, Switch};
 use crate::config::PortPair;
 
 /// Whether `dispatch` (as `nft -j list map` shows it) has the layout from before UDP.
@@ -34,7 +34,8 @@ pub fn rebuild(table: &str, listing: &Value) -> Result<Vec<String>> {
         parse_backend_maps(listing)?.into_iter().collect();
     routed.sort_by(|a, b| a.0.cmp(&b.0));
     for (component, routes) in routed {
-        let Some(backend) = routes.active() else {
+        // A table from before UDP is from before IPv6 too: IPv4 routes only.
+        let Some(IpAddr::V4(backend)) = routes.active() else {
             continue;
         };
         let ports: Vec<PortPair> = routes.routes.iter().map(|r| r.pair()).collect();
@@ -52,7 +53,10 @@ pub fn rebuild(table: &str, listing: &Value) -> Result<Vec<String>> {
                 component: &component,
                 current: &ComponentRoutes::default(),
                 ports: &ports,
-                backend,
+                backends: Backends {
+                    v4: Some(backend),
+                    v6: None,
+                },
                 canary,
                 localhost: routes.localhost,
                 links: None,
@@ -88,12 +92,13 @@ fn canary_split(listing: &Value, component: &str) -> Option<(u8, bool)> {
         })
 }
 
-fn hairpin_sources(listing: &Value) -> Vec<Ipv4Addr> {
+fn hairpin_sources(listing: &Value) -> Vec<IpAddr> {
     objects(listing, "set")
         .filter(|set| set.get("name").and_then(Value::as_str) == Some(ruleset::HAIRPIN_SET))
         .filter_map(|set| set.get("elem").and_then(Value::as_array))
         .flatten()
-        .filter_map(|address| address.as_str()?.parse().ok())
+        .filter_map(|address| address.as_str()?.parse::<Ipv4Addr>().ok())
+        .map(IpAddr::V4)
         .collect()
 }
 
@@ -136,7 +141,7 @@ mod tests {
         for expected in [
             "add element inet handoff backend_web { tcp . 80 : 10.0.0.11 . 8080 }",
             "add element inet handoff canary_web { tcp . 80 : 10.0.0.12 . 8080 }",
-            "add rule inet handoff component_web ct label set 127 jhash ip saddr mod 100 seed \
+            "add rule inet handoff component_web meta nfproto ipv4 ct label set 127 jhash ip saddr mod 100 seed \
              0x68616e64 < 30 dnat ip to meta l4proto . th dport map @canary_web",
             "add element inet handoff localhost_ports { tcp . 80 }",
             "add element inet handoff hairpin_sources { 10.0.0.11, 10.0.0.12 }",

@@ -14,7 +14,7 @@ pub mod ruleset;
 pub mod script;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
 
@@ -26,7 +26,7 @@ use crate::config::{PortKey, PortPair, Protocol};
 pub struct Route {
     pub protocol: Protocol,
     pub external: u16,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub backend_port: u16,
 }
 
@@ -48,7 +48,10 @@ impl Route {
 /// What the kernel says about a component's routing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ComponentRoutes {
+    /// Where its IPv4 clients go.
     pub routes: Vec<Route>,
+    /// Where its IPv6 clients go (empty: they are refused).
+    pub routes6: Vec<Route>,
     /// The canary's routes, when a share of new connections goes to a canary (empty: none).
     pub canary: Vec<Route>,
     /// Whether clients on the host reach it at 127.0.0.1 (its ports are in the loopback set).
@@ -56,15 +59,95 @@ pub struct ComponentRoutes {
 }
 
 impl ComponentRoutes {
-    /// The active backend: the address every port points at. `None` when the component is not
-    /// routed. Ports pointing at different addresses (a table edited by hand) yield the first.
-    pub fn active(&self) -> Option<Ipv4Addr> {
+    /// The active IPv4 backend: the address every port points at. `None` when the component
+    /// has none. Ports pointing at different addresses (a table edited by hand) yield the first.
+    pub fn active(&self) -> Option<IpAddr> {
         self.routes.first().map(|r| r.address)
     }
 
+    /// The active IPv6 backend.
+    pub fn active6(&self) -> Option<IpAddr> {
+        self.routes6.first().map(|r| r.address)
+    }
+
+    /// The active backend of `address`'s family.
+    pub fn active_of_family(&self, address: IpAddr) -> Option<IpAddr> {
+        match address {
+            IpAddr::V4(_) => self.active(),
+            IpAddr::V6(_) => self.active6(),
+        }
+    }
+
+    /// The routes of `address`'s family.
+    pub fn routes_of_family(&self, address: IpAddr) -> &[Route] {
+        match address {
+            IpAddr::V4(_) => &self.routes,
+            IpAddr::V6(_) => &self.routes6,
+        }
+    }
+
+    /// Whether new connections of either family go anywhere.
+    pub fn is_routed(&self) -> bool {
+        !self.routes.is_empty() || !self.routes6.is_empty()
+    }
+
+    /// The backends both families are routed to now.
+    pub fn backends(&self) -> Backends {
+        Backends {
+            v4: self.active().and_then(|a| match a {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            }),
+            v6: self.active6().and_then(|a| match a {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            }),
+        }
+    }
+
+    /// The external ports routed now (those of IPv4, or of IPv6 for a component that has no
+    /// IPv4 backend).
+    fn port_keys(&self) -> impl Iterator<Item = PortKey> + '_ {
+        let routes = match self.routes.is_empty() {
+            true => &self.routes6,
+            false => &self.routes,
+        };
+        routes.iter().map(Route::key)
+    }
+
     /// The canary backend, if a share of new connections goes to one.
-    pub fn canary(&self) -> Option<Ipv4Addr> {
+    pub fn canary(&self) -> Option<IpAddr> {
         self.canary.first().map(|r| r.address)
+    }
+}
+
+/// Where a component's new connections go, per family (`None`: that family is refused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backends {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+impl Backends {
+    /// These backends with `address` in place of its family's.
+    pub fn with(self, address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(v4) => Backends {
+                v4: Some(v4),
+                ..self
+            },
+            IpAddr::V6(v6) => Backends {
+                v6: Some(v6),
+                ..self
+            },
+        }
+    }
+
+    /// The addresses, IPv4 first.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.v4.map(IpAddr::V4);
+        let v6 = self.v6.map(IpAddr::V6);
+        v4.into_iter().chain(v6).collect()
     }
 }
 
@@ -72,7 +155,9 @@ impl ComponentRoutes {
 /// active one; per connection, or by client address when `sticky`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Canary {
-    pub backend: Ipv4Addr,
+    /// An IPv4 address: a canary splits IPv4 clients only (IPv6 ones go to the active IPv6
+    /// backend, see `ops::canary`).
+    pub backend: IpAddr,
     /// 1..=99.
     pub weight: u8,
     pub sticky: bool,
@@ -87,8 +172,8 @@ pub struct Links<'a> {
     pub ports: &'a [u16],
 }
 
-/// One switch: every port of `component` to `backend`, and the hairpin set made exactly
-/// `hairpin_sources`.
+/// One switch: every port of `component` to `backends` (each family to its own; a family
+/// without one is refused), and the hairpin sets made exactly `hairpin_sources`.
 #[derive(Debug, Clone, Copy)]
 pub struct Switch<'a> {
     pub component: &'a str,
@@ -96,28 +181,25 @@ pub struct Switch<'a> {
     /// exactly these external ports, only the map's elements change.
     pub current: &'a ComponentRoutes,
     pub ports: &'a [PortPair],
-    pub backend: Ipv4Addr,
+    pub backends: Backends,
     /// The canary after the switch; `None` ends any canary.
     pub canary: Option<Canary>,
     /// Whether clients on the host reach the component at 127.0.0.1 after the switch.
     pub localhost: bool,
     /// The links the component defines, if any.
     pub links: Option<Links<'a>>,
-    pub hairpin_sources: &'a [Ipv4Addr],
+    pub hairpin_sources: &'a [IpAddr],
 }
 
 impl Switch<'_> {
-    /// The routes the switch makes: each port to the backend.
+    /// The IPv4 routes the switch makes: each port to the IPv4 backend.
     pub fn routes(&self) -> Vec<Route> {
-        self.ports
-            .iter()
-            .map(|p| Route {
-                protocol: p.protocol,
-                external: p.external,
-                address: self.backend,
-                backend_port: p.backend,
-            })
-            .collect()
+        routes_to(self.ports, self.backends.v4.map(IpAddr::V4))
+    }
+
+    /// The IPv6 routes the switch makes.
+    pub fn routes6(&self) -> Vec<Route> {
+        routes_to(self.ports, self.backends.v6.map(IpAddr::V6))
     }
 
     /// The canary's routes the switch makes: each port to the canary.
@@ -139,9 +221,11 @@ impl Switch<'_> {
 
     /// Whether only the main map's elements change: no canary before or after (a canary
     /// changes the component's rule, which the map-only fast path does not touch), and the
-    /// loopback set keeps or lacks the component's ports as before.
+    /// loopback set keeps or lacks the component's ports as before, and IPv6 stays routed or
+    /// refused as before (its ports are in `dispatch6` only while it has a backend).
     pub fn only_elements_change(&self) -> bool {
         self.keeps_ports()
+            && self.backends.v6.is_some() != self.current.routes6.is_empty()
             && self.canary.is_none()
             && self.current.canary.is_empty()
             && self.localhost == self.current.localhost
@@ -149,24 +233,43 @@ impl Switch<'_> {
 
     /// Whether the component is routed now on exactly the external ports of the switch.
     pub fn keeps_ports(&self) -> bool {
-        !self.current.routes.is_empty()
+        self.current.is_routed()
             && self
                 .current
-                .routes
-                .iter()
-                .map(Route::key)
+                .port_keys()
                 .eq(self.ports.iter().map(PortPair::key))
     }
 
     /// External ports routed now that the switch no longer routes (dropped from the config).
     pub fn stale_ports(&self) -> Vec<PortKey> {
-        self.current
+        let mut stale: Vec<PortKey> = self
+            .current
             .routes
             .iter()
+            .chain(&self.current.routes6)
             .map(Route::key)
             .filter(|key| !self.ports.iter().any(|p| p.key() == *key))
-            .collect()
+            .collect();
+        stale.sort();
+        stale.dedup();
+        stale
     }
+}
+
+/// Each of `ports` to `backend` (none without one).
+fn routes_to(ports: &[PortPair], backend: Option<IpAddr>) -> Vec<Route> {
+    let Some(address) = backend else {
+        return Vec::new();
+    };
+    ports
+        .iter()
+        .map(|p| Route {
+            protocol: p.protocol,
+            external: p.external,
+            address,
+            backend_port: p.backend,
+        })
+        .collect()
 }
 
 pub trait Firewall {
@@ -179,16 +282,16 @@ pub trait Firewall {
         &self,
         component: &str,
         ports: &[PortPair],
-        hairpin_sources: &[Ipv4Addr],
+        hairpin_sources: &[IpAddr],
     ) -> Result<()>;
 
     /// Let the container whose network namespace is `/proc/{pid}/ns/net` reach its own
     /// component through the host: hairpin mode on the bridge port behind its `address` (see
     /// [`super::bridge_port`]). Nothing to do, and no error, when it is not on a bridge.
-    fn allow_hairpin(&self, pid: u32, address: Ipv4Addr) -> Result<()>;
+    fn allow_hairpin(&self, pid: u32, address: IpAddr) -> Result<()>;
 
-    /// Make the hairpin set exactly `sources` (after backends finished draining).
-    fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()>;
+    /// Make the hairpin sets exactly `sources` (after backends finished draining).
+    fn set_hairpin_sources(&self, sources: &[IpAddr]) -> Result<()>;
 
     /// The kernel's routes for `component` (empty when it has none, or no table exists).
     fn routes(&self, component: &str) -> Result<ComponentRoutes>;

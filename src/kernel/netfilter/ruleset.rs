@@ -13,13 +13,17 @@
 //!     # protocol . external port -> the chain of the component that owns it: one lookup
 //!     # dispatches every component, however many there are (53/udp is not 53/tcp)
 //!     map dispatch { type inet_proto . inet_service : verdict }
+//!     # the same for IPv6 clients, holding only the ports of components with an IPv6 backend
+//!     map dispatch6 { type inet_proto . inet_service : verdict }
 //!
-//!     # per component: protocol . external port -> backend address . backend port
+//!     # per component and family: protocol . external port -> backend address . port
 //!     map backend_web { type inet_proto . inet_service : ipv4_addr . inet_service }
+//!     map backend6_web { type inet_proto . inet_service : ipv6_addr . inet_service }
 //!
 //!     # backend addresses whose own connections to a component are masqueraded (hairpin:
 //!     # without it the reply would go straight back over the bridge, bypassing the host)
 //!     set hairpin_sources { type ipv4_addr }
+//!     set hairpin_sources6 { type ipv6_addr }
 //!
 //!     # component links: reached only at a Docker network's gateway, from that network
 //!     # (`fib daddr . iif`: the address must be local *on the interface the packet came
@@ -27,51 +31,59 @@
 //!     set link_gateways { type ipv4_addr }
 //!     map links { type inet_service : verdict }
 //!
-//!     # traffic from other hosts to the host's own addresses; over IPv6, which no backend
-//!     # serves, a component's ports are refused (a TCP reset, ICMPv6 port unreachable for
-//!     # UDP) instead of reaching whatever the host itself runs on [::]:PORT
+//!     # traffic from other hosts to the host's own addresses; over IPv6, the ports of a
+//!     # component without an IPv6 backend are refused (a TCP reset, ICMPv6 port unreachable
+//!     # for UDP) instead of reaching whatever the host itself runs on [::]:PORT
 //!     chain prerouting { type nat hook prerouting priority dstnat - 10; policy accept;
 //!         meta nfproto ipv4 ip daddr @link_gateways fib daddr . iif type local
 //!             meta l4proto tcp tcp dport vmap @links
 //!         meta nfproto ipv4 fib daddr type local meta l4proto { tcp, udp }
 //!             meta l4proto . th dport vmap @dispatch
+//!         meta nfproto ipv6 fib daddr type local meta l4proto { tcp, udp }
+//!             meta l4proto . th dport vmap @dispatch6
 //!         meta nfproto ipv6 fib daddr type local meta l4proto tcp
 //!             meta l4proto . th dport @dispatch reject with tcp reset
 //!         meta nfproto ipv6 fib daddr type local meta l4proto udp
 //!             meta l4proto . th dport @dispatch reject }
 //!     # clients on the host itself; 127.0.0.0/8 only for the ports of components that say
 //!     # `localhostClients` (their replies need route_localnet and a masquerade); ::1 is left
-//!     # alone
+//!     # alone (IPv6 has no route_localnet: ::1 cannot be DNAT'd off the host)
 //!     set localhost_ports { type inet_proto . inet_service }
 //!     chain output { type nat hook output priority -110; policy accept;
 //!         meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local
 //!             meta l4proto { tcp, udp } meta l4proto . th dport vmap @dispatch
 //!         meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto { tcp, udp }
 //!             meta l4proto . th dport @localhost_ports meta l4proto . th dport vmap @dispatch
-//!         meta nfproto ipv6 ip6 daddr != ::1 ... the two refusals of prerouting }
+//!         meta nfproto ipv6 ip6 daddr != ::1 ... the IPv6 rules of prerouting }
 //!     # kube-proxy's guard for route_localnet (CVE-2020-8558): a packet to 127.0.0.0/8 that
 //!     # came in from outside is dropped unless it was DNAT'd or belongs to a known flow
 //!     # (harmless while route_localnet is off: the kernel drops such packets before input)
 //!     chain localnet_guard { type filter hook input priority filter; policy accept;
 //!         iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0
 //!         ct state != { established, related } drop }
-//!     # the rule that carries the component's traffic: one map lookup; the label lets
-//!     # Docker's FORWARD chain accept exactly our flows (see docker_user.rs)
+//!     # the rules that carry the component's traffic: one map lookup per family; the label
+//!     # lets Docker's FORWARD chain accept exactly our flows (see docker_user.rs). A family
+//!     # whose map is empty falls through to the refusals, never to the host's own listeners.
 //!     chain component_web {
-//!         ct label set 127 dnat ip to meta l4proto . th dport map @backend_web }
+//!         meta nfproto ipv4 ct label set 127 dnat ip to meta l4proto . th dport map @backend_web
+//!         meta nfproto ipv6 ct label set 127
+//!             dnat ip6 to meta l4proto . th dport map @backend6_web
+//!         meta l4proto tcp reject with tcp reset
+//!         reject }
 //!
 //!     # during a canary only: its map, and a rule ahead of the main one that sends PCT % of
-//!     # new connections there, decided by the kernel per connection (a random number) or,
-//!     # sticky, by client address (a hash with a fixed seed: the same side every time)
+//!     # new IPv4 connections there, decided by the kernel per connection (a random number)
+//!     # or, sticky, by client address (a hash with a fixed seed: the same side every time)
 //!     map canary_web { type inet_proto . inet_service : ipv4_addr . inet_service }
 //!     chain component_web {
-//!         ct label set 127 numgen random mod 100 < PCT
+//!         meta nfproto ipv4 ct label set 127 numgen random mod 100 < PCT
 //!             dnat ip to meta l4proto . th dport map @canary_web
-//!         ct label set 127 dnat ip to meta l4proto . th dport map @backend_web }
+//!         ... the rules above }
 //!     # a backend calling a component through the host (hairpin): only our own flows (their
 //!     # label), so that Docker's published ports keep their clients' addresses
 //!     chain postrouting { type nat hook postrouting priority srcnat - 10; policy accept;
 //!         ct label 127 ct status dnat ip saddr @hairpin_sources masquerade
+//!         ct label 127 ct status dnat ip6 saddr @hairpin_sources6 masquerade
 //!         # a client on the host at 127.0.0.1: its source cannot leave the host as it is
 //!         ct label 127 ct status dnat ip saddr 127.0.0.0/8 masquerade
 //!         # a container calling a link: the backend is on its own bridge and would answer
@@ -79,6 +91,11 @@
 //!         ct label 127 ct status dnat ct original ip daddr @link_gateways masquerade }
 //! }
 //! ```
+//!
+//! Why IPv6 has a dispatch map of its own rather than sharing `dispatch`: a component chain
+//! laid out by a handoff from before IPv6 has no IPv6 rule and no refusal, so an IPv6 packet
+//! sent into it would fall through to the host. Only chains laid out with an IPv6 backend are
+//! in `dispatch6`; every other component's IPv6 clients meet the refusals of the base chain.
 //!
 //! NAT chains only see the first packet of a connection; conntrack carries every later packet
 //! with the binding it recorded. That is why replacing `backend_web`'s elements moves *new*
@@ -96,13 +113,19 @@
 //! this layout object by object: `migrate.rs` rebuilds it in the transaction of its next
 //! change.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::{Canary, Switch};
-use crate::config::{PortKey, PortPair, Protocol};
+use crate::config::{PortKey, PortPair};
 use crate::identity::{self, Identity};
 
-pub use identity::{component_of_canary_map, component_of_map};
+pub use identity::{component_of_backend6_map, component_of_canary_map, component_of_map};
+
+mod entries;
+use entries::{
+    add_verdicts, dispatch_keys, elements, fill, link_keys, localhost_ports, remove_dispatch,
+    remove_verdicts, tcp,
+};
 
 /// The default name of our table (family `inet`); `--table` picks another, so that two
 /// independent installations (or parallel tests) never share one.
@@ -111,9 +134,12 @@ pub const DEFAULT_TABLE: &str = "handoff";
 /// flows to unpublished container ports; `docker_user` accepts exactly the flows carrying it.
 pub const FLOW_LABEL: u8 = 127;
 pub const DISPATCH_MAP: &str = "dispatch";
+/// IPv6 clients' dispatch: the ports of components with an IPv6 backend.
+pub const DISPATCH6_MAP: &str = "dispatch6";
 /// External ports that clients on the host reach at 127.0.0.1 too (`localhostClients`).
 pub const LOCALHOST_SET: &str = "localhost_ports";
 pub const HAIRPIN_SET: &str = "hairpin_sources";
+pub const HAIRPIN6_SET: &str = "hairpin_sources6";
 /// Link port -> the defining component's chain (see the layout above).
 pub const LINKS_MAP: &str = "links";
 pub const LINK_GATEWAYS_SET: &str = "link_gateways";
@@ -125,6 +151,10 @@ pub const SRCNAT_PRIORITY: i32 = 90;
 
 pub fn backend_map(component: &str) -> String {
     identity::backend_map(component)
+}
+
+pub fn backend6_map(component: &str) -> String {
+    identity::backend6_map(component)
 }
 
 pub fn canary_map(component: &str) -> String {
@@ -155,10 +185,13 @@ pub fn component_chain(component: &str) -> String {
 /// The dispatch rule's matches, shared by prerouting and output.
 const DISPATCH: &str =
     "fib daddr type local meta l4proto { tcp, udp } meta l4proto . th dport vmap @dispatch";
-/// The same ports over IPv6: refused. No backend serves IPv6, and without these rules the
-/// traffic would *fail open* — pass our chains untouched and reach whatever the host itself
-/// listens with on [::]:PORT. A reset (TCP) or port-unreachable (UDP) rather than a drop, so a
-/// client tries IPv4 at once.
+/// The same for IPv6 clients.
+const DISPATCH6: &str =
+    "fib daddr type local meta l4proto { tcp, udp } meta l4proto . th dport vmap @dispatch6";
+/// The ports of a component without an IPv6 backend, over IPv6: refused. Without these rules
+/// the traffic would *fail open* — pass our chains untouched and reach whatever the host
+/// itself listens with on [::]:PORT. A reset (TCP) or port-unreachable (UDP) rather than a
+/// drop, so a client tries IPv4 at once.
 const REFUSE_IPV6: [&str; 2] = [
     "fib daddr type local meta l4proto tcp meta l4proto . th dport @dispatch \
      reject with tcp reset",
@@ -168,6 +201,10 @@ const REFUSE_IPV6: [&str; 2] = [
 const PORT_KEY: &str = "inet_proto . inet_service";
 /// A backend map's type: a port on the host -> backend address and port.
 const BACKEND_MAP_TYPE: &str = "inet_proto . inet_service : ipv4_addr . inet_service";
+const BACKEND6_MAP_TYPE: &str = "inet_proto . inet_service : ipv6_addr . inet_service";
+/// The end of every component chain: a family without a backend is refused, as the base
+/// chains refuse IPv6 (a packet of a family whose map is empty falls through to here).
+const REFUSE: [&str; 2] = ["meta l4proto tcp reject with tcp reset", "reject"];
 
 /// Table, maps, sets and base chains with their rules, idempotently: `add` of an existing
 /// table, chain, map or set is a no-op, and base chains are flushed before their rule is added
@@ -177,7 +214,9 @@ pub fn base(table: &str) -> Vec<String> {
     vec![
         format!("add table {t}"),
         format!("add map {t} {DISPATCH_MAP} {{ type {PORT_KEY} : verdict ; }}"),
+        format!("add map {t} {DISPATCH6_MAP} {{ type {PORT_KEY} : verdict ; }}"),
         format!("add set {t} {HAIRPIN_SET} {{ type ipv4_addr ; }}"),
+        format!("add set {t} {HAIRPIN6_SET} {{ type ipv6_addr ; }}"),
         format!("add set {t} {LOCALHOST_SET} {{ type {PORT_KEY} ; }}"),
         format!("add set {t} {LINK_GATEWAYS_SET} {{ type ipv4_addr ; }}"),
         format!("add map {t} {LINKS_MAP} {{ type inet_service : verdict ; }}"),
@@ -191,6 +230,7 @@ pub fn base(table: &str) -> Vec<String> {
              fib daddr . iif type local meta l4proto tcp tcp dport vmap @{LINKS_MAP}"
         ),
         format!("add rule {t} prerouting meta nfproto ipv4 {DISPATCH}"),
+        format!("add rule {t} prerouting meta nfproto ipv6 {DISPATCH6}"),
         format!(
             "add rule {t} prerouting meta nfproto ipv6 {}",
             REFUSE_IPV6[0]
@@ -210,6 +250,7 @@ pub fn base(table: &str) -> Vec<String> {
              udp }} meta l4proto . th dport @{LOCALHOST_SET} meta l4proto . th dport vmap \
              @dispatch"
         ),
+        format!("add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {DISPATCH6}"),
         format!(
             "add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {}",
             REFUSE_IPV6[0]
@@ -226,6 +267,10 @@ pub fn base(table: &str) -> Vec<String> {
         format!(
             "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ip saddr \
              @{HAIRPIN_SET} masquerade"
+        ),
+        format!(
+            "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ip6 saddr \
+             @{HAIRPIN6_SET} masquerade"
         ),
         format!(
             "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ip saddr \
@@ -256,7 +301,7 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
     let Switch {
         component,
         ports,
-        backend,
+        backends,
         canary,
         localhost,
         links,
@@ -265,6 +310,7 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
     let stale = change.stale_ports();
     let t = format!("inet {table}");
     let map = backend_map(component);
+    let map6 = backend6_map(component);
     let canaries = canary_map(component);
     let chain = component_chain(component);
     let link_ports: Vec<PortKey> = links
@@ -277,6 +323,7 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
         .collect();
     let mut commands = vec![
         format!("add map {t} {map} {{ type {BACKEND_MAP_TYPE} ; }}"),
+        format!("add map {t} {map6} {{ type {BACKEND6_MAP_TYPE} ; }}"),
         format!("add map {t} {canaries} {{ type {BACKEND_MAP_TYPE} ; }}"),
         format!("add chain {t} {chain}"),
         format!("flush chain {t} {chain}"),
@@ -289,8 +336,8 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
                 elements(ports, canary.backend)
             ));
             commands.push(format!(
-                "add rule {t} {chain} ct label set {FLOW_LABEL} {} dnat ip to meta l4proto . \
-                 th dport map @{canaries}",
+                "add rule {t} {chain} meta nfproto ipv4 ct label set {FLOW_LABEL} {} dnat ip \
+                 to meta l4proto . th dport map @{canaries}",
                 split(canary)
             ));
         }
@@ -299,18 +346,40 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
     }
     commands.extend([
         format!(
-            "add rule {t} {chain} ct label set {FLOW_LABEL} dnat ip to meta l4proto . th dport \
-             map @{map}"
+            "add rule {t} {chain} meta nfproto ipv4 ct label set {FLOW_LABEL} dnat ip to \
+             meta l4proto . th dport map @{map}"
         ),
+        format!(
+            "add rule {t} {chain} meta nfproto ipv6 ct label set {FLOW_LABEL} dnat ip6 to \
+             meta l4proto . th dport map @{map6}"
+        ),
+        format!("add rule {t} {chain} {}", REFUSE[0]),
+        format!("add rule {t} {chain} {}", REFUSE[1]),
         format!("flush map {t} {map}"),
-        format!("add element {t} {map} {{ {} }}", elements(ports, backend)),
+        format!("flush map {t} {map6}"),
     ]);
+    commands.extend(fill(&t, &map, ports, backends.v4.map(IpAddr::V4)));
+    commands.extend(fill(&t, &map6, ports, backends.v6.map(IpAddr::V6)));
     commands.extend(add_verdicts(
         &t,
         DISPATCH_MAP,
         &chain,
         &dispatch_keys(&public),
     ));
+    match backends.v6 {
+        Some(_) => commands.extend(add_verdicts(
+            &t,
+            DISPATCH6_MAP,
+            &chain,
+            &dispatch_keys(&public),
+        )),
+        None => commands.extend(remove_verdicts(
+            &t,
+            DISPATCH6_MAP,
+            &chain,
+            &dispatch_keys(&public),
+        )),
+    }
     commands.extend(remove_verdicts(&t, LINKS_MAP, &chain, &link_keys(&public)));
     commands.extend(localhost_ports(&t, &public, localhost));
     if let Some(links) = links {
@@ -319,113 +388,17 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
             links.gateway
         ));
         commands.extend(add_verdicts(&t, LINKS_MAP, &chain, &link_keys(&link_ports)));
-        commands.extend(remove_verdicts(
-            &t,
-            DISPATCH_MAP,
-            &chain,
-            &dispatch_keys(&link_ports),
-        ));
+        for dispatch in [DISPATCH_MAP, DISPATCH6_MAP] {
+            commands.extend(remove_verdicts(
+                &t,
+                dispatch,
+                &chain,
+                &dispatch_keys(&link_ports),
+            ));
+        }
         commands.extend(localhost_ports(&t, &link_ports, false));
     }
     commands.extend(remove_dispatch(&t, &chain, &stale));
-    commands
-}
-
-fn tcp(port: u16) -> PortKey {
-    PortKey {
-        protocol: Protocol::Tcp,
-        port,
-    }
-}
-
-/// A backend map's elements: each of `ports` to `backend`.
-fn elements(ports: &[PortPair], backend: Ipv4Addr) -> String {
-    let elements: Vec<String> = ports
-        .iter()
-        .map(|p| {
-            format!(
-                "{} . {} : {backend} . {}",
-                p.protocol, p.external, p.backend
-            )
-        })
-        .collect();
-    elements.join(", ")
-}
-
-/// Keys of the dispatch map and the loopback set: `tcp . 80`.
-fn dispatch_keys(ports: &[PortKey]) -> Vec<String> {
-    ports
-        .iter()
-        .map(|k| format!("{} . {}", k.protocol, k.port))
-        .collect()
-}
-
-/// Keys of the links map: links are TCP, keyed by port alone.
-fn link_keys(ports: &[PortKey]) -> Vec<String> {
-    ports
-        .iter()
-        .filter(|k| k.protocol == Protocol::Tcp)
-        .map(|k| k.port.to_string())
-        .collect()
-}
-
-/// `keys` -> `goto chain` in verdict map `map`.
-fn add_verdicts(t: &str, map: &str, chain: &str, keys: &[String]) -> Vec<String> {
-    if keys.is_empty() {
-        return Vec::new();
-    }
-    let elements: Vec<String> = keys
-        .iter()
-        .map(|key| format!("{key} : goto {chain}"))
-        .collect();
-    vec![format!(
-        "add element {t} {map} {{ {} }}",
-        elements.join(", ")
-    )]
-}
-
-/// Delete the entries of `keys` from verdict map `map`. Added first, so that the delete
-/// cannot fail the transaction when they are not there.
-fn remove_verdicts(t: &str, map: &str, chain: &str, keys: &[String]) -> Vec<String> {
-    if keys.is_empty() {
-        return Vec::new();
-    }
-    let mut commands = add_verdicts(t, map, chain, keys);
-    commands.push(format!(
-        "delete element {t} {map} {{ {} }}",
-        keys.join(", ")
-    ));
-    commands
-}
-
-/// Put `ports` in the loopback set (`reachable`), or take them out (added first, so that the
-/// delete cannot fail the transaction when they are not there).
-fn localhost_ports(t: &str, ports: &[PortKey], reachable: bool) -> Vec<String> {
-    if ports.is_empty() {
-        return Vec::new();
-    }
-    let keys = dispatch_keys(ports).join(", ");
-    let add = format!("add element {t} {LOCALHOST_SET} {{ {keys} }}");
-    if reachable {
-        return vec![add];
-    }
-    vec![
-        add,
-        format!("delete element {t} {LOCALHOST_SET} {{ {keys} }}"),
-    ]
-}
-
-/// Delete every way in to `ports`: their dispatch and link entries, and their place in the
-/// loopback set.
-fn remove_dispatch(t: &str, chain: &str, ports: &[PortKey]) -> Vec<String> {
-    let mut commands = localhost_ports(t, ports, false);
-    commands.extend(remove_verdicts(
-        t,
-        DISPATCH_MAP,
-        chain,
-        &dispatch_keys(ports),
-    ));
-    commands.extend(remove_verdicts(t, LINKS_MAP, chain, &link_keys(ports)));
     commands
 }
 
@@ -435,10 +408,12 @@ fn remove_dispatch(t: &str, chain: &str, ports: &[PortKey]) -> Vec<String> {
 pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> {
     let t = format!("inet {table}");
     let map = backend_map(component);
+    let map6 = backend6_map(component);
     let canaries = canary_map(component);
     let chain = component_chain(component);
     let mut commands = vec![
         format!("add map {t} {map} {{ type {BACKEND_MAP_TYPE} ; }}"),
+        format!("add map {t} {map6} {{ type {BACKEND6_MAP_TYPE} ; }}"),
         format!("add map {t} {canaries} {{ type {BACKEND_MAP_TYPE} ; }}"),
         format!("add chain {t} {chain}"),
     ];
@@ -447,19 +422,27 @@ pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> 
     commands.push(format!("flush chain {t} {chain}"));
     commands.push(format!("delete chain {t} {chain}"));
     commands.push(format!("delete map {t} {map}"));
+    commands.push(format!("delete map {t} {map6}"));
     commands.push(format!("delete map {t} {canaries}"));
     commands
 }
 
-/// Replace the hairpin set with exactly `sources`.
-pub fn hairpin(table: &str, sources: &[Ipv4Addr]) -> Vec<String> {
-    let mut commands = vec![format!("flush set inet {table} {HAIRPIN_SET}")];
-    if !sources.is_empty() {
-        let elements: Vec<String> = sources.iter().map(Ipv4Addr::to_string).collect();
-        commands.push(format!(
-            "add element inet {table} {HAIRPIN_SET} {{ {} }}",
-            elements.join(", ")
-        ));
+/// Replace the hairpin sets with exactly `sources` (each address in its family's set).
+pub fn hairpin(table: &str, sources: &[IpAddr]) -> Vec<String> {
+    let mut commands = Vec::new();
+    for (set, v6) in [(HAIRPIN_SET, false), (HAIRPIN6_SET, true)] {
+        commands.push(format!("flush set inet {table} {set}"));
+        let elements: Vec<String> = sources
+            .iter()
+            .filter(|a| a.is_ipv6() == v6)
+            .map(IpAddr::to_string)
+            .collect();
+        if !elements.is_empty() {
+            commands.push(format!(
+                "add element inet {table} {set} {{ {} }}",
+                elements.join(", ")
+            ));
+        }
     }
     commands
 }
@@ -471,5 +454,7 @@ pub fn document(commands: &[String]) -> String {
     script
 }
 
+#[cfg(test)]
+mod ipv6_tests;
 #[cfg(test)]
 mod tests;

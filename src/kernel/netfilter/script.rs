@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
@@ -137,6 +137,8 @@ pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRo
         };
         if let Some(component) = ruleset::component_of_map(name) {
             maps.entry(component).or_default().routes = parse_map_elements(map)?;
+        } else if let Some(component) = ruleset::component_of_backend6_map(name) {
+            maps.entry(component).or_default().routes6 = parse_map_elements(map)?;
         } else if let Some(component) = ruleset::component_of_canary_map(name) {
             canaries.push((component, parse_map_elements(map)?));
         }
@@ -189,7 +191,7 @@ fn parse_map_elements(map: &Value) -> Result<Vec<Route>> {
         let parsed = (|| {
             let key = parse_port(element.get(0)?)?;
             let concat = element.get(1)?.get("concat")?;
-            let address: Ipv4Addr = concat.get(0)?.as_str()?.parse().ok()?;
+            let address: IpAddr = concat.get(0)?.as_str()?.parse().ok()?;
             let backend_port = u16::try_from(concat.get(1)?.as_u64()?).ok()?;
             Some(Route {
                 protocol: key.protocol,
@@ -220,26 +222,34 @@ impl Firewall for NftFirewall {
         // no canary before or after, so only its map's elements (and the hairpin set) change,
         // in one netlink batch.
         let map = ruleset::backend_map(component);
-        let routes = change.routes();
+        let map6 = ruleset::backend6_map(component);
+        let routes = (change.routes(), change.routes6());
         if change.only_elements_change() {
-            match batch::replace_routes(
-                &self.table,
-                &map,
-                &routes,
-                ruleset::HAIRPIN_SET,
-                hairpin_sources,
-            ) {
+            let sources = |v6: bool| {
+                let family = hairpin_sources.iter().filter(move |a| a.is_ipv6() == v6);
+                batch::address_elements(family.copied())
+            };
+            let contents = [
+                (map.as_str(), batch::route_elements(&routes.0)),
+                (map6.as_str(), batch::route_elements(&routes.1)),
+                (ruleset::HAIRPIN_SET, sources(false)),
+                (ruleset::HAIRPIN6_SET, sources(true)),
+            ];
+            match batch::replace_elements(&self.table, &contents) {
                 Ok(()) => return Ok(()),
                 Err(error) if error.downcast_ref::<batch::Unconfirmed>().is_some() => {
                     // The batch went out but its answer did not come back: the kernel may
-                    // have committed it. Say what the map holds, not "nothing was changed".
-                    let now = batch::read_routes(&self.table, &map)?;
+                    // have committed it. Say what the maps hold, not "nothing was changed".
+                    let now = (
+                        batch::read_routes(&self.table, &map)?,
+                        batch::read_routes(&self.table, &map6)?,
+                    );
                     if now == routes {
                         return Ok(());
                     }
-                    if now != current.routes {
+                    if now != (current.routes.clone(), current.routes6.clone()) {
                         return Err(error.context(format!(
-                            "the map of {component:?} now holds neither the old routes nor \
+                            "the maps of {component:?} now hold neither the old routes nor \
                              the new ones: {now:?}"
                         )));
                     }
@@ -275,25 +285,25 @@ impl Firewall for NftFirewall {
         &self,
         component: &str,
         ports: &[PortPair],
-        hairpin_sources: &[Ipv4Addr],
+        hairpin_sources: &[IpAddr],
     ) -> Result<()> {
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::unroute(&self.table, component, ports));
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
         self.apply_layout(commands)?;
-        let still_routed = self.all_routes()?.values().any(|r| !r.routes.is_empty());
+        let still_routed = self.all_routes()?.values().any(ComponentRoutes::is_routed);
         if !still_routed {
             docker_user::remove(&self.table)?;
         }
         Ok(())
     }
 
-    fn allow_hairpin(&self, pid: u32, address: Ipv4Addr) -> Result<()> {
+    fn allow_hairpin(&self, pid: u32, address: IpAddr) -> Result<()> {
         super::super::bridge_port::allow_hairpin(pid, address)?;
         Ok(())
     }
 
-    fn set_hairpin_sources(&self, sources: &[Ipv4Addr]) -> Result<()> {
+    fn set_hairpin_sources(&self, sources: &[IpAddr]) -> Result<()> {
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::hairpin(&self.table, sources));
         self.apply_layout(commands)
@@ -324,7 +334,8 @@ impl Firewall for NftFirewall {
             Err(error) => Err(error),
         };
         let routes = read(ruleset::backend_map(component))?;
-        if routes.is_empty() {
+        let routes6 = read(ruleset::backend6_map(component))?;
+        if routes.is_empty() && routes6.is_empty() {
             return Ok(ComponentRoutes::default());
         }
         let canary = read(ruleset::canary_map(component))?;
@@ -335,6 +346,7 @@ impl Firewall for NftFirewall {
         };
         Ok(ComponentRoutes {
             routes,
+            routes6,
             canary,
             localhost,
         })
@@ -352,14 +364,18 @@ mod tests {
             {"map": {"name": "dispatch", "elem": [[80, {"goto": {"target": "component_web"}}]]}},
             {"map": {"name": "backend_web", "elem": [[80, {"concat": ["10.0.0.11", 8080]}]]}},
             {"map": {"name": "backend_api"}},
+            {"map": {"name": "backend6_web", "elem": [
+                [{"concat": ["tcp", 80]}, {"concat": ["fd00::11", 8080]}]]}},
             {"map": {"name": "canary_web", "elem": [[80, {"concat": ["10.0.0.12", 8080]}]]}},
             {"set": {"name": "localhost_ports", "elem": [80]}},
             {"chain": {"name": "prerouting"}}]});
         let maps = parse_backend_maps(&listing).unwrap();
         assert_eq!(maps.len(), 2);
-        assert_eq!(maps["web"].active(), Some(Ipv4Addr::new(10, 0, 0, 11)));
-        assert_eq!(maps["web"].canary(), Some(Ipv4Addr::new(10, 0, 0, 12)));
+        assert_eq!(maps["web"].active(), Some(IpAddr::from([10, 0, 0, 11])));
+        assert_eq!(maps["web"].canary(), Some(IpAddr::from([10, 0, 0, 12])));
+        assert_eq!(maps["web"].active6(), "fd00::11".parse().ok());
         assert_eq!(maps["api"].active(), None);
+        assert_eq!(maps["api"].active6(), None);
         assert_eq!(maps["api"].canary(), None);
         assert!(maps["web"].localhost && !maps["api"].localhost);
     }

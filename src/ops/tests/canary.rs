@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::super::canary::{canary_address, canary_update, promote};
 use super::super::drain::finish_drain;
@@ -9,9 +9,9 @@ use super::super::testkit::{docker_address, Kit};
 use super::super::update::{start, update};
 use crate::error::{exit_code_of, ExitCode};
 
-const A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 11);
-const B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 12);
-const C: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 13);
+const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 1, 11));
+const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 1, 12));
+const C: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 1, 13));
 
 #[test]
 fn a_canary_takes_its_share_beside_the_active_backend_and_its_share_changes_in_place() {
@@ -38,7 +38,7 @@ fn a_canary_takes_its_share_beside_the_active_backend_and_its_share_changes_in_p
     // Another canary replaces this one, which drains.
     let split = canary_address(&env, kit.web(), C, 5, false).unwrap();
     assert_eq!(split.replaced.unwrap().address, B);
-    let draining: Vec<Ipv4Addr> = kit
+    let draining: Vec<IpAddr> = kit
         .state()
         .component("web")
         .draining

@@ -25,14 +25,14 @@ fn converged(kit: &Kit) -> String {
 }
 
 /// Route web back to `address`, as if the kernel had never seen the switch.
-fn route_back(kit: &Kit, address: std::net::Ipv4Addr) {
+fn route_back(kit: &Kit, address: std::net::IpAddr) {
     let ports = kit.web().port_pairs();
     kit.firewall
         .switch(&Switch {
             component: "web",
             current: &ComponentRoutes::default(),
             ports: &ports,
-            backend: address,
+            backends: crate::kernel::netfilter::Backends::default().with(address),
             canary: None,
             localhost: false,
             links: None,

@@ -67,7 +67,7 @@ fn a_rerun_after_a_run_that_died_before_its_switch_routes_the_link_too() {
             component: "db",
             current: &crate::kernel::netfilter::ComponentRoutes::default(),
             ports: &db.port_pairs(),
-            backend: v1,
+            backends: crate::kernel::netfilter::Backends::default().with(v1),
             canary: None,
             localhost: false,
             links: None,

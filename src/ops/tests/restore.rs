@@ -23,8 +23,9 @@ fn after_a_reboot_the_active_container_is_started_again_and_nothing_of_it_is_dra
     let Ok(Restored::Routed(switched)) = &report.components[0].1 else {
         panic!("not routed: {:?}", report.components)
     };
+    assert_eq!(switched.len(), 1, "one family: {switched:?}");
     assert_eq!(
-        switched.previous, None,
+        switched[0].previous, None,
         "its old address is not reported draining"
     );
     let running = kit.runtime.running();

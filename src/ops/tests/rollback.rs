@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::super::drain::finish_drain;
 use super::super::rollback::{rollback, Rollback};
@@ -29,7 +29,7 @@ fn a_rollback_routes_back_to_the_draining_version_and_the_active_one_drains() {
     assert_eq!(kit.routed(), Some(docker_address(2)));
     let web = kit.state().component("web");
     assert_eq!(web.active.unwrap().container, Some(v1));
-    let draining: Vec<Ipv4Addr> = web.draining.iter().map(|b| b.address).collect();
+    let draining: Vec<IpAddr> = web.draining.iter().map(|b| b.address).collect();
     assert_eq!(draining, vec![docker_address(3)]);
     // Run again (after a crash, or by a doubtful operator) it is done: it does not flip web
     // forward to v2, which still drains.
@@ -57,12 +57,12 @@ fn a_rollback_routes_back_to_the_draining_version_and_the_active_one_drains() {
 fn an_address_component_rolls_back_to_its_previous_address() {
     let kit = Kit::address();
     let env = kit.quiet_env();
-    let (a, b) = (Ipv4Addr::new(10, 0, 1, 11), Ipv4Addr::new(10, 0, 1, 12));
+    let (a, b) = (IpAddr::from([10, 0, 1, 11]), IpAddr::from([10, 0, 1, 12]));
     switch_address(&env, kit.web(), a).unwrap();
     switch_address(&env, kit.web(), b).unwrap();
     assert_eq!(switched(rollback(&env, kit.web()).unwrap()).address, a);
     assert_eq!(kit.routed(), Some(a));
-    let draining: Vec<Ipv4Addr> = kit
+    let draining: Vec<IpAddr> = kit
         .state()
         .component("web")
         .draining

@@ -7,7 +7,7 @@ use crate::kernel::conntrack::{Change, Flow, FlowState};
 use crate::ops::retire::Retirement;
 
 /// A flow from 10.0.2.2:`port` to the host's port 80, answered by `backend`:8080.
-pub fn flow(port: u16, backend: std::net::Ipv4Addr, state: FlowState) -> Flow {
+pub fn flow(port: u16, backend: std::net::IpAddr, state: FlowState) -> Flow {
     dnat_flow(port, &format!("{backend}:8080"), state)
 }
 

@@ -1,9 +1,12 @@
 //! The layout as data: what each builder emits, in which order.
 
 use super::*;
-use crate::kernel::netfilter::{ComponentRoutes, Links, Route};
+use std::net::Ipv4Addr;
 
-fn ports() -> Vec<PortPair> {
+use crate::config::Protocol;
+use crate::kernel::netfilter::{Backends, ComponentRoutes, Links, Route};
+
+pub(super) fn ports() -> Vec<PortPair> {
     vec![PortPair::tcp(80, 8080), PortPair::tcp(443, 8443)]
 }
 
@@ -24,7 +27,7 @@ fn route_web(
             .map(|&external| Route {
                 protocol: Protocol::Tcp,
                 external,
-                address: backend,
+                address: IpAddr::V4(backend),
                 backend_port: external,
             })
             .collect(),
@@ -36,7 +39,10 @@ fn route_web(
             component: "web",
             current: &current,
             ports: &ports,
-            backend,
+            backends: Backends {
+                v4: Some(backend),
+                v6: None,
+            },
             canary: canary.copied(),
             localhost,
             links,
@@ -45,7 +51,7 @@ fn route_web(
     )
 }
 
-fn position(commands: &[String], wanted: &str) -> usize {
+pub(super) fn position(commands: &[String], wanted: &str) -> usize {
     commands
         .iter()
         .position(|c| c == wanted)
@@ -80,7 +86,7 @@ fn a_port_dropped_from_the_config_leaves_the_dispatch_map() {
         None
     )
     .iter()
-    .any(|c| c.starts_with("delete element inet handoff dispatch")));
+    .any(|c| c.starts_with("delete element inet handoff dispatch {")));
 }
 
 /// web's ports routed to 10.0.0.12, nothing stale.
@@ -121,8 +127,12 @@ fn the_traffic_rule_is_one_map_lookup() {
     assert_eq!(
         rules,
         [
-            "add rule inet handoff component_web ct label set 127 dnat ip to meta l4proto . th dport map \
-          @backend_web"
+            "add rule inet handoff component_web meta nfproto ipv4 ct label set 127 dnat ip to \
+             meta l4proto . th dport map @backend_web",
+            "add rule inet handoff component_web meta nfproto ipv6 ct label set 127 dnat ip6 to \
+             meta l4proto . th dport map @backend6_web",
+            "add rule inet handoff component_web meta l4proto tcp reject with tcp reset",
+            "add rule inet handoff component_web reject",
         ]
     );
     let flushed = position(&commands, "flush chain inet handoff component_web");
@@ -133,7 +143,7 @@ fn the_traffic_rule_is_one_map_lookup() {
 #[test]
 fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
     let canary = Canary {
-        backend: Ipv4Addr::new(10, 0, 0, 13),
+        backend: IpAddr::from([10, 0, 0, 13]),
         weight: 10,
         sticky: false,
     };
@@ -147,12 +157,12 @@ fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
     );
     let split = position(
         &commands,
-        "add rule inet handoff component_web ct label set 127 numgen random mod 100 < 10 \
+        "add rule inet handoff component_web meta nfproto ipv4 ct label set 127 numgen random mod 100 < 10 \
          dnat ip to meta l4proto . th dport map @canary_web",
     );
     let main = position(
         &commands,
-        "add rule inet handoff component_web ct label set 127 dnat ip to meta l4proto . th dport map \
+        "add rule inet handoff component_web meta nfproto ipv4 ct label set 127 dnat ip to meta l4proto . th dport map \
          @backend_web",
     );
     assert!(split < main, "the canary's share is taken first");
@@ -174,7 +184,7 @@ fn a_canary_rule_comes_before_the_main_one_and_without_a_canary_its_map_goes() {
     );
     position(
         &sticky,
-        "add rule inet handoff component_web ct label set 127 jhash ip saddr mod 100 seed \
+        "add rule inet handoff component_web meta nfproto ipv4 ct label set 127 jhash ip saddr mod 100 seed \
          0x68616e64 < 10 dnat ip to meta l4proto . th dport map @canary_web",
     );
     let ended = web_to_12();
@@ -202,9 +212,9 @@ fn base_chains_are_reasserted_idempotently_in_our_table_only() {
         assert!(!command.starts_with("delete") && !command.starts_with("flush ruleset"));
     }
     for (name, expected) in [
-        ("prerouting", 4),
-        ("output", 4),
-        ("postrouting", 3),
+        ("prerouting", 5),
+        ("output", 5),
+        ("postrouting", 4),
         (LOCALNET_GUARD, 1),
     ] {
         let added = commands
@@ -229,21 +239,6 @@ fn base_chains_are_reasserted_idempotently_in_our_table_only() {
         .unwrap();
     assert!(prerouting.contains("type nat hook prerouting priority -110"));
     assert!(prerouting.contains("policy accept"));
-}
-
-#[test]
-fn a_components_ports_are_refused_over_ipv6_from_outside_and_from_the_host() {
-    let commands = base(DEFAULT_TABLE);
-    position(
-        &commands,
-        "add rule inet handoff prerouting meta nfproto ipv6 fib daddr type local meta \
-         l4proto tcp meta l4proto . th dport @dispatch reject with tcp reset",
-    );
-    position(
-        &commands,
-        "add rule inet handoff output meta nfproto ipv6 ip6 daddr != ::1 fib daddr type \
-         local meta l4proto tcp meta l4proto . th dport @dispatch reject with tcp reset",
-    );
 }
 
 #[test]
@@ -335,7 +330,7 @@ fn another_table_name_is_used_everywhere() {
         false,
         None,
     ));
-    commands.extend(hairpin("handoff_test", &[Ipv4Addr::new(10, 0, 0, 1)]));
+    commands.extend(hairpin("handoff_test", &[IpAddr::from([10, 0, 0, 1])]));
     assert!(
         commands.iter().all(|c| c.contains(" inet handoff_test")),
         "{commands:#?}"
@@ -346,18 +341,26 @@ fn another_table_name_is_used_everywhere() {
 fn hairpin_set_is_replaced_whole() {
     let commands = hairpin(
         DEFAULT_TABLE,
-        &[Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)],
+        &[IpAddr::from([10, 0, 0, 11]), IpAddr::from([10, 0, 0, 12])],
     );
     assert_eq!(
         commands,
         [
             "flush set inet handoff hairpin_sources",
-            "add element inet handoff hairpin_sources { 10.0.0.11, 10.0.0.12 }"
+            "add element inet handoff hairpin_sources { 10.0.0.11, 10.0.0.12 }",
+            "flush set inet handoff hairpin_sources6",
+        ]
+    );
+    assert_eq!(
+        hairpin(DEFAULT_TABLE, &["fd00::11".parse().unwrap()])[1..],
+        [
+            "flush set inet handoff hairpin_sources6",
+            "add element inet handoff hairpin_sources6 { fd00::11 }"
         ]
     );
     assert_eq!(
         hairpin(DEFAULT_TABLE, &[]).len(),
-        1,
+        2,
         "an empty element list is not sent"
     );
 }
@@ -452,7 +455,10 @@ fn a_udp_port_is_keyed_by_its_protocol_beside_the_same_tcp_port() {
             component: "web",
             current: &current,
             ports: &ports,
-            backend: Ipv4Addr::new(10, 0, 0, 12),
+            backends: Backends {
+                v4: Some(Ipv4Addr::new(10, 0, 0, 12)),
+                v6: None,
+            },
             canary: None,
             localhost: true,
             links: None,
