@@ -7,9 +7,15 @@
 //! mode. Docker sets it only when its userland proxy is off, so handoff sets it on the ports of
 //! the containers it starts (and `restore` again after a reboot, when the veths are new).
 //!
-//! The container's side of its veth lives in the container's network namespace: a thread
-//! joins that namespace to find the interface holding the routed address and its peer's index
-//! (`IFLA_LINK`); the peer, in the host's namespace, is the bridge port (`IFLA_MASTER`).
+//! Everything is asked from the host's network namespace, through route netlink: the kernel
+//! names the container's namespace by an id (`RTM_GETNSID` for the container's PID), lists
+//! the container's addresses by that id (`IFA_TARGET_NETNSID`) to find the interface holding
+//! the routed address, and the host's own link list shows which veth has that interface as
+//! its peer (`IFLA_LINK_NETNSID` and `IFLA_LINK`); that veth is the bridge port
+//! (`IFLA_MASTER`). Nothing enters the container's namespace, so it works under the shipped
+//! systemd units, which keep only CAP_NET_ADMIN and CAP_NET_RAW and forbid `setns`
+//! (`RestrictNamespaces=yes`): an earlier version joined the namespace and failed there with
+//! EACCES on `/proc/PID/ns/net`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,11 +28,14 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoPortData, InfoPortKind, LinkAttribute, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::nfnetlink;
 
+/// The id of a namespace the host has not named yet (`NETNSA_NSID_NOT_ASSIGNED`).
+const NOT_ASSIGNED: i32 = -1;
 /// How long the kernel has to answer one request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,30 +49,21 @@ pub enum Hairpin {
     NoBridgePort,
 }
 
-/// Put the bridge port of the container whose network namespace is `/proc/{pid}/ns/net`, on
-/// the interface holding `address`, in hairpin mode. Setting it again is harmless.
+/// Put the bridge port of the container whose first process is `pid`, on the interface
+/// holding `address`, in hairpin mode. Setting it again is harmless.
 pub fn allow_hairpin(pid: u32, address: IpAddr) -> Result<Hairpin> {
-    let Some(peer) = veth_peer(pid, address)? else {
+    let socket = open()?;
+    let namespace = namespace_id(&socket, pid)?;
+    let Some(inside) = index_of(&socket, namespace, address)? else {
+        anyhow::bail!("no interface of the container holds {address}");
+    };
+    let Some((port, bridged)) = host_peer(&socket, namespace, inside)? else {
         return Ok(Hairpin::NoBridgePort);
     };
-    let socket = open()?;
-    let port = ask(
-        &socket,
-        NLM_F_REQUEST,
-        RouteNetlinkMessage::GetLink(link(peer)),
-    )
-    .with_context(|| format!("reading interface {peer}, the host side of the container's"))?;
-    let bridged = port.iter().any(|m| match m {
-        RouteNetlinkMessage::NewLink(link) => link
-            .attributes
-            .iter()
-            .any(|a| matches!(a, LinkAttribute::Controller(_))),
-        _ => false,
-    });
     if !bridged {
         return Ok(Hairpin::NoBridgePort);
     }
-    let mut request = link(peer);
+    let mut request = link(port);
     request.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::PortKind(InfoPortKind::Bridge),
         LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
@@ -75,55 +75,72 @@ pub fn allow_hairpin(pid: u32, address: IpAddr) -> Result<Hairpin> {
         NLM_F_REQUEST | NLM_F_ACK,
         RouteNetlinkMessage::NewLink(request),
     )
-    .with_context(|| format!("setting hairpin mode on bridge port {peer}"))?;
-    Ok(Hairpin::Set(peer))
+    .with_context(|| format!("setting hairpin mode on bridge port {port}"))?;
+    Ok(Hairpin::Set(port))
 }
 
-/// The host-side index of the veth whose container side holds `address`, read inside the
-/// container's network namespace; `None` when that interface is not a veth with a peer.
-fn veth_peer(pid: u32, address: IpAddr) -> Result<Option<u32>> {
-    let path = format!("/proc/{pid}/ns/net");
-    let namespace = std::fs::File::open(&path)
-        .with_context(|| format!("opening the container's network namespace {path}"))?;
-    // Joining a namespace changes the calling thread only: a thread of its own, which ends
-    // right after, keeps handoff's other threads in the host's namespace.
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("joining the network namespace {path}"))?;
-                let socket = open()?;
-                let Some(index) = index_of(&socket, address)? else {
-                    anyhow::bail!("no interface of the container holds {address}");
-                };
-                let answer = ask(
-                    &socket,
-                    NLM_F_REQUEST,
-                    RouteNetlinkMessage::GetLink(link(index)),
-                )
-                .context("reading the container's interface")?;
-                Ok(answer.iter().find_map(|m| match m {
-                    RouteNetlinkMessage::NewLink(link) => {
-                        link.attributes.iter().find_map(|a| match a {
-                            LinkAttribute::Link(peer) => Some(*peer),
-                            _ => None,
-                        })
-                    }
-                    _ => None,
-                }))
+/// The id by which the host's namespace names the network namespace of process `pid`,
+/// assigned first if it has none yet.
+fn namespace_id(socket: &Socket, pid: u32) -> Result<i32> {
+    let ask_id = || -> Result<i32> {
+        let mut request = NsidMessage::default();
+        request.attributes.push(NsidAttribute::Pid(pid));
+        let answer = ask(socket, NLM_F_REQUEST, RouteNetlinkMessage::GetNsId(request))
+            .with_context(|| format!("asking for the id of process {pid}'s network namespace"))?;
+        Ok(answer
+            .iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewNsId(message) => {
+                    message.attributes.iter().find_map(|a| match a {
+                        NsidAttribute::Id(id) => Some(*id),
+                        _ => None,
+                    })
+                }
+                _ => None,
             })
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the namespace thread panicked")))
-    })
+            .unwrap_or(NOT_ASSIGNED))
+    };
+    let id = ask_id()?;
+    if id != NOT_ASSIGNED {
+        return Ok(id);
+    }
+    let mut request = NsidMessage::default();
+    request.attributes.push(NsidAttribute::Pid(pid));
+    request.attributes.push(NsidAttribute::Id(NOT_ASSIGNED));
+    match ask(
+        socket,
+        NLM_F_REQUEST | NLM_F_ACK,
+        RouteNetlinkMessage::NewNsId(request),
+    ) {
+        Ok(_) => {}
+        // Assigned meanwhile (a link listing assigns ids too).
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .and_then(|e| e.raw_os_error())
+                == Some(nix::libc::EEXIST) => {}
+        Err(error) => {
+            return Err(error.context(format!(
+                "assigning an id to process {pid}'s network namespace"
+            )))
+        }
+    }
+    match ask_id()? {
+        NOT_ASSIGNED => anyhow::bail!("process {pid}'s network namespace has no id"),
+        id => Ok(id),
+    }
 }
 
-/// The index of the interface holding `address`, from an address dump.
-fn index_of(socket: &Socket, address: IpAddr) -> Result<Option<u32>> {
+/// The index, inside namespace `namespace`, of the interface holding `address`.
+fn index_of(socket: &Socket, namespace: i32, address: IpAddr) -> Result<Option<u32>> {
     let mut request = AddressMessage::default();
     request.header.family = match address {
         IpAddr::V4(_) => AddressFamily::Inet,
         IpAddr::V6(_) => AddressFamily::Inet6,
     };
+    request
+        .attributes
+        .push(AddressAttribute::TargetNetNsId(namespace));
     let answer = ask(
         socket,
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -143,6 +160,32 @@ fn index_of(socket: &Socket, address: IpAddr) -> Result<Option<u32>> {
     }))
 }
 
+/// The host's interface whose peer is interface `inside` of namespace `namespace` (the
+/// host side of the container's veth), and whether it is a port of a bridge.
+fn host_peer(socket: &Socket, namespace: i32, inside: u32) -> Result<Option<(u32, bool)>> {
+    let answer = ask(
+        socket,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+    )
+    .context("listing the host's interfaces")?;
+    Ok(answer.iter().find_map(|m| {
+        let RouteNetlinkMessage::NewLink(link) = m else {
+            return None;
+        };
+        let has = |wanted: &LinkAttribute| link.attributes.contains(wanted);
+        (has(&LinkAttribute::LinkNetNsId(namespace)) && has(&LinkAttribute::Link(inside))).then(
+            || {
+                let bridged = link
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::Controller(_)));
+                (link.header.index, bridged)
+            },
+        )
+    }))
+}
+
 fn link(index: u32) -> LinkMessage {
     let mut message = LinkMessage::default();
     message.header.index = index;
@@ -151,6 +194,10 @@ fn link(index: u32) -> LinkMessage {
 
 fn open() -> Result<Socket> {
     let mut socket = Socket::new(NETLINK_ROUTE).context("opening a route netlink socket")?;
+    // Dumps honour IFA_TARGET_NETNSID only when their requests are checked strictly.
+    socket
+        .set_netlink_get_strict_chk(true)
+        .context("asking route netlink for strict checks")?;
     socket
         .bind_auto()
         .context("binding the route netlink socket")?;

@@ -100,8 +100,8 @@ pub trait Runtime {
     /// The container's address on `network` while it runs; `None` when it is stopped, gone,
     /// or has no address there.
     fn running_address(&self, id: &str, network: &str) -> Result<Option<IpAddr>>;
-    /// The PID of the running container's first process: its network namespace is
-    /// `/proc/PID/ns/net`.
+    /// The PID of the running container's first process: the kernel names the container's
+    /// network namespace by it.
     fn pid(&self, id: &str) -> Result<u32>;
     /// The IPv4 address of `network`'s gateway (on a bridge network, the host's own address
     /// there): where component links are reached.

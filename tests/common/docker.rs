@@ -300,6 +300,30 @@ impl DockerSandbox {
         self.handoff_command(args).output().expect("run handoff")
     }
 
+    /// Run handoff with only the capabilities the shipped systemd units leave it
+    /// (`CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW`, no new privileges), insist on
+    /// success, and return what it wrote to stderr.
+    pub fn handoff_as_the_units_run_it(&self, args: &[&str]) -> String {
+        let plain = self.handoff_command(args);
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--bounding-set",
+                "-all,+net_admin,+net_raw",
+                "--inh-caps",
+                "-all",
+                "--no-new-privs",
+                "--",
+            ])
+            .arg(plain.get_program())
+            .args(plain.get_args())
+            .stdin(Stdio::null());
+        let output = command.output().expect("run handoff under setpriv");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        succeeded(args, output);
+        stderr
+    }
+
     pub fn handoff_ok(&self, args: &[&str]) -> String {
         succeeded(args, self.handoff(args))
     }

@@ -285,7 +285,7 @@ pub trait Firewall {
         hairpin_sources: &[IpAddr],
     ) -> Result<()>;
 
-    /// Let the container whose network namespace is `/proc/{pid}/ns/net` reach its own
+    /// Let the container whose first process is `pid` reach its own
     /// component through the host: hairpin mode on the bridge port behind its `address` (see
     /// [`super::bridge_port`]). Nothing to do, and no error, when it is not on a bridge.
     fn allow_hairpin(&self, pid: u32, address: IpAddr) -> Result<()>;
