@@ -39,6 +39,10 @@ pub fn now_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct BackendRecord {
     pub address: IpAddr,
+    /// A container's IPv6 address beside `address` (its IPv4 one), on a network with IPv6:
+    /// one backend, both families.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<IpAddr>,
     /// External -> backend ports at the time, so the backend's flows can be recognised even
     /// after the config changed.
     pub ports: Vec<PortPair>,
@@ -47,6 +51,18 @@ pub struct BackendRecord {
     /// The Docker container behind the address, for Docker components.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+}
+
+impl BackendRecord {
+    /// Its addresses: `address`, then its IPv6 one if it has one.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.address).chain(self.address6)
+    }
+
+    /// Whether it is at `address` (in either family).
+    pub fn is_at(&self, address: IpAddr) -> bool {
+        self.addresses().any(|a| a == address)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +137,7 @@ impl State {
                     .chain(c.draining.iter())
                     .chain(c.canary.iter().map(|canary| &canary.backend))
             })
-            .map(|b| b.address)
+            .flat_map(BackendRecord::addresses)
             .collect();
         addresses.sort();
         addresses.dedup();
@@ -332,6 +348,7 @@ mod tests {
     fn record(address: [u8; 4], since_ms: u64) -> BackendRecord {
         BackendRecord {
             address: IpAddr::from(std::net::Ipv4Addr::from(address)),
+            address6: None,
             ports: vec![PortPair::tcp(80, 8080)],
             since_ms,
             container: None,

@@ -1282,3 +1282,87 @@ fn udp_through_dockers_forward_policy_loses_no_query_across_an_update() {
     }
     sandbox.handoff_ok(&["kill", "web"]);
 }
+
+/// A component on a Docker network with IPv6: each container serves both families, and an
+/// update switches both in one transaction — under a load of new connections in each family,
+/// none fails — while a held IPv6 connection keeps the old container until it closes.
+#[test]
+#[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
+fn a_container_on_an_ipv6_network_is_updated_in_both_families_without_a_failure() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions {
+        ipv6: true,
+        ..ComponentOptions::default()
+    });
+    sandbox.handoff_ok(&["start", "web"]);
+    let listed = sandbox.list_json();
+    let web = &listed["components"][0];
+    let active6 = web["active6"].as_str().unwrap_or_default().to_string();
+    assert!(active6.starts_with("fd00:232:"), "{listed}");
+    assert_eq!(web["containers"][0]["state"], "active", "{listed}");
+    let target6 = sandbox.target6();
+    let over_ipv6 = |ms: &str| {
+        sandbox.client_json(&[
+            "load",
+            "--target",
+            &target6,
+            "--connections",
+            "2",
+            "--duration-ms",
+            ms,
+        ])
+    };
+    common::assert_served_by(&over_ipv6("300"), "v1");
+
+    // Both families under load across an update that waits for the drain.
+    let load4 = sandbox.spawn_load(10, 8000);
+    let load6 = sandbox
+        .client_command(&[
+            "load",
+            "--target",
+            &target6,
+            "--connections",
+            "10",
+            "--duration-ms",
+            "8000",
+        ])
+        .spawn()
+        .expect("load over IPv6");
+    std::thread::sleep(Duration::from_millis(1000));
+    sandbox.handoff_ok(&["update", "web", "--tag", "v2"]);
+    for (load, family) in [(load4, "IPv4"), (load6, "IPv6")] {
+        let result = common::finish_json(load);
+        eprintln!("{family} load: {result}");
+        common::assert_nothing_failed_or_stalled(&result, family);
+        for version in ["v1", "v2"] {
+            assert!(
+                result["by_backend"][version].as_u64().unwrap_or(0) > 0,
+                "{family}: {result}"
+            );
+        }
+    }
+
+    // A connection held over IPv6 keeps the old container through an update --no-wait.
+    let mut hold = sandbox
+        .client_command(&["hold", "--target", &target6, "--ms", "3000"])
+        .spawn()
+        .expect("hold");
+    assert!(common::read_line(&mut hold).contains(r#""backend":"v2""#));
+    sandbox.handoff_ok(&["update", "web", "--tag", "v1", "--no-wait"]);
+    let listed = sandbox.list_json();
+    let draining = &listed["components"][0]["draining"][0];
+    assert_eq!(draining["flows"], 1, "{listed}");
+    common::assert_served_by(&over_ipv6("300"), "v1");
+    let drain = sandbox
+        .handoff_command(&["drain", "web", "--wait", "--timeout", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("drain");
+    let lag = common::drain_outlives_hold(hold, drain, Duration::from_secs(20));
+    assert!(lag < Duration::from_millis(1500), "drain lag {lag:?}");
+    let containers = sandbox.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert!(containers[0].1.ends_with(":v1"), "{containers:?}");
+    sandbox.handoff_ok(&["kill", "web"]);
+}

@@ -31,6 +31,15 @@ fn spawn_load(sandbox: &Sandbox, target: &str, millis: u64) -> std::process::Chi
     )
 }
 
+/// A sandbox with IPv6 beside IPv4, "a" and "b" serving both families.
+fn sandbox_with_ipv6() -> Sandbox {
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    sandbox.add_ipv6();
+    sandbox.serve_both_families(&sandbox.a.clone(), "a");
+    sandbox.serve_both_families(&sandbox.b.clone(), "b");
+    sandbox
+}
+
 fn served_by_both(result: &serde_json::Value) -> bool {
     ["a", "b"]
         .iter()
@@ -41,10 +50,7 @@ fn served_by_both(result: &serde_json::Value) -> bool {
 #[ignore = "needs root: run by sudo scripts/test.sh"]
 fn ipv6_clients_get_a_backend_of_their_own_switched_without_a_failed_request() {
     require_root!();
-    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.add_ipv6();
-    sandbox.serve_both_families(&sandbox.a.clone(), "a");
-    sandbox.serve_both_families(&sandbox.b.clone(), "b");
+    let sandbox = sandbox_with_ipv6();
     sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
 
     // No IPv6 backend yet: IPv6 clients are refused, IPv4 ones served.
@@ -102,10 +108,7 @@ fn ipv6_clients_get_a_backend_of_their_own_switched_without_a_failed_request() {
 #[ignore = "needs root: run by sudo scripts/test.sh"]
 fn an_ipv6_flow_is_drained_counted_and_restored_like_an_ipv4_one() {
     require_root!();
-    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.add_ipv6();
-    sandbox.serve_both_families(&sandbox.a.clone(), "a");
-    sandbox.serve_both_families(&sandbox.b.clone(), "b");
+    let sandbox = sandbox_with_ipv6();
     sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A6]);
 
     // A connection held on a over IPv6 while IPv6 clients move to b.
@@ -155,10 +158,7 @@ fn an_ipv6_flow_is_drained_counted_and_restored_like_an_ipv4_one() {
 #[ignore = "needs root: run by sudo scripts/test.sh"]
 fn bad_ipv6_input_gets_exit_2_and_changes_nothing() {
     require_root!();
-    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.add_ipv6();
-    sandbox.serve_both_families(&sandbox.a.clone(), "a");
-    sandbox.serve_both_families(&sandbox.b.clone(), "b");
+    let sandbox = sandbox_with_ipv6();
     sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
     sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A6]);
     let before = (sandbox.ruleset(), sandbox.list_json());
@@ -191,10 +191,7 @@ fn bad_ipv6_input_gets_exit_2_and_changes_nothing() {
 #[ignore = "needs root: run by sudo scripts/test.sh"]
 fn a_dump_for_one_ipv6_backend_returns_exactly_its_flows() {
     require_root!();
-    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
-    sandbox.add_ipv6();
-    sandbox.serve_both_families(&sandbox.a.clone(), "a");
-    sandbox.serve_both_families(&sandbox.b.clone(), "b");
+    let sandbox = sandbox_with_ipv6();
     // Routed, so that the namespace tracks connections at all.
     sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A6]);
     for backend in [BACKEND_A6, BACKEND_B6, BACKEND_A] {
@@ -224,5 +221,48 @@ fn a_dump_for_one_ipv6_backend_returns_exactly_its_flows() {
                 assert_eq!(sources, [backend.to_string()].into(), "{backend}");
             }
         }
+    }
+}
+
+/// A switch of IPv6 clients killed (SIGKILL) before and after its kernel transaction: IPv6
+/// clients keep being served throughout, and a rerun converges — IPv6 on the new backend,
+/// the old one draining once, IPv4 untouched.
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn an_ipv6_switch_killed_mid_command_converges_on_rerun() {
+    require_root!();
+    for point in ["before-switch", "after-switch"] {
+        let sandbox = sandbox_with_ipv6();
+        sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+        sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A6]);
+        let killed = sandbox.handoff_with_env(
+            None,
+            &["switch", "web", "--to", BACKEND_B6],
+            &[("HANDOFF_CRASH_AT", point)],
+        );
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed.status),
+            Some(9),
+            "{point}: {killed:?}"
+        );
+        let served = sandbox.requests(&sandbox.client, &over_ipv6(), 300);
+        assert_nothing_failed_or_stalled(&served, point);
+        sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B6]);
+        assert_served_by(&sandbox.requests(&sandbox.client, &over_ipv6(), 300), "b");
+        assert_served_by(&sandbox.requests(&sandbox.client, &over_ipv4(), 300), "a");
+        let listed = sandbox.list_json();
+        let web = &listed["components"][0];
+        assert_eq!(
+            (&web["active"], &web["active6"]),
+            (&BACKEND_A.into(), &BACKEND_B6.into()),
+            "{point}: {listed}"
+        );
+        let draining: Vec<&str> = web["draining"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["address"].as_str())
+            .collect();
+        assert_eq!(draining, [BACKEND_A6], "{point}: {listed}");
     }
 }

@@ -28,10 +28,13 @@ pub fn split(split: &Split) -> String {
 
 pub fn switched(switched: &Switched) -> String {
     let name = &switched.component;
-    let address = switched.address;
+    let address = match switched.address6 {
+        Some(v6) => format!("{} and {v6}", switched.address),
+        None => switched.address.to_string(),
+    };
     let ms = switched.elapsed.as_millis();
     match &switched.previous {
-        Some(previous) if previous.address != address => format!(
+        Some(previous) if previous.address != switched.address => format!(
             "{name}: new connections now go to {address}; {} is draining (switched in {ms} ms)",
             previous.address
         ),

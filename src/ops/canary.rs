@@ -81,6 +81,7 @@ pub fn canary_address(
     wait_until_ready(env, component, address)?;
     let backend = BackendRecord {
         address,
+        address6: None,
         ports: component.port_pairs(),
         since_ms: now_ms(),
         container: None,
@@ -132,6 +133,7 @@ pub fn canary_update(
                 address: container
                     .address
                     .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                address6: container.address6,
                 ports: component.port_pairs(),
                 since_ms: now_ms(),
                 container: Some(container.id),
@@ -202,12 +204,13 @@ fn split_to(
         weight,
         sticky,
     };
+    let backends = session.routes.backends();
     commit_routing(
         env,
         session,
         before,
         component,
-        active,
+        backends,
         Some(canary),
         || format!("sending {weight} % of {name} to {}", backend.address),
     )?;
@@ -231,16 +234,18 @@ pub fn end_canary(
     component: &Component,
 ) -> Result<Option<BackendRecord>> {
     let name = &component.name;
-    let (Some(active), Some(address)) = (session.routes.active(), session.routes.canary()) else {
+    let (Some(_), Some(address)) = (session.routes.active(), session.routes.canary()) else {
         return Ok(None);
     };
     let before = session.state.clone();
     // The kernel's canary, as the state recorded it (or as it is, if the state lost it).
+    let running = session.container_at(address);
     let unrecorded = BackendRecord {
         address,
+        address6: running.and_then(|c| c.address6),
         ports: ports_of(component)?,
         since_ms: 0,
-        container: session.container_at(address).map(|c| c.id.clone()),
+        container: running.map(|c| c.id.clone()),
     };
     let entry = session.state.components.entry(name.clone()).or_default();
     let mut backend = entry
@@ -254,7 +259,8 @@ pub fn end_canary(
         entry.draining.push(backend.clone());
     }
     session.save(env)?;
-    commit_routing(env, session, before, component, active, None, || {
+    let backends = session.routes.backends();
+    commit_routing(env, session, before, component, backends, None, || {
         format!("ending {name}'s canary")
     })?;
     Ok(Some(backend))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::retire::{self, Retired};
-use super::watch::{self, belongs, Progress, Target};
+use super::watch::{self, belongs, dump_flows_of, Progress, Target};
 use super::Env;
 use crate::config::{Component, TerminationCheckKind};
 use crate::kernel::conntrack::{Conntrack, Flow};
@@ -147,7 +147,7 @@ pub fn forget_flows(
     if std::env::var_os(SKIP_FORGET_ENV).is_some() {
         return Ok(forgotten);
     }
-    for flow in conntrack.dump_replies_from(backend.address)? {
+    for flow in dump_flows_of(conntrack, backend)? {
         if !belongs(&flow, backend) {
             continue;
         }

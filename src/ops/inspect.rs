@@ -110,6 +110,7 @@ pub fn build(env: &Env, config: &Config, names: &[&str]) -> Result<Vec<Component
                 let address = r.canary()?;
                 Some(BackendRecord {
                     address,
+                    address6: None,
                     ports: r.canary.iter().map(|route| route.pair()).collect(),
                     since_ms: 0,
                     container: None,
@@ -174,7 +175,9 @@ fn container_view(
     draining: &[BackendView],
     now_ms: u64,
 ) -> ContainerView {
-    let at = |b: &&BackendView| Some(b.address) == container.address;
+    let at = |b: &&BackendView| {
+        Some(b.address) == container.address || Some(b.address) == container.address6
+    };
     let (state, flows) = if !container.running {
         ("failed", 0)
     } else if let Some(active) = active.filter(at) {

@@ -145,14 +145,20 @@ pub fn launch(
     ));
     let id = runtime.create_and_start(&spec)?;
     crash::point("before-ready");
+    // On a network with IPv6 the container serves both families: ready on both, or not
+    // routed at all.
     let ready = runtime
         .address(&id, &component.network)
         .and_then(|address| {
+            let address6 = runtime.address6(&id, &component.network)?;
             allow_hairpin(env, component, &id, address);
-            wait_until_ready(env, component, address).map(|()| address)
+            for ready in std::iter::once(address).chain(address6) {
+                wait_until_ready(env, component, ready)?;
+            }
+            Ok((address, address6))
         });
     match ready {
-        Ok(address) => {
+        Ok((address, address6)) => {
             let container = Container {
                 id,
                 name: spec.name,
@@ -161,6 +167,7 @@ pub fn launch(
                 state: "running".to_string(),
                 created: 0,
                 address: Some(address),
+                address6,
                 labels,
             };
             session.containers.push(container.clone());

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::retire::{retire_finished, Retired};
 use super::update::{update, UpdateReport};
-use super::watch::live_flows;
+use super::watch::{dump_flows_of, live_flows};
 use super::{human_duration, Env};
 use crate::config::Component;
 use crate::state::{now_ms, BackendRecord};
@@ -101,7 +101,7 @@ fn reap_drained(env: &Env, component: &Component) -> Result<Vec<Retired>> {
     let now = now_ms();
     let mut done: Vec<BackendRecord> = Vec::new();
     for backend in draining {
-        let flows = env.conntrack().dump_replies_from(backend.address)?;
+        let flows = dump_flows_of(env.conntrack().as_mut(), &backend)?;
         let timed_out = now
             >= backend
                 .since_ms

@@ -25,22 +25,25 @@ pub fn reconcile(env: &Env, session: &mut Session, component: &Component) -> Res
         .component(name)
         .active
         .map(|r| session.container_at(r.address).is_some());
+    let containers = component.repo.is_some();
+    let active6 = session.routes.active6();
     let entry = session.state.components.entry(name.clone()).or_default();
     match (active, &entry.active) {
         (Some(address), Some(record)) if record.address == address => {}
         (Some(_), _) => {
             entry.active = active_record(&session.routes, now).map(|mut record| {
                 record.container = active_container.clone();
+                // A container's IPv6 address is part of its record.
+                record.address6 = active6.filter(|_| containers);
                 record
             });
         }
         (None, Some(_)) if recorded_active == Some(false) => entry.active = None,
         (None, _) => {}
     }
-    // IPv6: the kernel's map is the authority, as for IPv4 (address backends only: a record
-    // the kernel no longer routes is dropped, nothing of it runs here to drain).
-    let active6 = session.routes.active6();
-    if entry.active6.as_ref().map(|r| r.address) != active6 {
+    // An address component's IPv6 backend: the kernel's map is the authority, as for IPv4 (a
+    // record the kernel no longer routes is dropped, nothing of it runs here to drain).
+    if !containers && entry.active6.as_ref().map(|r| r.address) != active6 {
         entry.active6 = active6_record(&session.routes, now);
     }
     if let Some(canary) = entry
@@ -77,6 +80,7 @@ pub fn reconcile(env: &Env, session: &mut Session, component: &Component) -> Res
             ));
             entry.draining.push(BackendRecord {
                 address,
+                address6: container.address6,
                 ports: component.port_pairs(),
                 since_ms: now,
                 container: Some(container.id.clone()),

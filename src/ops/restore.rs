@@ -99,12 +99,13 @@ fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
                 sticky: c.sticky,
             });
         let before = session.state.clone();
+        let backends = session.routes.backends();
         commit_routing(
             env,
             &mut session,
             before,
             component,
-            address,
+            backends,
             canary,
             || format!("routing {} again", component.name),
         )?;
@@ -134,7 +135,7 @@ fn restore_one(env: &Env, component: &Component) -> Result<Restored> {
     if let Some(active) = recorded.active {
         switched.push(route_again(env, &mut session, component, active)?);
     }
-    // An IPv6 backend is an address (Docker components are routed over IPv4).
+    // An address component's IPv6 backend (a container's IPv6 address came with it).
     if let Some(active6) = recorded.active6 {
         switched.push(switch_to(
             env,
@@ -170,8 +171,17 @@ fn route_again(
                     env.step(format!("{}: starting {} again", component.name, c.name));
                     runtime.start(id)?;
                     let address = runtime.address(id, &component.network)?;
+                    let address6 = runtime.address6(id, &component.network)?;
                     allow_hairpin(env, component, id, address);
-                    env.probe.wait_ready(component, address)?;
+                    for ready in std::iter::once(address).chain(address6) {
+                        env.probe.wait_ready(component, ready)?;
+                    }
+                    // Where it runs now, for the switch (IPv6 clients follow it).
+                    if let Some(listed) = session.containers.iter_mut().find(|c| &c.id == id) {
+                        listed.running = true;
+                        listed.address = Some(address);
+                        listed.address6 = address6;
+                    }
                     (address, Some(id.clone()))
                 }
                 None => {

@@ -78,13 +78,14 @@ pub fn retire_finished(
         .state
         .components
         .values()
-        .flat_map(|c| c.active.iter().chain(&c.active6).map(|a| a.address))
+        .flat_map(|c| c.active.iter().chain(&c.active6))
+        .flat_map(BackendRecord::addresses)
         .collect();
     let mut retired = Vec::new();
     for backend in &mine {
         let retirement = match &backend.container {
             None => {
-                if !serving.contains(&backend.address) {
+                if !backend.addresses().any(|a| serving.contains(&a)) {
                     let mut conntrack = env.conntrack();
                     if let Err(error) = forget_flows(conntrack.as_mut(), backend, false) {
                         env.warn(format!(

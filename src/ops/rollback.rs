@@ -91,7 +91,9 @@ pub fn rollback(env: &Env, component: &Component) -> Result<Rollback> {
             }
         }
     };
-    wait_until_ready(env, component, target.address)?;
+    for address in target.addresses() {
+        wait_until_ready(env, component, address)?;
+    }
     if let Some(from) = active(target.address) {
         // Saved by the switch, with it; a refused switch leaves it stale, which is harmless
         // (it only counts while the kernel routes to `to`).

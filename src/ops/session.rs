@@ -65,6 +65,6 @@ impl Session {
     pub fn container_at(&self, address: std::net::IpAddr) -> Option<&Container> {
         self.containers
             .iter()
-            .find(|c| c.running && c.address == Some(address))
+            .find(|c| c.running && (c.address == Some(address) || c.address6 == Some(address)))
     }
 }

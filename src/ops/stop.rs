@@ -44,15 +44,22 @@ pub fn withdraw(env: &Env, component: &Component, what: &str) -> Result<()> {
     let mut session = Session::open(env, component, what)?;
     let now = now_ms();
     let mut active = active_record(&session.routes, now);
+    // A container's IPv6 address is part of its record; an address component's IPv6 backend
+    // is a backend of its own.
     let mut active6 = active6_record(&session.routes, now);
+    if component.repo.is_some() {
+        if let Some(record) = &mut active {
+            record.address6 = active6.take().map(|r| r.address);
+        }
+    }
     for record in active.iter_mut().chain(active6.iter_mut()) {
         record.container = session.container_at(record.address).map(|c| c.id.clone());
     }
-    let running: Vec<(std::net::IpAddr, String)> = session
+    let running: Vec<(std::net::IpAddr, Option<std::net::IpAddr>, String)> = session
         .containers
         .iter()
         .filter(|c| c.running)
-        .filter_map(|c| Some((c.address?, c.id.clone())))
+        .filter_map(|c| Some((c.address?, c.address6, c.id.clone())))
         .collect();
     let entry = session.state.components.entry(name.clone()).or_default();
     if let Some(canary) = entry.canary.take() {
@@ -73,10 +80,11 @@ pub fn withdraw(env: &Env, component: &Component, what: &str) -> Result<()> {
         }
     }
     // Containers of the component that nothing tracks yet are retired with the rest.
-    for (address, id) in running {
+    for (address, address6, id) in running {
         if !entry.draining.iter().any(|b| b.address == address) {
             entry.draining.push(BackendRecord {
                 address,
+                address6,
                 ports: component.port_pairs(),
                 since_ms: now,
                 container: Some(id),

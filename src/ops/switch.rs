@@ -14,7 +14,7 @@ use crate::config::{Component, PortPair};
 use crate::crash;
 use crate::error::Failure;
 use crate::kernel::conntrack::ensure_events_for_new_flows_once;
-use crate::kernel::netfilter::{Canary, ComponentRoutes, Links, Route, Switch};
+use crate::kernel::netfilter::{Backends, Canary, ComponentRoutes, Links, Route, Switch};
 use crate::state::{now_ms, BackendRecord, State};
 
 /// What a switch did.
@@ -22,6 +22,8 @@ use crate::state::{now_ms, BackendRecord, State};
 pub struct Switched {
     pub component: String,
     pub address: IpAddr,
+    /// A container's IPv6 address, switched with `address` (IPv6 clients follow it).
+    pub address6: Option<IpAddr>,
     /// The backend that was active before (now draining, unless it is the same address).
     pub previous: Option<BackendRecord>,
     /// The kernel transaction and the state update, without the ready check.
@@ -56,6 +58,7 @@ fn record_of(routes: &[Route], since_ms: u64) -> Option<BackendRecord> {
     let address = routes.first()?.address;
     Some(BackendRecord {
         address,
+        address6: None,
         ports: routes
             .iter()
             .filter(|r| r.address == address)
@@ -67,10 +70,12 @@ fn record_of(routes: &[Route], since_ms: u64) -> Option<BackendRecord> {
 }
 
 /// Point `component`'s clients of `address`'s family at `address` (already checked ready),
-/// running as `container` when it is one, in one transaction; the other family keeps its
-/// backend. The previous backend of that family — what the kernel routes to, or, when our
-/// table is gone, what the state says was active — starts draining, unless it is the same
-/// container (restarted at another address: nothing of it is left to drain).
+/// running as `container` when it is one, in one transaction. An address backend switches
+/// its family only; the other keeps its backend. A container serves both families: IPv6
+/// clients go to its IPv6 address in the same transaction (refused when it has none). The
+/// previous backend of that family — what the kernel routes to, or, when our table is gone,
+/// what the state says was active — starts draining, unless it is the same container
+/// (restarted at another address: nothing of it is left to drain).
 pub fn switch_to(
     env: &Env,
     session: &mut Session,
@@ -83,6 +88,14 @@ pub fn switch_to(
     let ports = ports_of(component)?;
     let before = session.state.clone();
     let now = now_ms();
+    let address6 = container
+        .as_ref()
+        .and_then(|id| session.containers.iter().find(|c| &c.id == id))
+        .and_then(|c| c.address6);
+    let backends = match container {
+        Some(_) => Backends::default().with(address).with_optional(address6),
+        None => session.routes.backends().with(address),
+    };
     let routed = record_of(session.routes.routes_of_family(address), now);
     let recorded = match address {
         IpAddr::V4(_) => before.component(name).active,
@@ -91,6 +104,10 @@ pub fn switch_to(
     let previous = routed
         .map(|mut record| {
             record.container = session.container_at(record.address).map(|c| c.id.clone());
+            if container.is_some() {
+                // The container IPv6 clients went to: the same backend.
+                record.address6 = session.routes.active6();
+            }
             record
         })
         .or_else(|| {
@@ -105,6 +122,7 @@ pub fn switch_to(
         previous.clone(),
         BackendRecord {
             address,
+            address6,
             ports: ports.clone(),
             since_ms: now,
             container: container.clone(),
@@ -120,7 +138,7 @@ pub fn switch_to(
     }
     session.save(env)?;
     crash::point("before-switch");
-    commit_routing(env, session, before, component, address, None, || {
+    commit_routing(env, session, before, component, backends, None, || {
         format!("switching {name} to {address}")
     })?;
     crash::point("after-switch");
@@ -131,14 +149,14 @@ pub fn switch_to(
     Ok(Switched {
         component: name.clone(),
         address,
+        address6,
         previous,
         elapsed: started.elapsed(),
     })
 }
 
-/// Make the kernel route `component`'s clients of `backend`'s family to `backend` (and
-/// `canary`, if any; the other family as the kernel routes it now) in one transaction, the
-/// state as the caller saved it in `session` already. Refused, the state is put back to
+/// Make the kernel route `component`'s clients to `backends` (and `canary`, if any) in one
+/// transaction, the state as the caller saved it in `session` already. Refused, the state is put back to
 /// `before` and the error says what was being `done` and that nothing was changed; done, the
 /// session's routes are what the transaction made.
 pub(super) fn commit_routing(
@@ -146,7 +164,7 @@ pub(super) fn commit_routing(
     session: &mut Session,
     before: State,
     component: &Component,
-    backend: IpAddr,
+    backends: Backends,
     canary: Option<Canary>,
     doing: impl FnOnce() -> String,
 ) -> Result<()> {
@@ -164,7 +182,7 @@ pub(super) fn commit_routing(
         component: &component.name,
         current: &session.routes,
         ports: &ports,
-        backends: session.routes.backends().with(backend),
+        backends,
         canary,
         localhost: component.localhost_clients,
         links,

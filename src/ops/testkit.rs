@@ -148,6 +148,7 @@ pub fn old_record() -> BackendRecord {
 pub fn record_of(address: IpAddr) -> BackendRecord {
     BackendRecord {
         address,
+        address6: None,
         ports: vec![PortPair::tcp(80, 8080)],
         since_ms: 0,
         container: None,

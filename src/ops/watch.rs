@@ -34,15 +34,26 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Above this many live flows the per-flow lookups are left to the periodic dump.
 const RECHECK_LIMIT: usize = 256;
 
-/// Does `flow` go to the draining `backend` through one of its external ports?
+/// Does `flow` go to the draining `backend` (at either of its addresses) through one of its
+/// external ports?
 pub fn belongs(flow: &Flow, backend: &BackendRecord) -> bool {
     flow.is_dnat()
-        && flow.backend.ip() == backend.address
+        && backend.is_at(flow.backend.ip())
         && backend.ports.iter().any(|p| {
             p.protocol == flow.protocol
                 && p.external == flow.destination.port()
                 && p.backend == flow.backend.port()
         })
+}
+
+/// Every flow answered from one of `backend`'s addresses (one dump per address, filtered by
+/// the kernel where it can).
+pub fn dump_flows_of(conntrack: &mut dyn Conntrack, backend: &BackendRecord) -> Result<Vec<Flow>> {
+    let mut flows = Vec::new();
+    for address in backend.addresses() {
+        flows.extend(conntrack.dump_replies_from(address)?);
+    }
+    Ok(flows)
 }
 
 /// The live flows of `backend` among `flows`.
@@ -89,7 +100,11 @@ impl Watch {
 
     /// Start over from the kernel: one dump per draining address, filtered by the kernel.
     fn resync(&mut self, conntrack: &mut dyn Conntrack) -> Result<()> {
-        let mut addresses: Vec<IpAddr> = self.targets.iter().map(|t| t.backend.address).collect();
+        let mut addresses: Vec<IpAddr> = self
+            .targets
+            .iter()
+            .flat_map(|t| t.backend.addresses())
+            .collect();
         addresses.sort();
         addresses.dedup();
         self.live.clear();
@@ -175,7 +190,7 @@ pub fn wait(
     progress: &mut dyn Progress,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let mut addresses: Vec<IpAddr> = targets.iter().map(|t| t.backend.address).collect();
+    let mut addresses: Vec<IpAddr> = targets.iter().flat_map(|t| t.backend.addresses()).collect();
     addresses.sort();
     addresses.dedup();
     conntrack.subscribe(&addresses)?;

@@ -7,7 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, ExecConfig, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, EndpointSettings,
+    ExecConfig, HostConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectNetworkOptions,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -47,6 +50,21 @@ impl Docker {
             .map_err(docker_failure)?;
         Ok(Docker { runtime, client })
     }
+
+    fn inspect(&self, id: &str) -> Result<ContainerInspectResponse> {
+        self.runtime
+            .block_on(self.client.inspect_container(id, None))
+            .with_context(|| format!("inspecting container {id}"))
+    }
+}
+
+/// The container's endpoint on `network`, as an inspection shows it.
+fn endpoint(inspect: &ContainerInspectResponse, network: &str) -> Option<EndpointSettings> {
+    inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| n.get(network).cloned())
 }
 
 impl Runtime for Docker {
@@ -73,12 +91,16 @@ impl Runtime for Docker {
         let mut containers: Vec<Container> = summaries
             .into_iter()
             .map(|s| {
-                let address = s
+                let endpoint = s
                     .network_settings
                     .as_ref()
                     .and_then(|n| n.networks.as_ref())
-                    .and_then(|n| n.get(network))
+                    .and_then(|n| n.get(network));
+                let address = endpoint
                     .and_then(|e| e.ip_address.as_deref())
+                    .and_then(|ip| ip.parse().ok());
+                let address6 = endpoint
+                    .and_then(|e| e.global_ipv6_address.as_deref())
                     .and_then(|ip| ip.parse().ok());
                 let state = s.state.unwrap_or(ContainerSummaryStateEnum::EMPTY);
                 Container {
@@ -94,6 +116,7 @@ impl Runtime for Docker {
                     state: state.to_string(),
                     created: s.created.unwrap_or(0),
                     address,
+                    address6,
                     labels: s.labels.unwrap_or_default(),
                 }
             })
@@ -187,14 +210,8 @@ impl Runtime for Docker {
     /// The container's address on `network`, waiting briefly for Docker to assign it.
     fn address(&self, id: &str, network: &str) -> Result<IpAddr> {
         for _ in 0..50 {
-            let inspect = self
-                .runtime
-                .block_on(self.client.inspect_container(id, None))
-                .with_context(|| format!("inspecting container {id}"))?;
-            let address = inspect
-                .network_settings
-                .and_then(|n| n.networks)
-                .and_then(|n| n.get(network).cloned())
+            let inspect = self.inspect(id)?;
+            let address = endpoint(&inspect, network)
                 .and_then(|e| e.ip_address)
                 .filter(|ip| !ip.is_empty());
             if let Some(address) = address {
@@ -232,6 +249,18 @@ impl Runtime for Docker {
             .and_then(|n| n.get(network).cloned())
             .and_then(|e| e.ip_address)
             .and_then(|ip| ip.parse().ok()))
+    }
+
+    fn address6(&self, id: &str, network: &str) -> Result<Option<IpAddr>> {
+        let address = endpoint(&self.inspect(id)?, network)
+            .and_then(|e| e.global_ipv6_address)
+            .filter(|ip| !ip.is_empty());
+        address
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("container {id} has IPv6 address {a:?}"))
+            })
+            .transpose()
     }
 
     fn pid(&self, id: &str) -> Result<u32> {

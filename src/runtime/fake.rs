@@ -27,6 +27,8 @@ struct Inner {
     images: HashSet<String>,
     created: i64,
     pull_fails: bool,
+    /// Containers get an IPv6 address too (a network with IPv6).
+    ipv6: bool,
     /// Every call that changes something, in order (`stop ID`, `remove ID`, `exec ID`, ...).
     calls: Vec<String>,
 }
@@ -42,6 +44,33 @@ impl FakeRuntime {
         let runtime = FakeRuntime::default();
         runtime.inner.borrow_mut().images = images.iter().map(|i| i.to_string()).collect();
         runtime
+    }
+
+    /// Give every container started from now on an IPv6 address beside its IPv4 one:
+    /// fd00:dd::N for 172.17.0.N.
+    pub fn with_ipv6(&self) {
+        self.inner.borrow_mut().ipv6 = true;
+    }
+
+    /// The IPv6 address a container at `address` gets, if IPv6 is on.
+    fn address6_for(inner: &Inner, address: IpAddr) -> Option<IpAddr> {
+        let IpAddr::V4(v4) = address else {
+            return None;
+        };
+        let last = u16::from(v4.octets()[3]);
+        inner
+            .ipv6
+            .then(|| IpAddr::from([0xfd00, 0xdd, 0, 0, 0, 0, 0, last]))
+    }
+
+    /// Container `id`, if it runs.
+    fn running_one(&self, id: &str) -> Option<Container> {
+        self.inner
+            .borrow()
+            .entries
+            .iter()
+            .find(|e| e.container.id == id && e.container.running)
+            .map(|e| e.container.clone())
     }
 
     pub fn fail_pulls(&self) {
@@ -92,6 +121,7 @@ impl FakeRuntime {
             entry.container.running = false;
             entry.container.state = "exited".to_string();
             entry.container.address = None;
+            entry.container.address6 = None;
         }
     }
 
@@ -152,6 +182,7 @@ impl Runtime for FakeRuntime {
         inner.created += 1;
         let id = format!("{:064x}", inner.created);
         let address = FakeRuntime::free_address(&inner);
+        let address6 = FakeRuntime::address6_for(&inner, address);
         inner.calls.push(format!("create {}", spec.name));
         let container = Container {
             id: id.clone(),
@@ -161,6 +192,7 @@ impl Runtime for FakeRuntime {
             state: "running".to_string(),
             created: inner.created,
             address: Some(address),
+            address6,
             labels: spec.labels.clone(),
         };
         inner.entries.push(Entry {
@@ -175,6 +207,7 @@ impl Runtime for FakeRuntime {
         let mut inner = self.inner.borrow_mut();
         inner.calls.push(format!("start {id}"));
         let address = FakeRuntime::free_address(&inner);
+        let address6 = FakeRuntime::address6_for(&inner, address);
         let entry = inner
             .entries
             .iter_mut()
@@ -184,6 +217,7 @@ impl Runtime for FakeRuntime {
             entry.container.running = true;
             entry.container.state = "running".to_string();
             entry.container.address = Some(address);
+            entry.container.address6 = address6;
         }
         Ok(())
     }
@@ -208,13 +242,11 @@ impl Runtime for FakeRuntime {
     }
 
     fn running_address(&self, id: &str, _network: &str) -> Result<Option<IpAddr>> {
-        Ok(self
-            .inner
-            .borrow()
-            .entries
-            .iter()
-            .find(|e| e.container.id == id && e.container.running)
-            .and_then(|e| e.container.address))
+        Ok(self.running_one(id).and_then(|c| c.address))
+    }
+
+    fn address6(&self, id: &str, _network: &str) -> Result<Option<IpAddr>> {
+        Ok(self.running_one(id).and_then(|c| c.address6))
     }
 
     fn stop(&self, id: &str, grace: Duration) -> Result<()> {

@@ -35,6 +35,8 @@ pub struct Container {
     pub created: i64,
     /// Its IPv4 address on the component's network.
     pub address: Option<IpAddr>,
+    /// Its IPv6 address there, on a network with IPv6.
+    pub address6: Option<IpAddr>,
     pub labels: HashMap<String, String>,
 }
 
@@ -100,6 +102,8 @@ pub trait Runtime {
     /// The container's address on `network` while it runs; `None` when it is stopped, gone,
     /// or has no address there.
     fn running_address(&self, id: &str, network: &str) -> Result<Option<IpAddr>>;
+    /// The container's IPv6 address on `network`; `None` on a network without IPv6.
+    fn address6(&self, id: &str, network: &str) -> Result<Option<IpAddr>>;
     /// The PID of the running container's first process: the kernel names the container's
     /// network namespace by it.
     fn pid(&self, id: &str) -> Result<u32>;

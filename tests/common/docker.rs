@@ -71,6 +71,9 @@ pub struct ComponentOptions {
     /// A user-defined Docker network of the sandbox's own instead of `bridge`, where a test
     /// can hand out addresses itself (`docker run --ip`).
     pub own_network: bool,
+    /// That network has IPv6 too (fd00:232:S::/64), and so has the client (fd00:231:S::2,
+    /// the host's side fd00:231:S::1: [`DockerSandbox::target6`]).
+    pub ipv6: bool,
 }
 
 impl Default for ComponentOptions {
@@ -81,6 +84,7 @@ impl Default for ComponentOptions {
             pull: "never",
             stop_timeout_s: 2,
             own_network: false,
+            ipv6: false,
         }
     }
 }
@@ -103,17 +107,16 @@ impl DockerSandbox {
         };
         sandbox.build_images();
         sandbox.build_client(subnet);
-        if options.own_network {
-            must(
-                "docker",
-                &[
-                    "network",
-                    "create",
-                    "--subnet",
-                    &format!("10.232.{subnet}.0/24"),
-                    &sandbox.id,
-                ],
-            );
+        if options.own_network || options.ipv6 {
+            let subnet4 = format!("10.232.{subnet}.0/24");
+            let subnet6 = format!("fd00:232:{subnet}::/64");
+            let mut args = vec!["network", "create", "--subnet", &subnet4];
+            if options.ipv6 {
+                args.extend(["--ipv6", "--subnet", &subnet6]);
+                sandbox.add_client_ipv6(subnet);
+            }
+            args.push(&sandbox.id);
+            must("docker", &args);
         }
         sandbox.write_config(&options);
         sandbox
@@ -231,6 +234,56 @@ impl DockerSandbox {
         );
     }
 
+    /// The client's IPv6 side: fd00:231:S::2, routed through the host's fd00:231:S::1.
+    fn add_client_ipv6(&self, subnet: usize) {
+        let host_if = format!("{}h", self.id);
+        let host = format!("fd00:231:{subnet}::1");
+        must(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{host}/64"),
+                "dev",
+                &host_if,
+                "nodad",
+            ],
+        );
+        let client = format!("fd00:231:{subnet}::2/64");
+        must(
+            "ip",
+            &[
+                "-n",
+                &self.client,
+                "addr",
+                "add",
+                &client,
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+        must(
+            "ip",
+            &[
+                "-n",
+                &self.client,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &host,
+            ],
+        );
+    }
+
+    /// The component's port at the host's IPv6 address on the client's link.
+    pub fn target6(&self) -> String {
+        let subnet = self.host_address.split('.').nth(2).expect("10.231.S.1");
+        format!("[fd00:231:{subnet}::1]:{}", self.port)
+    }
+
     fn write_config(&self, options: &ComponentOptions) {
         let signals = self.dir.path().join("signals");
         let config = format!(
@@ -254,7 +307,7 @@ impl DockerSandbox {
             drain = options.drain_timeout_ms,
             pull = options.pull,
             stop = options.stop_timeout_s,
-            network = if options.own_network {
+            network = if options.own_network || options.ipv6 {
                 &self.id
             } else {
                 "bridge"
@@ -537,7 +590,7 @@ impl DockerSandbox {
 
 fn serve_cmd(name: &str) -> String {
     format!(
-        r#"CMD ["/usr/local/bin/handoff-netkit", "serve", "--listen", "0.0.0.0:8080", "--name", "{name}", "--record-dir", "/signals", "--udp", "0.0.0.0:8053"]"#
+        r#"CMD ["/usr/local/bin/handoff-netkit", "serve", "--listen", "[::]:8080", "--name", "{name}", "--record-dir", "/signals", "--udp", "0.0.0.0:8053"]"#
     )
 }
 

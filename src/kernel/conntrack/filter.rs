@@ -324,14 +324,17 @@ mod tests {
         }
     }
 
+    /// Whether the program watching `backends` lets `event` through.
+    fn passes(event: &[u8], backends: &[&str]) -> bool {
+        let backends: Vec<IpAddr> = backends.iter().map(|a| a.parse().unwrap()).collect();
+        run(&reply_source_in(&backends).unwrap(), event)
+    }
+
     #[test]
     fn only_events_of_the_watched_backends_pass() {
         // An event as ctnetlink writes it: answered by 10.0.1.11.
         let event = datagram(ConntrackMessage::New(dnat_flow_attributes(3)));
-        let watching = |backends: &[&str]| {
-            let backends: Vec<IpAddr> = backends.iter().map(|a| a.parse().unwrap()).collect();
-            run(&reply_source_in(&backends).unwrap(), &event)
-        };
+        let watching = |backends: &[&str]| passes(&event, backends);
         assert!(watching(&["10.0.1.11"]));
         assert!(watching(&["172.17.0.2", "fd00::b", "10.0.1.11"]));
         assert!(!watching(&["10.0.1.12"]));
@@ -347,10 +350,7 @@ mod tests {
     #[test]
     fn only_events_of_the_watched_ipv6_backends_pass() {
         let event = datagram(ConntrackMessage::New(dnat_flow6_attributes(3)));
-        let watching = |backends: &[&str]| {
-            let backends: Vec<IpAddr> = backends.iter().map(|a| a.parse().unwrap()).collect();
-            run(&reply_source_in(&backends).unwrap(), &event)
-        };
+        let watching = |backends: &[&str]| passes(&event, backends);
         assert!(watching(&["fd00:1::11"]));
         assert!(watching(&["10.0.1.11", "fd00:1::12", "fd00:1::11"]));
         // Equal in every word but the last, or in the last alone: not the backend.

@@ -143,6 +143,14 @@ impl Backends {
         }
     }
 
+    /// These backends with `address`, if any, in place of its family's.
+    pub fn with_optional(self, address: Option<IpAddr>) -> Self {
+        match address {
+            Some(address) => self.with(address),
+            None => self,
+        }
+    }
+
     /// The addresses, IPv4 first.
     pub fn addresses(&self) -> Vec<IpAddr> {
         let v4 = self.v4.map(IpAddr::V4);

@@ -116,6 +116,7 @@ fn a_draining_record_of_the_active_container_is_forgotten_never_retired() {
     let web = state.components.get_mut("web").unwrap();
     web.draining.push(BackendRecord {
         address: docker_address(9),
+        address6: None,
         ports: kit.web().port_pairs(),
         since_ms: 0,
         container: Some(active.id.clone()),
