@@ -37,9 +37,10 @@ FAULTS = [
     (
         "update-returns-at-the-switch",
         "update returns when the old container is gone",
-        "src/cli/update.rs",
-        "        let drain = finish_drain(env, component, None)?;\n        output::drain(name, &drain, None)",
-        "        Ok(())",
+        "src/cli/mod.rs",
+        "    let drain = crate::ops::drain::finish_drain(env, component, None)?;\n"
+        "    output::drain(&component.name, &drain, None)",
+        "    Ok(())",
         [
             ("docker", "start_then_update_under_load_drops_nothing_and_retires_the_old_container"),
         ],
@@ -113,9 +114,9 @@ FAULTS = [
     (
         "stale-dispatch-ports-kept",
         "a port dropped from the config leaves the ruleset at the next switch",
-        "src/kernel/netfilter/script.rs",
-        "        let stale = change.stale_ports();",
-        "        let stale: Vec<u16> = Vec::new();",
+        "src/kernel/netfilter/ruleset.rs",
+        "    let stale = change.stale_ports();",
+        "    let stale: Vec<PortKey> = Vec::new();",
         [("kernel", "a_port_dropped_from_the_config_leaves_the_ruleset_and_stop_still_works")],
     ),
     (
@@ -141,7 +142,10 @@ FAULTS = [
         "ipv6-fails-open",
         "IPv6 to a component's ports is refused, not passed to the host's own listener",
         "src/kernel/netfilter/ruleset.rs",
-        '        format!("add rule {t} prerouting meta nfproto ipv6 {REFUSE_IPV6}"),\n',
+        '        format!(\n'
+        '            "add rule {t} prerouting meta nfproto ipv6 {}",\n'
+        "            REFUSE_IPV6[0]\n"
+        "        ),\n",
         "",
         [("kernel", "a_components_ports_are_refused_over_ipv6_instead_of_reaching_the_hosts_own_listener")],
     ),
@@ -178,6 +182,28 @@ FAULTS = [
         [("kernel", "a_udp_port_switches_with_the_component_and_a_udp_flow_drains_when_its_entry_goes")],
     ),
     (
+        "ipv6-dump-trusts-the-kernel-filter",
+        "a drain of an IPv6 backend waits for its IPv6 flows (the kernel's IPv6 reply filter is inverted)",
+        "src/kernel/conntrack/request.rs",
+        "    let filtered = replies_from.filter(IpAddr::is_ipv4);",
+        "    let filtered = replies_from;",
+        [
+            ("ipv6", "an_ipv6_flow_is_drained_counted_and_restored_like_an_ipv4_one"),
+            ("ipv6", "a_dump_for_one_ipv6_backend_returns_exactly_its_flows"),
+        ],
+    ),
+    (
+        "container-ipv6-not-switched",
+        "a container on a network with IPv6 takes IPv6 clients in the same switch as IPv4 ones",
+        "src/ops/switch.rs",
+        "        Some(_) => Backends::default().with(address).with_optional(address6),",
+        "        Some(_) => Backends::default().with(address),",
+        [
+            ("docker", "a_container_on_an_ipv6_network_is_updated_in_both_families_without_a_failure"),
+            ("lib", "ops::tests::ipv6::a_container_with_an_ipv6_address_takes_both_families_in_one_transaction"),
+        ],
+    ),
+    (
         "localnet-guard-missing",
         "with route_localnet on for localhostClients, a neighbour cannot reach the host's loopback services",
         "src/kernel/netfilter/ruleset.rs",
@@ -188,7 +214,7 @@ FAULTS = [
     (
         "fleet-stop-does-not-drain",
         "fleet stop drains each host before it retires the containers",
-        "src/cli/fleet/agent.rs",
+        "src/cli/fleet/agent/stops.rs",
         '                            let stopped = status(name, None, None, STOPPED, None);\n'
         '                            self.drains.start(self.globals, component, Some(stopped))?;\n'
         '                            status(name, None, None, STOPPING, None)',

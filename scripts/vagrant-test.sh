@@ -161,6 +161,10 @@ journal=$(in_machine journalctl --no-pager -o cat --after-cursor "$cursor" -u ha
 warnings=$(grep -c 'warning: .*nf_conntrack_events' <<<"$journal" || true)
 ((warnings == 1)) || fail "expected one warning about the read-only nf_conntrack_events, got $warnings: $journal"
 grep -q 'switched' <<<"$journal" || fail "no switch line in the journal: $journal"
+# The unit keeps only CAP_NET_ADMIN and CAP_NET_RAW: the container's bridge port must get its
+# hairpin mode without entering the container's namespace.
+! grep -q 'cannot reach its own component' <<<"$journal" ||
+    fail "self-hairpin failed under the unit: $journal"
 step "update journal (read-only /proc/sys: one warning):"
 sed 's/^/    /' <<<"$journal" | tail -12 >&2
 

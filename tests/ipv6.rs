@@ -266,3 +266,107 @@ fn an_ipv6_switch_killed_mid_command_converges_on_rerun() {
         assert_eq!(draining, [BACKEND_A6], "{point}: {listed}");
     }
 }
+
+/// A table laid out by the handoff before IPv6 (its last layout): web on port 80, api on 81,
+/// both routed to a; no dispatch6, no IPv6 maps, component chains without an IPv6 rule.
+const TABLE_BEFORE_IPV6: &str = "
+add table inet handoff
+add map inet handoff dispatch { type inet_proto . inet_service : verdict ; }
+add set inet handoff hairpin_sources { type ipv4_addr ; }
+add set inet handoff localhost_ports { type inet_proto . inet_service ; }
+add set inet handoff link_gateways { type ipv4_addr ; }
+add map inet handoff links { type inet_service : verdict ; }
+add chain inet handoff prerouting { type nat hook prerouting priority -110 ; policy accept ; }
+add rule inet handoff prerouting meta nfproto ipv4 fib daddr type local meta l4proto { tcp, udp } meta l4proto . th dport vmap @dispatch
+add rule inet handoff prerouting meta nfproto ipv6 fib daddr type local meta l4proto tcp meta l4proto . th dport @dispatch reject with tcp reset
+add rule inet handoff prerouting meta nfproto ipv6 fib daddr type local meta l4proto udp meta l4proto . th dport @dispatch reject
+add chain inet handoff postrouting { type nat hook postrouting priority 90 ; policy accept ; }
+add rule inet handoff postrouting ct label 127 ct status dnat ip saddr @hairpin_sources masquerade
+add map inet handoff backend_web { type inet_proto . inet_service : ipv4_addr . inet_service ; }
+add chain inet handoff component_web
+add rule inet handoff component_web ct label set 127 dnat ip to meta l4proto . th dport map @backend_web
+add map inet handoff backend_api { type inet_proto . inet_service : ipv4_addr . inet_service ; }
+add chain inet handoff component_api
+add rule inet handoff component_api ct label set 127 dnat ip to meta l4proto . th dport map @backend_api
+add element inet handoff backend_web { tcp . 80 : 10.0.1.11 . 8080 }
+add element inet handoff backend_api { tcp . 81 : 10.0.1.11 . 8080 }
+add element inet handoff dispatch { tcp . 80 : goto component_web, tcp . 81 : goto component_api }
+add element inet handoff hairpin_sources { 10.0.1.11 }
+";
+
+/// After an upgrade, the first switch of one component lays the table out for IPv6 in its
+/// own transaction; the components it did not touch keep serving IPv4 from their old chains,
+/// and their IPv6 clients stay refused (their chains, which have no IPv6 rule, are never
+/// reached over IPv6).
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_table_from_before_ipv6_takes_an_ipv6_backend_and_leaves_the_others_refused_over_ipv6() {
+    require_root!();
+    let component = |name: &str, port: u16| {
+        format!(
+            r#"{{"name": "{name}", "ports": [{{"external": {port}, "container": 8080}}],
+                "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}],
+                "readyTimeout": 3000, "drainTimeout": 60000}}"#
+        )
+    };
+    let config = format!(
+        r#"{{"components": [{}, {}]}}"#,
+        component("web", 80),
+        component("api", 81)
+    );
+    let mut sandbox = Sandbox::new(&config);
+    sandbox.add_ipv6();
+    sandbox.serve_both_families(&sandbox.a.clone(), "a");
+    sandbox.serve_both_families(&sandbox.b.clone(), "b");
+    sandbox.nft(TABLE_BEFORE_IPV6);
+    // The host's own service on [::]:81 (api's port): a chain failing open would reach it.
+    let ready = sandbox.dir.path().join("host81.ready");
+    let mut host81 = std::process::Command::new("ip");
+    host81
+        .args([
+            "netns",
+            "exec",
+            &sandbox.gateway,
+            NETKIT,
+            "serve",
+            "--listen",
+            "[::]:81",
+        ])
+        .args(["--name", "host81", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    sandbox.spawn_child(&mut host81);
+    wait_for(
+        Duration::from_secs(10),
+        || ready.exists(),
+        "the host's listener",
+    );
+    let at = |family6: bool, port: u16| match family6 {
+        true => format!("[{GATEWAY6}]:{port}"),
+        false => format!("{GATEWAY}:{port}"),
+    };
+    let refused = |sandbox: &Sandbox, target: &str| {
+        let result = sandbox.requests(&sandbox.client, target, 200);
+        assert_eq!(result["ok"], 0, "{target} must be refused: {result}");
+    };
+    assert_served_by(&sandbox.requests(&sandbox.client, &at(false, 81), 200), "a");
+    refused(&sandbox, &at(true, 81));
+
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    assert_served_by(&sandbox.requests(&sandbox.client, &at(false, 80), 200), "b");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B6]);
+    assert_served_by(&sandbox.requests(&sandbox.client, &at(true, 80), 200), "b");
+    // api, untouched: IPv4 from its old chain, IPv6 refused.
+    assert_served_by(&sandbox.requests(&sandbox.client, &at(false, 81), 200), "a");
+    refused(&sandbox, &at(true, 81));
+    let listed = sandbox.list_json();
+    let components = listed["components"].as_array().unwrap();
+    assert_eq!(components[0]["active6"], BACKEND_B6, "{listed}");
+    assert_eq!(components[1]["active"], BACKEND_A, "{listed}");
+    assert_eq!(
+        components[1]["active6"],
+        serde_json::Value::Null,
+        "{listed}"
+    );
+}
