@@ -2,8 +2,8 @@
 # handoff's benchmarks, side by side on this machine, printed as Markdown tables with the
 # targets (see scripts/bench.py for what each section measures and how).
 #
-#   sudo scripts/bench.sh            the full run (about 10 minutes)
-#   sudo scripts/bench.sh --quick    a fast look (under 3 minutes)
+#   sudo scripts/bench.sh            the full run (about 10 minutes; the IPv6 section is 4 of them)
+#   sudo scripts/bench.sh --quick    a fast look (about 4 minutes here: 222 s on 2026-11-27)
 #   sudo scripts/bench.sh --fleet [--quick]
 #                                    the fleet's figures on three Vagrant machines
 #                                    (scripts/fleet-bench.sh: about 6 minutes, 4 with --quick)
