@@ -1301,33 +1301,11 @@ fn a_container_on_an_ipv6_network_is_updated_in_both_families_without_a_failure(
     assert!(active6.starts_with("fd00:232:"), "{listed}");
     assert_eq!(web["containers"][0]["state"], "active", "{listed}");
     let target6 = sandbox.target6();
-    let over_ipv6 = |ms: &str| {
-        sandbox.client_json(&[
-            "load",
-            "--target",
-            &target6,
-            "--connections",
-            "2",
-            "--duration-ms",
-            ms,
-        ])
-    };
-    common::assert_served_by(&over_ipv6("300"), "v1");
+    common::assert_served_by(&sandbox.load_to(&target6, 2, 300, &[]), "v1");
 
     // Both families under load across an update that waits for the drain.
     let load4 = sandbox.spawn_load(10, 8000);
-    let load6 = sandbox
-        .client_command(&[
-            "load",
-            "--target",
-            &target6,
-            "--connections",
-            "10",
-            "--duration-ms",
-            "8000",
-        ])
-        .spawn()
-        .expect("load over IPv6");
+    let load6 = sandbox.spawn_load_to(&target6, 10, 8000);
     std::thread::sleep(Duration::from_millis(1000));
     sandbox.handoff_ok(&["update", "web", "--tag", "v2"]);
     for (load, family) in [(load4, "IPv4"), (load6, "IPv6")] {
@@ -1352,7 +1330,7 @@ fn a_container_on_an_ipv6_network_is_updated_in_both_families_without_a_failure(
     let listed = sandbox.list_json();
     let draining = &listed["components"][0]["draining"][0];
     assert_eq!(draining["flows"], 1, "{listed}");
-    common::assert_served_by(&over_ipv6("300"), "v1");
+    common::assert_served_by(&sandbox.load_to(&target6, 2, 300, &[]), "v1");
     let drain = sandbox
         .handoff_command(&["drain", "web", "--wait", "--timeout", "30"])
         .stdout(std::process::Stdio::piped())

@@ -320,28 +320,8 @@ fn a_table_from_before_ipv6_takes_an_ipv6_backend_and_leaves_the_others_refused_
     sandbox.serve_both_families(&sandbox.b.clone(), "b");
     sandbox.nft(TABLE_BEFORE_IPV6);
     // The host's own service on [::]:81 (api's port): a chain failing open would reach it.
-    let ready = sandbox.dir.path().join("host81.ready");
-    let mut host81 = std::process::Command::new("ip");
-    host81
-        .args([
-            "netns",
-            "exec",
-            &sandbox.gateway,
-            NETKIT,
-            "serve",
-            "--listen",
-            "[::]:81",
-        ])
-        .args(["--name", "host81", "--ready-file"])
-        .arg(&ready)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    sandbox.spawn_child(&mut host81);
-    wait_for(
-        Duration::from_secs(10),
-        || ready.exists(),
-        "the host's listener",
-    );
+    let gw = sandbox.gateway.clone();
+    sandbox.serve_at(&gw, "host81", "[::]:81", &[], "the host's listener");
     let at = |family6: bool, port: u16| match family6 {
         true => format!("[{GATEWAY6}]:{port}"),
         false => format!("{GATEWAY}:{port}"),

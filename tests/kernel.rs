@@ -1075,21 +1075,8 @@ fn a_components_ports_are_refused_over_ipv6_instead_of_reaching_the_hosts_own_li
     }
     // The host's own services on [::]:80 (the component's port) and [::]:81 (not one).
     for (port, name) in [(80, "host80"), (81, "host81")] {
-        let ready = sandbox.dir.path().join(format!("{name}.ready"));
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &gw, NETKIT, "serve", "--listen"])
-            .arg(format!("[::]:{port}"))
-            .args(["--name", name, "--ready-file"])
-            .arg(&ready)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        sandbox.spawn_child(&mut command);
-        wait_for(
-            Duration::from_secs(10),
-            || ready.exists(),
-            "the host listener",
-        );
+        let listen = format!("[::]:{port}");
+        sandbox.serve_at(&gw, name, &listen, &[], "the host listener");
     }
     let over_ipv6 = |sandbox: &Sandbox, port: u16| {
         sandbox.requests(&sandbox.client, &format!("[fd00:2::1]:{port}"), 300)
@@ -1323,28 +1310,7 @@ fn localhost_clients_reach_the_component_at_127_0_0_1_and_the_guard_keeps_neighb
 
     // A neighbour routes 127.0.0.2 to the host: with route_localnet on, only the guard stands
     // between it and a service the host keeps on its loopback.
-    let ready = sandbox.dir.path().join("secret.ready");
-    let mut secret = Command::new("ip");
-    secret
-        .args([
-            "netns",
-            "exec",
-            &gw,
-            NETKIT,
-            "serve",
-            "--listen",
-            "127.0.0.2:9000",
-        ])
-        .args(["--name", "secret", "--ready-file"])
-        .arg(&ready)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    sandbox.spawn_child(&mut secret);
-    wait_for(
-        Duration::from_secs(10),
-        || ready.exists(),
-        "the loopback service",
-    );
+    sandbox.serve_at(&gw, "secret", "127.0.0.2:9000", &[], "the loopback service");
     for key in ["all", "eth0"] {
         ns_run(
             &client,

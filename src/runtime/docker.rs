@@ -264,11 +264,7 @@ impl Runtime for Docker {
     }
 
     fn pid(&self, id: &str) -> Result<u32> {
-        let inspect = self
-            .runtime
-            .block_on(self.client.inspect_container(id, None))
-            .with_context(|| format!("inspecting container {id}"))?;
-        inspect
+        self.inspect(id)?
             .state
             .and_then(|s| s.pid)
             .and_then(|pid| u32::try_from(pid).ok())

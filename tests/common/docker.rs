@@ -442,16 +442,32 @@ impl DockerSandbox {
 
     /// A load from the client in the background; `finish_json` gives its report.
     pub fn spawn_load(&self, connections: u32, ms: u64) -> std::process::Child {
-        let (target, connections, ms) = (self.target(), connections.to_string(), ms.to_string());
-        self.client_command(&self.load_args(&target, &connections, &ms, &[]))
+        self.spawn_load_to(&self.target(), connections, ms)
+    }
+
+    /// The same towards `target` (e.g. [`DockerSandbox::target6`]).
+    pub fn spawn_load_to(&self, target: &str, connections: u32, ms: u64) -> std::process::Child {
+        let (connections, ms) = (connections.to_string(), ms.to_string());
+        self.client_command(&self.load_args(target, &connections, &ms, &[]))
             .spawn()
             .expect("load")
     }
 
     /// A load from the client, waited for: its report.
     pub fn load(&self, connections: u32, ms: u64, extra: &[&str]) -> serde_json::Value {
-        let (target, connections, ms) = (self.target(), connections.to_string(), ms.to_string());
-        self.client_json(&self.load_args(&target, &connections, &ms, extra))
+        self.load_to(&self.target(), connections, ms, extra)
+    }
+
+    /// The same towards `target`.
+    pub fn load_to(
+        &self,
+        target: &str,
+        connections: u32,
+        ms: u64,
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let (connections, ms) = (connections.to_string(), ms.to_string());
+        self.client_json(&self.load_args(target, &connections, &ms, extra))
     }
 
     /// (id, image, running) of every container of this sandbox.

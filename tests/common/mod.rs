@@ -272,12 +272,23 @@ impl Sandbox {
     }
 
     fn serve_on(&mut self, ns: &str, name: &str, any: &str) {
+        self.serve_at(
+            ns,
+            name,
+            &format!("{any}:8080"),
+            &["--udp", &format!("{any}:8053")],
+            "the test server to listen",
+        );
+    }
+
+    /// Start a netkit HTTP server named `name` listening on `listen` in `ns` (netkit's
+    /// `extra` arguments after), and wait until it listens; `what` names it in a time-out.
+    pub fn serve_at(&mut self, ns: &str, name: &str, listen: &str, extra: &[&str], what: &str) {
         let ready = self.dir.path().join(format!("{name}.ready"));
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, NETKIT, "serve", "--listen"])
-            .arg(format!("{any}:8080"))
-            .args(["--name", name, "--udp"])
-            .arg(format!("{any}:8053"))
+            .args(["netns", "exec", ns, NETKIT, "serve", "--listen", listen])
+            .args(["--name", name])
+            .args(extra)
             .arg("--ready-file")
             .arg(&ready)
             .stdout(Stdio::null())
@@ -285,11 +296,7 @@ impl Sandbox {
             .spawn()
             .expect("netkit serve");
         self.children.push(child);
-        wait_for(
-            Duration::from_secs(10),
-            || ready.exists(),
-            "the test server to listen",
-        );
+        wait_for(Duration::from_secs(10), || ready.exists(), what);
     }
 
     /// Spawn `command`; it is killed when the sandbox goes.

@@ -430,13 +430,9 @@ pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> 
 /// Replace the hairpin sets with exactly `sources` (each address in its family's set).
 pub fn hairpin(table: &str, sources: &[IpAddr]) -> Vec<String> {
     let mut commands = Vec::new();
-    for (set, v6) in [(HAIRPIN_SET, false), (HAIRPIN6_SET, true)] {
+    for (set, members) in hairpin_sets(sources) {
         commands.push(format!("flush set inet {table} {set}"));
-        let elements: Vec<String> = sources
-            .iter()
-            .filter(|a| a.is_ipv6() == v6)
-            .map(IpAddr::to_string)
-            .collect();
+        let elements: Vec<String> = members.iter().map(IpAddr::to_string).collect();
         if !elements.is_empty() {
             commands.push(format!(
                 "add element inet {table} {set} {{ {} }}",
@@ -445,6 +441,12 @@ pub fn hairpin(table: &str, sources: &[IpAddr]) -> Vec<String> {
         }
     }
     commands
+}
+
+/// Each hairpin set and the `sources` of its family.
+pub fn hairpin_sets(sources: &[IpAddr]) -> [(&'static str, Vec<IpAddr>); 2] {
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = sources.iter().partition(|a| a.is_ipv6());
+    [(HAIRPIN_SET, v4), (HAIRPIN6_SET, v6)]
 }
 
 /// Join commands into one nft script: one script is one kernel transaction.

@@ -225,16 +225,14 @@ impl Firewall for NftFirewall {
         let map6 = ruleset::backend6_map(component);
         let routes = (change.routes(), change.routes6());
         if change.only_elements_change() {
-            let sources = |v6: bool| {
-                let family = hairpin_sources.iter().filter(move |a| a.is_ipv6() == v6);
-                batch::address_elements(family.copied())
-            };
-            let contents = [
+            let mut contents = vec![
                 (map.as_str(), batch::route_elements(&routes.0)),
                 (map6.as_str(), batch::route_elements(&routes.1)),
-                (ruleset::HAIRPIN_SET, sources(false)),
-                (ruleset::HAIRPIN6_SET, sources(true)),
             ];
+            contents.extend(
+                ruleset::hairpin_sets(hairpin_sources)
+                    .map(|(set, members)| (set, batch::address_elements(members))),
+            );
             match batch::replace_elements(&self.table, &contents) {
                 Ok(()) => return Ok(()),
                 Err(error) if error.downcast_ref::<batch::Unconfirmed>().is_some() => {
