@@ -257,6 +257,22 @@ FAULTS = [
         "        true",
         [("script", "scripts/vagrant-test.sh")],
     ),
+    (
+        "switch-waits-on-a-delete",
+        "a switch's transaction only adds, so it never waits for an RCU grace period",
+        "src/kernel/netfilter/generations.rs",
+        "        if now.iter().all(|element| wanted.contains(element)) {",
+        "        if now.is_empty() && wanted.is_empty() {",
+        [("generations", "a_switch_only_adds_and_the_older_generations_go_after_the_drain")],
+    ),
+    (
+        "older-generations-kept",
+        "the older generations of a component's maps are deleted once its drain ends",
+        "src/kernel/netfilter/script.rs",
+        "        generations::compact(&self.table)\n",
+        "        Ok(())\n",
+        [("generations", "a_switch_only_adds_and_the_older_generations_go_after_the_drain")],
+    ),
 ]
 
 

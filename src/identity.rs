@@ -45,15 +45,36 @@ pub fn canary_map(name: &str) -> String {
     format!("canary_{}", object_suffix(name))
 }
 
-/// The component whose backend map is `map` (the inverse of [`backend_map`]); `None` for any
-/// other object.
+/// The component whose backend map is `map` (the inverse of [`backend_map`], any generation
+/// of it); `None` for any other object.
 pub fn component_of_map(map: &str) -> Option<String> {
-    decode_suffix(map.strip_prefix("backend_")?)
+    decode_suffix(split_generation(map).0.strip_prefix("backend_")?)
 }
 
 /// The component whose IPv6 backend map is `map` (the inverse of [`backend6_map`]).
 pub fn component_of_backend6_map(map: &str) -> Option<String> {
-    decode_suffix(map.strip_prefix("backend6_")?)
+    decode_suffix(split_generation(map).0.strip_prefix("backend6_")?)
+}
+
+/// The component whose chain is `chain` (the inverse of [`Identity::chain`]).
+pub fn component_of_chain(chain: &str) -> Option<String> {
+    decode_suffix(chain.strip_prefix("component_")?)
+}
+
+/// A map's name without its generation, and the generation (`backend_web_g7`: 7; a plain
+/// `backend_web`: 0; see `kernel/netfilter/generations.rs`). Unambiguous: an encoded name
+/// never holds `_g` (an `_` is always followed by `_`, `h` or `d`), so a name that decodes
+/// as it is has no generation suffix.
+pub fn split_generation(map: &str) -> (&str, u32) {
+    let generation = map.rsplit_once("_g").and_then(|(base, n)| {
+        let n: u32 = n
+            .parse()
+            .ok()
+            .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))?;
+        let (_, suffix) = base.split_once('_')?;
+        decode_suffix(suffix).map(|_| (base, n))
+    });
+    generation.unwrap_or((map, 0))
 }
 
 /// The component whose canary map is `map` (the inverse of [`canary_map`]).
@@ -124,5 +145,28 @@ mod tests {
             Some("a_hb")
         );
         assert_eq!(component_of_map("backend_bad_q"), None);
+    }
+
+    #[test]
+    fn a_generation_suffix_is_told_apart_from_a_name_that_ends_like_one() {
+        assert_eq!(split_generation("backend_web_g12"), ("backend_web", 12));
+        assert_eq!(split_generation("backend_web"), ("backend_web", 0));
+        // The component "x_g1": its map is backend_x__g1, generation 0.
+        assert_eq!(split_generation(&backend_map("x_g1")), ("backend_x__g1", 0));
+        assert_eq!(component_of_map("backend_x__g1").as_deref(), Some("x_g1"));
+        assert_eq!(
+            component_of_map("backend_x__g1_g3").as_deref(),
+            Some("x_g1")
+        );
+        assert_eq!(split_generation("backend_web_g+1"), ("backend_web_g+1", 0));
+        assert_eq!(
+            component_of_backend6_map("backend6_my_hweb_g2").as_deref(),
+            Some("my-web")
+        );
+        assert_eq!(
+            component_of_chain("component_my_hweb").as_deref(),
+            Some("my-web")
+        );
+        assert_eq!(component_of_chain("prerouting"), None);
     }
 }

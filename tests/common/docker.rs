@@ -538,10 +538,19 @@ impl DockerSandbox {
 
     /// The address the kernel's map sends web's new connections to.
     pub fn routed_address(&self) -> Option<String> {
-        let output = sh(
+        // The map that the chain's first IPv4 rule looks up: a switch puts a new generation of
+        // it in front of the old one (src/kernel/netfilter/generations.rs).
+        let chain = sh(
             "nft",
-            &["-j", "list", "map", "inet", &self.table, "backend_web"],
+            &["list", "chain", "inet", &self.table, "component_web"],
         );
+        let chain = String::from_utf8_lossy(&chain.stdout);
+        let map = chain
+            .split("map @")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next())
+            .find(|map| map.starts_with("backend_web"))?;
+        let output = sh("nft", &["-j", "list", "map", "inet", &self.table, map]);
         let listing: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
         listing["nftables"]
             .as_array()?

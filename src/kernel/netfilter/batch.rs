@@ -29,7 +29,7 @@ use netlink_packet_netfilter::{
 };
 use netlink_sys::Socket;
 
-use super::Route;
+use super::{raw, Route};
 use crate::config::{PortKey, Protocol};
 use crate::error::Failure;
 use crate::kernel::nfnetlink;
@@ -37,7 +37,7 @@ use crate::kernel::nfnetlink;
 /// `NFNL_SUBSYS_NFTABLES`: the batch's resource id.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// How long to wait for the kernel's acknowledgements.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The map (or its table) does not exist: the caller must set the component up first.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +169,7 @@ fn elements(items: Vec<Element>) -> SetElementList {
     )
 }
 
-fn errno_error(code: i32, what: &str, map: &str) -> anyhow::Error {
+pub fn errno_error(code: i32, what: &str, map: &str) -> anyhow::Error {
     if code == nix::libc::ENOENT {
         return Missing(map.to_string()).into();
     }
@@ -218,7 +218,7 @@ pub fn read_ports(table: &str, set: &str) -> Result<Vec<PortKey>> {
 pub type Element = (Vec<u8>, Option<Vec<u8>>);
 
 /// Every element of set or map `set` in `table`.
-fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
+pub fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
     let socket = nfnetlink::open()?;
     let request = nfnetlink::request(
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -284,84 +284,121 @@ fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
     }
 }
 
-/// In one batch (one kernel transaction): flush each of `contents`' sets and maps and fill it
-/// with its elements (see [`route_elements`], [`address_elements`]). [`Missing`] when one of
-/// them does not exist (nothing was changed then).
-pub fn replace_elements(table: &str, contents: &[(&str, Vec<Element>)]) -> Result<()> {
-    let map = contents.first().map(|(name, _)| *name).unwrap_or_default();
-    let socket = nfnetlink::open()?;
-    let mut batch = nfnetlink::request(
-        NLM_F_REQUEST,
-        1,
-        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
-        ControlMessage::BatchBegin,
-    );
-    let mut sequence = 1;
-    let mut acked = Vec::new();
-    let mut push = |batch: &mut Vec<u8>, flags: u16, inner: NfTablesMessage| {
-        sequence += 1;
-        acked.push(sequence);
-        batch.extend(nfnetlink::request(
+/// One kernel transaction under construction: messages between a batch's begin and end,
+/// each acknowledged by the kernel. Nothing happens until [`Batch::commit`].
+pub struct Batch {
+    bytes: Vec<u8>,
+    sequence: u32,
+    acked: Vec<u32>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            bytes: nfnetlink::request(
+                NLM_F_REQUEST,
+                1,
+                NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+                ControlMessage::BatchBegin,
+            ),
+            sequence: 1,
+            acked: Vec::new(),
+        }
+    }
+}
+
+impl Batch {
+    fn next(&mut self) -> u32 {
+        self.sequence += 1;
+        self.acked.push(self.sequence);
+        self.sequence
+    }
+
+    fn push(&mut self, flags: u16, inner: NfTablesMessage) {
+        let sequence = self.next();
+        self.bytes.extend(nfnetlink::request(
             NLM_F_REQUEST | NLM_F_ACK | flags,
             sequence,
             inet(),
             inner,
         ));
-    };
-    for (set, items) in contents {
-        push(
-            &mut batch,
+    }
+
+    /// A message built as bytes (`raw.rs`): `message` is its `NFT_MSG_*` type.
+    pub fn push_raw(&mut self, message: u16, flags: u16, attributes: &[u8]) {
+        let sequence = self.next();
+        self.bytes.extend(raw::message(
+            message,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            sequence,
+            attributes,
+        ));
+    }
+
+    /// Add `items` to set or map `set` (those already there with the same data stay).
+    pub fn add_elements(&mut self, table: &str, set: &str, items: Vec<Element>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut attributes = set_ref(table, set);
+        attributes.push(elements(items));
+        self.push(
+            NLM_F_CREATE,
+            NfTablesMessage::NewSetElement(SetElementMessage { attributes }),
+        );
+    }
+
+    /// Make set or map `set` hold exactly `items`: every element deleted, then `items` added
+    /// (a deletion: the transaction's end waits for an RCU grace period, see `generations.rs`).
+    pub fn replace_elements(&mut self, table: &str, set: &str, items: Vec<Element>) {
+        self.push(
             0,
             NfTablesMessage::DeleteSetElement(SetElementMessage {
                 attributes: set_ref(table, set),
             }),
         );
-        if items.is_empty() {
-            continue;
-        }
-        let mut attributes = set_ref(table, set);
-        attributes.push(elements(items.clone()));
-        push(
-            &mut batch,
-            NLM_F_CREATE,
-            NfTablesMessage::NewSetElement(SetElementMessage { attributes }),
-        );
+        self.add_elements(table, set, items);
     }
-    let end_sequence = sequence + 1;
-    batch.extend(nfnetlink::request(
-        NLM_F_REQUEST,
-        end_sequence,
-        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
-        ControlMessage::BatchEnd,
-    ));
-    socket
-        .send(&batch, 0)
-        .context("sending the nftables batch")?;
 
-    let deadline = Instant::now() + ACK_TIMEOUT;
-    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
-    while !acked.is_empty() {
-        if !wait_readable(&socket, deadline).unwrap_or(false) {
-            return Err(Unconfirmed(map.to_string()).into());
-        }
-        if nfnetlink::receive(&socket, &mut buffer).is_err() {
-            return Err(Unconfirmed(map.to_string()).into());
-        }
-        let mut offset = 0;
-        for (acknowledged, payload) in messages(&buffer) {
-            if let NetlinkPayload::Error(error) = payload {
-                if let Some(code) = error.code {
-                    return Err(errno_error(-code.get(), "switching the backend map", map));
-                }
-                acked.retain(|s| *s != acknowledged);
+    /// Send the batch and wait for every acknowledgement; `object` names what it changes, in
+    /// errors. [`Missing`] when an object it refers to does not exist, [`Unconfirmed`] when
+    /// the answer never came. Refused, the kernel changed nothing.
+    pub fn commit(mut self, object: &str) -> Result<()> {
+        let end = self.sequence + 1;
+        self.bytes.extend(nfnetlink::request(
+            NLM_F_REQUEST,
+            end,
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+            ControlMessage::BatchEnd,
+        ));
+        let socket = nfnetlink::open()?;
+        socket
+            .send(&self.bytes, 0)
+            .context("sending the nftables batch")?;
+        let deadline = Instant::now() + ACK_TIMEOUT;
+        let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
+        while !self.acked.is_empty() {
+            if !wait_readable(&socket, deadline).unwrap_or(false) {
+                return Err(Unconfirmed(object.to_string()).into());
             }
-            offset += 1;
+            if nfnetlink::receive(&socket, &mut buffer).is_err() {
+                return Err(Unconfirmed(object.to_string()).into());
+            }
+            let answers = raw::answers(&buffer);
+            if answers.is_empty() {
+                anyhow::bail!("unreadable answer from nftables");
+            }
+            for answer in answers {
+                if let raw::Answer::Error { sequence, code } = answer {
+                    if code != 0 {
+                        return Err(errno_error(-code, "switching the backend map", object));
+                    }
+                    self.acked.retain(|s| *s != sequence);
+                }
+            }
         }
-        if offset == 0 {
-            anyhow::bail!("unreadable answer from nftables");
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@ pub mod batch;
 pub mod docker_user;
 #[cfg(test)]
 pub mod fake;
+mod generations;
 pub mod localnet;
 mod migrate;
+mod raw;
 pub mod ruleset;
 pub mod script;
 

@@ -104,10 +104,14 @@
 //! A `dnat` ends the chain for its packet, so a connection the canary rule takes never reaches
 //! the main rule; conntrack then keeps it on the canary like any other flow.
 //!
-//! A switch flushes and refills the component's map in the same transaction that re-asserts
-//! the base chains (add is idempotent for tables, chains and maps; rules are flushed and added
-//! again so a rerun never duplicates them). Changing an element in place is not possible: the
-//! kernel refuses an `add` whose key exists with other data.
+//! A change of the layout (a first routing, changed ports, a canary, IPv6 backends coming or
+//! going) flushes the component's chain and lays it out again here, in the same transaction
+//! that re-asserts the base chains (add is idempotent for tables, chains and maps; rules are
+//! flushed and added again so a rerun never duplicates them). A plain switch does not come
+//! here: it adds a new *generation* of the component's maps and rules at the head of its
+//! chain (`backend_web_g7`, ...; see `generations.rs`), so that it deletes nothing and never
+//! waits for an RCU grace period. Changing an element in place is not possible: the kernel
+//! refuses an `add` whose key exists with other data.
 //!
 //! A table from before UDP (its ports keyed without their protocol) cannot be changed into
 //! this layout object by object: `migrate.rs` rebuilds it in the transaction of its next

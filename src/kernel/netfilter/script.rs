@@ -10,10 +10,12 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::{
-    batch, docker_user, localnet, migrate, ruleset, ComponentRoutes, Firewall, Route, Switch,
+    batch, docker_user, generations, localnet, migrate, ruleset, ComponentRoutes, Firewall, Route,
+    Switch,
 };
 use crate::config::{PortKey, PortPair, Protocol};
 use crate::error::Failure;
+use crate::identity;
 
 /// nftables through the `nft` binary, in one table of our own.
 #[derive(Debug, Clone)]
@@ -58,6 +60,20 @@ impl NftFirewall {
         rebuilt.extend(commands);
         self.apply(rebuilt)
             .context("rebuilding the table laid out by an earlier handoff (ports without protocol)")
+    }
+
+    /// Commands that delete the maps of `component`'s older generations: for a transaction
+    /// that lays its chain out again (or takes it away), which leaves them without a rule.
+    fn delete_older_maps(&self, component: &str) -> Result<Vec<String>> {
+        let maps = match generations::older_maps(&self.table, component) {
+            Ok(maps) => maps,
+            Err(error) if error.downcast_ref::<batch::Missing>().is_some() => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        Ok(maps
+            .iter()
+            .map(|map| format!("delete map inet {} {map}", self.table))
+            .collect())
     }
 
     /// `nft -j list ...`; `Ok(None)` when the object does not exist.
@@ -130,15 +146,27 @@ pub(super) fn objects<'a>(listing: &'a Value, kind: &'a str) -> impl Iterator<It
 /// Every component's backend map (and canary map) in a table listing, by component name.
 pub fn parse_backend_maps(listing: &Value) -> Result<HashMap<String, ComponentRoutes>> {
     let mut maps: HashMap<String, ComponentRoutes> = HashMap::new();
+    let mut generations: HashMap<(String, usize), u32> = HashMap::new();
     let mut canaries = Vec::new();
     for map in objects(listing, "map") {
         let Some(name) = map.get("name").and_then(Value::as_str) else {
             continue;
         };
+        // Of a map's generations, the newest routes (see `generations.rs`).
+        let generation = identity::split_generation(name).1;
+        let mut newest = |component: String, family: usize| {
+            let seen = generations.entry((component, family)).or_insert(generation);
+            *seen = (*seen).max(generation);
+            *seen == generation
+        };
         if let Some(component) = ruleset::component_of_map(name) {
-            maps.entry(component).or_default().routes = parse_map_elements(map)?;
+            if newest(component.clone(), 4) {
+                maps.entry(component).or_default().routes = parse_map_elements(map)?;
+            }
         } else if let Some(component) = ruleset::component_of_backend6_map(name) {
-            maps.entry(component).or_default().routes6 = parse_map_elements(map)?;
+            if newest(component.clone(), 6) {
+                maps.entry(component).or_default().routes6 = parse_map_elements(map)?;
+            }
         } else if let Some(component) = ruleset::component_of_canary_map(name) {
             canaries.push((component, parse_map_elements(map)?));
         }
@@ -219,29 +247,22 @@ impl Firewall for NftFirewall {
             localnet::ensure_route_localnet()?;
         }
         // The hot path: the component is routed already on exactly these external ports, with
-        // no canary before or after, so only its map's elements (and the hairpin set) change,
-        // in one netlink batch.
-        let map = ruleset::backend_map(component);
-        let map6 = ruleset::backend6_map(component);
+        // no canary before or after, so only its maps (and the hairpin sets) change, in one
+        // netlink batch that only adds (see `generations.rs`).
         let routes = (change.routes(), change.routes6());
         if change.only_elements_change() {
-            let mut contents = vec![
-                (map.as_str(), batch::route_elements(&routes.0)),
-                (map6.as_str(), batch::route_elements(&routes.1)),
-            ];
-            contents.extend(
-                ruleset::hairpin_sets(hairpin_sources)
-                    .map(|(set, members)| (set, batch::address_elements(members))),
-            );
-            match batch::replace_elements(&self.table, &contents) {
+            match generations::switch(
+                &self.table,
+                component,
+                &routes.0,
+                &routes.1,
+                hairpin_sources,
+            ) {
                 Ok(()) => return Ok(()),
                 Err(error) if error.downcast_ref::<batch::Unconfirmed>().is_some() => {
                     // The batch went out but its answer did not come back: the kernel may
                     // have committed it. Say what the maps hold, not "nothing was changed".
-                    let now = (
-                        batch::read_routes(&self.table, &map)?,
-                        batch::read_routes(&self.table, &map6)?,
-                    );
+                    let now = generations::current_routes(&self.table, component)?;
                     if now == routes {
                         return Ok(());
                     }
@@ -265,6 +286,7 @@ impl Firewall for NftFirewall {
         self.open_forward_path()?;
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::route(&self.table, change));
+        commands.extend(self.delete_older_maps(component)?);
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
         self.apply_layout(commands).map_err(|e| {
             if format!("{e:#}").contains("File exists") {
@@ -287,6 +309,7 @@ impl Firewall for NftFirewall {
     ) -> Result<()> {
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::unroute(&self.table, component, ports));
+        commands.extend(self.delete_older_maps(component)?);
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
         self.apply_layout(commands)?;
         let still_routed = self.all_routes()?.values().any(ComponentRoutes::is_routed);
@@ -304,7 +327,8 @@ impl Firewall for NftFirewall {
     fn set_hairpin_sources(&self, sources: &[IpAddr]) -> Result<()> {
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::hairpin(&self.table, sources));
-        self.apply_layout(commands)
+        self.apply_layout(commands)?;
+        generations::compact(&self.table)
     }
 
     fn all_routes(&self) -> Result<HashMap<String, ComponentRoutes>> {
@@ -331,8 +355,9 @@ impl Firewall for NftFirewall {
             Err(error) if error.downcast_ref::<batch::Missing>().is_some() => Ok(Vec::new()),
             Err(error) => Err(error),
         };
-        let routes = read(ruleset::backend_map(component))?;
-        let routes6 = read(ruleset::backend6_map(component))?;
+        let (map, map6) = generations::current_maps(&self.table, component)?;
+        let routes = read(map)?;
+        let routes6 = read(map6)?;
         if routes.is_empty() && routes6.is_empty() {
             return Ok(ComponentRoutes::default());
         }
