@@ -293,9 +293,13 @@ impl StateDir {
                 .with_context(|| format!("opening the lock file {}", path.display()))?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(mut lock) => {
-                    let _ = lock.set_len(0);
+                    // Who holds it, for whoever waits. Written over the old line and cut to
+                    // its length after: truncating to 0 first would free the file's block
+                    // and cost a journal update on every run (~0.3 ms of a switch's ~3).
+                    let holder = format!("{} {what}\n", std::process::id());
                     let _ = lock.rewind();
-                    let _ = writeln!(lock, "{} {what}", std::process::id());
+                    let _ = lock.write_all(holder.as_bytes());
+                    let _ = lock.set_len(holder.len() as u64);
                     return Ok(LockGuard { _lock: lock });
                 }
                 Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {

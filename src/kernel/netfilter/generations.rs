@@ -200,7 +200,12 @@ impl Generations {
 
     fn read(socket: &Socket, table: &str, component: &str) -> Result<Generations> {
         let chain = ruleset::component_chain(component);
-        let rules = rules(socket, table, Some(&chain))?;
+        // No table: no rules (what reads them says what is missing).
+        let rules = match rules(socket, table, Some(&chain)) {
+            Ok(rules) => rules,
+            Err(error) if error.downcast_ref::<Missing>().is_some() => Vec::new(),
+            Err(error) => return Err(error),
+        };
         let rules = rules.into_iter().map(|(_, rule)| rule).collect();
         Ok(Generations::of(component, chain, rules))
     }
