@@ -18,15 +18,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use netlink_packet_core::{NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
     SetElementMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 use netlink_sys::Socket;
 
 use super::{raw, Route};
@@ -187,15 +185,6 @@ fn wait_readable(socket: &Socket, deadline: Instant) -> Result<bool> {
     nfnetlink::wait_readable(socket, deadline.saturating_duration_since(Instant::now()))
 }
 
-/// Every decodable message of a datagram, with its sequence number.
-fn messages(datagram: &[u8]) -> Vec<(u32, NetlinkPayload<NetfilterMessage>)> {
-    nfnetlink::parse_datagram(datagram)
-        .into_iter()
-        .flatten()
-        .map(|message| (message.header.sequence_number, message.payload))
-        .collect()
-}
-
 /// The elements of backend map `map` in `table`; [`Missing`] when the map does not exist.
 pub fn read_routes(table: &str, map: &str) -> Result<Vec<Route>> {
     let mut routes: Vec<Route> = read_elements(table, map)?
@@ -228,60 +217,34 @@ pub fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
             attributes: set_ref(table, set),
         }),
     );
-    socket
-        .send(&request, 0)
-        .context("asking for the set's elements")?;
-    let deadline = Instant::now() + ACK_TIMEOUT;
-    let mut found = Vec::new();
-    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
-    loop {
-        if !wait_readable(&socket, deadline)? {
-            anyhow::bail!("no answer from nftables when reading {set}");
-        }
-        nfnetlink::receive(&socket, &mut buffer).context("reading the set's elements")?;
-        for (_, payload) in messages(&buffer) {
-            match payload {
-                NetlinkPayload::Done(_) => return Ok(found),
-                NetlinkPayload::Error(error) => {
-                    if let Some(code) = error.code {
-                        return Err(errno_error(-code.get(), "reading the backend map", set));
-                    }
-                }
-                NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(message)),
-                    ..
-                }) => {
-                    for attribute in message.attributes {
-                        let SetElementList::Elements(list) = attribute else {
-                            continue;
-                        };
-                        for element in list {
-                            let ListAttribute::Element(parts) = element else {
-                                continue;
-                            };
-                            let mut key = None;
-                            let mut data = None;
-                            for part in parts {
-                                match part {
-                                    SetElementAttribute::Key(DataAttribute::Value(v)) => {
-                                        key = Some(v)
-                                    }
-                                    SetElementAttribute::Data(DataAttribute::Value(v)) => {
-                                        data = Some(v)
-                                    }
-                                    _ => {}
-                                }
-                            }
-                            if let Some(key) = key {
-                                found.push((key, data));
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+    let answers = raw::exchange(&socket, &request, &format!("the elements of {set}"), set)?;
+    Ok(answers.iter().flat_map(|answer| listed(answer)).collect())
+}
+
+/// `NFTA_SET_ELEM_LIST_ELEMENTS`, and in each element `NFTA_SET_ELEM_KEY`/`_DATA`, each
+/// holding its bytes in `NFTA_DATA_VALUE` (a verdict, `NFTA_DATA_VERDICT`, is not read).
+const LIST_ELEMENTS: u16 = 3;
+const ELEMENT_KEY: u16 = 1;
+const ELEMENT_DATA: u16 = 2;
+const DATA_VALUE: u16 = 1;
+
+/// The elements of one answer of a set's dump (its attributes).
+fn listed(answer: &[u8]) -> Vec<Element> {
+    let Some(list) = raw::find(answer, LIST_ELEMENTS) else {
+        return Vec::new();
+    };
+    let value = |element: &[u8], kind| {
+        raw::find(element, kind)
+            .and_then(|nested| raw::find(nested, DATA_VALUE))
+            .map(<[u8]>::to_vec)
+    };
+    raw::attributes(list)
+        .into_iter()
+        .filter_map(|element| {
+            let key = value(element.payload, ELEMENT_KEY)?;
+            Some((key, value(element.payload, ELEMENT_DATA)))
+        })
+        .collect()
 }
 
 /// One kernel transaction under construction: messages between a batch's begin and end,
@@ -404,6 +367,37 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dumped_element_gives_its_key_and_its_data_when_it_has_some() {
+        let nested = |kind: u16, bytes: &[u8]| {
+            let mut value = Vec::new();
+            raw::put(&mut value, DATA_VALUE, bytes);
+            let mut out = Vec::new();
+            raw::put(&mut out, kind | raw::NESTED, &value);
+            out
+        };
+        let mut map_element = nested(ELEMENT_KEY, &[6, 0, 0, 0, 0, 80, 0, 0]);
+        map_element.extend(nested(ELEMENT_DATA, &[10, 0, 1, 11, 31, 144, 0, 0]));
+        let set_element = nested(ELEMENT_KEY, &[10, 0, 1, 12]);
+        let mut list = Vec::new();
+        raw::put(&mut list, 1 | raw::NESTED, &map_element);
+        raw::put(&mut list, 1 | raw::NESTED, &set_element);
+        let mut answer = Vec::new();
+        raw::put_string(&mut answer, 1, "handoff");
+        raw::put(&mut answer, LIST_ELEMENTS | raw::NESTED, &list);
+        assert_eq!(
+            listed(&answer),
+            vec![
+                (
+                    vec![6, 0, 0, 0, 0, 80, 0, 0],
+                    Some(vec![10, 0, 1, 11, 31, 144, 0, 0])
+                ),
+                (vec![10, 0, 1, 12], None),
+            ]
+        );
+        assert!(listed(&[1, 2, 3]).is_empty());
+    }
 
     #[test]
     fn routes_are_encoded_in_nftables_register_layout() {

@@ -38,7 +38,7 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_sys::Socket;
 
 use super::batch::{self, Batch, Missing};
@@ -249,12 +249,7 @@ fn map_definition(socket: &Socket, table: &str, name: &str) -> Result<Vec<u8>> {
     let mut request = Vec::new();
     raw::put_string(&mut request, SET_TABLE, table);
     raw::put_string(&mut request, SET_NAME, name);
-    let request = raw::message(
-        NFT_MSG_GETSET,
-        NLM_F_REQUEST | netlink_packet_core::NLM_F_ACK,
-        1,
-        &request,
-    );
+    let request = raw::message(NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_ACK, 1, &request);
     raw::exchange(socket, &request, name, name)?
         .into_iter()
         .next()
