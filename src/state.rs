@@ -294,8 +294,9 @@ impl StateDir {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(mut lock) => {
                     // Who holds it, for whoever waits. Written over the old line and cut to
-                    // its length after: truncating to 0 first would free the file's block
-                    // and cost a journal update on every run (~0.3 ms of a switch's ~3).
+                    // its length after, rather than truncated to 0 first: in one strace'd
+                    // switch that ftruncate(0) took 0.35 ms, the ftruncate to the line's
+                    // length 0.06 ms (a switch takes ~4.5 ms in all).
                     let holder = format!("{} {what}\n", std::process::id());
                     let _ = lock.rewind();
                     let _ = lock.write_all(holder.as_bytes());
