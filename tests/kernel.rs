@@ -1522,3 +1522,111 @@ fn a_udp_port_switches_with_the_component_and_a_udp_flow_drains_when_its_entry_g
     assert!(drained < ended + Duration::from_secs(10), "{drained:?}");
     eprintln!("the sessions ended at {ended:?}, the drain at {drained:?}");
 }
+
+/// A network namespace of a test's own, with nothing in it but loopback; deleted on drop, so
+/// also when an assertion fails.
+struct OwnNamespace(String);
+
+impl OwnNamespace {
+    fn new() -> OwnNamespace {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let namespace = OwnNamespace(format!("hi{}x{n}", std::process::id()));
+        namespace.ip(&["netns", "add", &namespace.0]);
+        namespace
+    }
+
+    /// `ip -n NS ARGS`, or `ip ARGS` for `netns` itself.
+    fn ip(&self, args: &[&str]) {
+        let mut command = Command::new("ip");
+        if args.first() != Some(&"netns") {
+            command.args(["-n", &self.0]);
+        }
+        let output = command.args(args).output().expect("ip");
+        assert!(
+            output.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for OwnNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_docker_network_without_a_named_gateway_is_reached_at_its_bridge_address() {
+    require_root!();
+    use handoff::kernel::interface::ipv4_addresses;
+    use handoff::ops::gateway::resolve;
+    use handoff::runtime::{Gateway, Ipv4Subnet};
+
+    let namespace = OwnNamespace::new();
+    // A user network's bridge as Docker names it, with a second address outside the network's
+    // subnet, and another bridge whose address is in it: only the named bridge counts.
+    let bridge = "br-377f692b1866";
+    for args in [
+        &["link", "add", bridge, "type", "bridge"][..],
+        &["addr", "add", "192.0.2.7/24", "dev", bridge],
+        &["addr", "add", "10.77.0.1/16", "dev", bridge],
+        &["link", "set", bridge, "up"],
+        &["link", "add", "br-other", "type", "bridge"],
+        &["addr", "add", "10.77.9.9/16", "dev", "br-other"],
+    ] {
+        namespace.ip(args);
+    }
+    let subnet = |text: &str| Ipv4Subnet::parse(text).unwrap().unwrap();
+    let on_bridge = move |interface: &str, text: &str| Gateway::OnBridge {
+        interface: interface.to_string(),
+        subnet: subnet(text),
+    };
+    let (listed, missing, found, outside, absent) = in_namespace(&namespace.0, move || {
+        (
+            ipv4_addresses(bridge).map_err(|e| format!("{e:#}")),
+            [
+                ipv4_addresses("br-nothere"),
+                ipv4_addresses("br-377f692b1866a"),
+            ]
+            .map(|r| r.map_err(|e| format!("{e:#}"))),
+            resolve("mine", on_bridge(bridge, "10.77.0.0/16"), ipv4_addresses)
+                .map_err(|e| format!("{e:#}")),
+            resolve("mine", on_bridge(bridge, "10.88.0.0/16"), ipv4_addresses)
+                .map_err(|e| format!("{e:#}")),
+            resolve(
+                "bridge",
+                on_bridge("docker0", "172.17.0.0/16"),
+                ipv4_addresses,
+            )
+            .map_err(|e| format!("{e:#}")),
+        )
+    });
+    assert_eq!(
+        listed.unwrap(),
+        Some(vec![
+            ("192.0.2.7".parse().unwrap(), 24),
+            ("10.77.0.1".parse().unwrap(), 16)
+        ])
+    );
+    // Absent, and too long to be a name at all: neither exists.
+    assert_eq!(missing, [Ok(None), Ok(None)]);
+    assert_eq!(
+        found.unwrap(),
+        "10.77.0.1".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    let outside = outside.unwrap_err();
+    assert!(
+        outside.contains(bridge)
+            && outside.contains("no IPv4 address in the network's subnet 10.88.0.0/16")
+            && outside.contains("192.0.2.7/24, 10.77.0.1/16"),
+        "{outside}"
+    );
+    let absent = absent.unwrap_err();
+    assert!(
+        absent.contains("docker0") && absent.contains("does not exist"),
+        "{absent}"
+    );
+}

@@ -18,26 +18,21 @@
 //! EACCES on `/proc/PID/ns/net`.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoPortData, InfoPortKind, LinkAttribute, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::Socket;
 
-use super::nfnetlink;
+use super::route_netlink::{ask, open};
 
 /// The id of a namespace the host has not named yet (`NETNSA_NSID_NOT_ASSIGNED`).
 const NOT_ASSIGNED: i32 = -1;
-/// How long the kernel has to answer one request.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What setting hairpin mode found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,63 +185,4 @@ fn link(index: u32) -> LinkMessage {
     let mut message = LinkMessage::default();
     message.header.index = index;
     message
-}
-
-fn open() -> Result<Socket> {
-    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a route netlink socket")?;
-    // Dumps honour IFA_TARGET_NETNSID only when their requests are checked strictly.
-    socket
-        .set_netlink_get_strict_chk(true)
-        .context("asking route netlink for strict checks")?;
-    socket
-        .bind_auto()
-        .context("binding the route netlink socket")?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .context("connecting the route netlink socket")?;
-    Ok(socket)
-}
-
-/// Send one request and collect its answer: every message up to the end of a dump, the
-/// acknowledgement of a change, or the one message a plain get returns.
-fn ask(
-    socket: &Socket,
-    flags: u16,
-    message: RouteNetlinkMessage,
-) -> Result<Vec<RouteNetlinkMessage>> {
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    header.sequence_number = 1;
-    let mut request = NetlinkMessage::new(header, NetlinkPayload::from(message));
-    request.finalize();
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
-    socket.send(&bytes, 0).context("sending to route netlink")?;
-    let multipart = flags & NLM_F_DUMP == NLM_F_DUMP;
-    let acknowledged = flags & NLM_F_ACK == NLM_F_ACK;
-    let mut answer = Vec::new();
-    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
-    loop {
-        if !nfnetlink::wait_readable(socket, ANSWER_TIMEOUT)? {
-            anyhow::bail!("no answer from route netlink");
-        }
-        nfnetlink::receive(socket, &mut buffer).context("reading route netlink")?;
-        for message in nfnetlink::parse_datagram::<RouteNetlinkMessage>(&buffer) {
-            let message = message.context("a malformed route netlink message")?;
-            match message.payload {
-                NetlinkPayload::Done(_) => return Ok(answer),
-                NetlinkPayload::Error(error) => match error.code {
-                    Some(code) => return Err(std::io::Error::from_raw_os_error(-code.get()).into()),
-                    None => return Ok(answer),
-                },
-                NetlinkPayload::InnerMessage(inner) => {
-                    answer.push(inner);
-                    if !multipart && !acknowledged {
-                        return Ok(answer);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
 }

@@ -1,6 +1,6 @@
 //! nfnetlink plumbing shared by the conntrack reader (`conntrack/`) and the nftables hot path
 //! (`netfilter/batch.rs`): opening a socket, splitting a datagram into messages, waiting for
-//! data with a timeout. The last two serve route netlink (`bridge_port.rs`) too.
+//! data with a timeout. The last two serve route netlink (`route_netlink.rs`) too.
 
 use std::os::fd::AsFd;
 use std::time::Duration;

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context as _, Result};
 
+use super::gateway::gateway;
 use super::session::Session;
 use super::switch::wait_until_ready;
 use super::Env;
@@ -108,7 +109,7 @@ pub fn launch(
     // Where its required links are: at its network's gateway (gantry's variables).
     let links = match component.link_targets.is_empty() {
         true => Vec::new(),
-        false => component.link_environment(runtime.gateway(&component.network)?),
+        false => component.link_environment(gateway(env, &component.network)?),
     };
     let spec = ContainerSpec {
         name: Identity::new(table, &component.name).container_name(&instance),

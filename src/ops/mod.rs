@@ -14,6 +14,7 @@
 pub mod canary;
 pub mod converge;
 pub mod drain;
+pub mod gateway;
 pub mod inspect;
 pub mod launch;
 pub mod monitor;

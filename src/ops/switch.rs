@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use super::canary::refuse_during_canary;
+use super::gateway::gateway;
 use super::session::Session;
 use super::Env;
 use crate::config::{Component, PortPair};
@@ -174,7 +175,7 @@ pub(super) fn commit_routing(
     let links = match link_ports.is_empty() {
         true => None,
         false => Some(Links {
-            gateway: env.runtime()?.gateway(&component.network)?,
+            gateway: gateway(env, &component.network)?,
             ports: &link_ports,
         }),
     };

@@ -2,8 +2,10 @@
 //! of handoff is a sequence of blocking steps, so the async client runs on a private
 //! current-thread tokio runtime.
 
+mod network;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,7 +20,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{Container, ContainerSpec, Runtime, LABEL_COMPONENT, LABEL_TABLE};
+use super::{Container, ContainerSpec, Gateway, Runtime, LABEL_COMPONENT, LABEL_TABLE};
 use crate::error::Failure;
 
 pub struct Docker {
@@ -272,7 +274,7 @@ impl Runtime for Docker {
             .with_context(|| format!("container {id} is not running"))
     }
 
-    fn gateway(&self, network: &str) -> Result<Ipv4Addr> {
+    fn gateway(&self, network: &str) -> Result<Gateway> {
         let inspect = self
             .runtime
             .block_on(
@@ -285,13 +287,7 @@ impl Runtime for Docker {
                 } => Failure::input(format!("Docker has no network {network:?}")).into(),
                 e => anyhow::Error::new(e).context(format!("inspecting Docker network {network}")),
             })?;
-        inspect
-            .ipam
-            .and_then(|ipam| ipam.config)
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|config| config.gateway?.parse().ok())
-            .with_context(|| format!("Docker network {network:?} has no IPv4 gateway"))
+        network::gateway_of(network, &inspect)
     }
 
     /// SIGTERM, then SIGKILL after `grace`. A container already stopped (304) or gone (404) is

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{Container, ContainerSpec, Runtime, LABEL_COMPONENT, LABEL_TABLE};
+use super::{Container, ContainerSpec, Gateway, Runtime, LABEL_COMPONENT, LABEL_TABLE};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -232,8 +232,8 @@ impl Runtime for FakeRuntime {
         Ok(1000 + index as u32)
     }
 
-    fn gateway(&self, _network: &str) -> Result<Ipv4Addr> {
-        Ok(Ipv4Addr::new(172, 17, 0, 1))
+    fn gateway(&self, _network: &str) -> Result<Gateway> {
+        Ok(Gateway::Named(Ipv4Addr::new(172, 17, 0, 1)))
     }
 
     fn address(&self, id: &str, network: &str) -> Result<IpAddr> {

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod fake;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -64,6 +65,61 @@ pub fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// Where a network's IPv4 gateway is, as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gateway {
+    /// The runtime names it.
+    Named(Ipv4Addr),
+    /// The runtime names none (a fresh dockerd's default bridge, a user network created with
+    /// `--subnet` but no `--gateway`): it is the host's address inside `subnet` on the network's
+    /// bridge `interface`, which only the kernel knows.
+    OnBridge {
+        interface: String,
+        subnet: Ipv4Subnet,
+    },
+}
+
+/// An IPv4 subnet, `172.17.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Subnet {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Subnet {
+    /// `text` as `ADDRESS/PREFIX`; `None` when it is not IPv4 (an IPv6 subnet).
+    pub fn parse(text: &str) -> Result<Option<Ipv4Subnet>> {
+        let bad = || anyhow::anyhow!("{text:?} is not a subnet (ADDRESS/PREFIX)");
+        let (address, prefix_len) = text.split_once('/').ok_or_else(bad)?;
+        let address = match address.parse::<IpAddr>().map_err(|_| bad())? {
+            IpAddr::V4(address) => address,
+            IpAddr::V6(_) => return Ok(None),
+        };
+        let prefix_len = prefix_len
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(bad)?;
+        Ok(Some(Ipv4Subnet {
+            address,
+            prefix_len,
+        }))
+    }
+
+    pub fn contains(&self, address: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        u32::from(address) & mask == u32::from(self.address) & mask
+    }
+}
+
+impl fmt::Display for Ipv4Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
@@ -107,9 +163,9 @@ pub trait Runtime {
     /// The PID of the running container's first process: the kernel names the container's
     /// network namespace by it.
     fn pid(&self, id: &str) -> Result<u32>;
-    /// The IPv4 address of `network`'s gateway (on a bridge network, the host's own address
-    /// there): where component links are reached.
-    fn gateway(&self, network: &str) -> Result<Ipv4Addr>;
+    /// Where `network`'s IPv4 gateway is (on a bridge network, the host's own address there):
+    /// where component links are reached. What the runtime says, nothing looked up elsewhere.
+    fn gateway(&self, network: &str) -> Result<Gateway>;
     /// SIGTERM, then SIGKILL after `grace`. Already stopped or gone is done.
     fn stop(&self, id: &str, grace: Duration) -> Result<()>;
     /// Remove the container (and its anonymous volumes). Already gone is done.

@@ -6,6 +6,7 @@
 mod canary;
 mod converge;
 mod crash;
+mod gateway;
 mod ipv6;
 mod links;
 mod restore;
