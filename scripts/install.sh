@@ -26,7 +26,8 @@ packages=(
     nft:nftables ip:iproute2 flock:util-linux iptables:iptables dockerd:docker.io
     /bin/busybox:busybox-static tar:tar python3:python3 openssl:openssl
     systemd-analyze:systemd man:man-db vagrant:vagrant debootstrap:debootstrap
-    dpkg-shlibdeps:dpkg-dev protoc:protobuf-compiler etcd:etcd-server "$@"
+    dpkg-shlibdeps:dpkg-dev protoc:protobuf-compiler etcd:etcd-server
+    ssh-keygen:openssh-client ssh-agent:openssh-client "$@"
 )
 missing=()
 for entry in "${packages[@]}"; do

@@ -24,9 +24,11 @@
 
 pub mod etcd;
 pub mod keys;
+pub mod policy;
 pub mod records;
 pub mod registration;
 pub mod rollout;
+pub mod signing;
 pub mod stops;
 
 pub use etcd::Etcd;
