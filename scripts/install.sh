@@ -27,7 +27,7 @@ packages=(
     /bin/busybox:busybox-static tar:tar python3:python3 openssl:openssl
     systemd-analyze:systemd man:man-db vagrant:vagrant debootstrap:debootstrap
     dpkg-shlibdeps:dpkg-dev protoc:protobuf-compiler etcd:etcd-server
-    ssh-keygen:openssh-client ssh-agent:openssh-client "$@"
+    ssh-keygen:openssh-client ssh-agent:openssh-client etcdctl:etcd-client "$@"
 )
 missing=()
 for entry in "${packages[@]}"; do

@@ -6,263 +6,20 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::docker::{ComponentOptions, DockerSandbox};
-use common::{is_root, HANDOFF};
-use handoff::fleet::rollout::{self, Snapshot};
+use common::etcd::EtcdSandbox;
+use common::HANDOFF;
+use handoff::fleet::access::Access;
+use handoff::fleet::rollout::{self, Progress, Snapshot};
+use handoff::fleet::spec;
+use handoff::fleet::store::{Cond, Op, Store};
 use handoff::fleet::{Etcd, HostRecord, Keys, StatusRecord};
 
 /// The agent's lease TTL (src/fleet/mod.rs).
 const TTL: Duration = Duration::from_secs(10);
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-struct EtcdSandbox {
-    ns: String,
-    /// Where etcd listens (client port 2379, peer port 2380).
-    address: String,
-    /// The namespace is the test's own (deleted on drop), not a Docker sandbox's.
-    own_namespace: bool,
-    dir: tempfile::TempDir,
-    etcd: Option<Child>,
-    agents: Vec<Child>,
-}
-
-impl EtcdSandbox {
-    /// A namespace of the test's own, etcd on its loopback.
-    /// A namespace of the test's own, reached from the host over a veth (10.233.N.1 here,
-    /// 10.233.N.2 there), with etcd on its end.
-    fn new() -> EtcdSandbox {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let ns = format!("hf-{}-{n}", std::process::id());
-        let subnet = 1 + (std::process::id() as usize + n) % 250;
-        let veth = format!("hf{}x{n}", std::process::id() % 100_000);
-        let (here, there) = (format!("{veth}a"), format!("{veth}b"));
-        let ok = Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .expect("ip");
-        assert!(ok.success(), "ip netns add {ns}");
-        let address = format!("10.233.{subnet}.2");
-        let sandbox = EtcdSandbox::in_namespace(&ns, &address, true);
-        for args in [
-            vec![
-                "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns,
-            ],
-            vec![
-                "addr",
-                "add",
-                &format!("10.233.{subnet}.1/30"),
-                "dev",
-                &here,
-            ],
-            vec!["link", "set", &here, "up"],
-        ] {
-            let ok = Command::new("ip").args(&args).status().expect("ip");
-            assert!(ok.success(), "ip {args:?}");
-        }
-        sandbox.exec_ok("ip", &["link", "set", "lo", "up"]);
-        sandbox.exec_ok(
-            "ip",
-            &["addr", "add", &format!("{address}/30"), "dev", &there],
-        );
-        sandbox.exec_ok("ip", &["link", "set", &there, "up"]);
-        sandbox.started()
-    }
-
-    /// etcd in an existing namespace `ns`, listening on `address`.
-    fn in_namespace(ns: &str, address: &str, own_namespace: bool) -> EtcdSandbox {
-        assert!(
-            is_root(),
-            "this test needs root (a network namespace): run `sudo scripts/test.sh`"
-        );
-        assert!(
-            Command::new("sh")
-                .args(["-c", "command -v etcd >/dev/null"])
-                .status()
-                .is_ok_and(|s| s.success()),
-            "etcd is not installed (apt-get install etcd-server; scripts/test.sh does it)"
-        );
-        EtcdSandbox {
-            ns: ns.to_string(),
-            address: address.to_string(),
-            own_namespace,
-            dir: tempfile::tempdir().expect("tempdir"),
-            etcd: None,
-            agents: Vec::new(),
-        }
-    }
-
-    fn started(mut self) -> EtcdSandbox {
-        self.start_etcd();
-        self
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}:2379", self.address)
-    }
-
-    fn exec(&self, program: &str, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.ns, program])
-            .args(args);
-        command
-    }
-
-    fn exec_ok(&self, program: &str, args: &[&str]) {
-        let output = self.exec(program, args).output().expect(program);
-        assert!(output.status.success(), "{program} {args:?}: {output:?}");
-    }
-
-    /// etcd on 127.0.0.1:2379 in the namespace, its data in the test's directory (kept across
-    /// a restart); returns when it answers.
-    fn start_etcd(&mut self) {
-        let data = self.dir.path().join("etcd");
-        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log");
-        let client = self.endpoint();
-        let peer = format!("http://{}:2380", self.address);
-        let cluster = format!("default={peer}");
-        let child = self
-            .exec(
-                "etcd",
-                &[
-                    "--data-dir",
-                    data.to_str().expect("path"),
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                    "--initial-cluster",
-                    &cluster,
-                ],
-            )
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("etcd");
-        self.etcd = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.fleet(&["getconfig"]).status.code() == Some(2)
-                || self.fleet(&["getconfig"]).status.success()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("etcd did not answer: {}", self.etcd_log());
-    }
-
-    fn stop_etcd(&mut self) {
-        if let Some(mut etcd) = self.etcd.take() {
-            let _ = etcd.kill();
-            let _ = etcd.wait();
-        }
-    }
-
-    fn etcd_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-    }
-
-    fn fleet(&self, args: &[&str]) -> Output {
-        let endpoint = self.endpoint();
-        self.exec(HANDOFF, &["fleet", "--etcd", &endpoint])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("handoff fleet")
-    }
-
-    fn fleet_ok(&self, args: &[&str]) -> String {
-        let output = self.fleet(args);
-        assert!(
-            output.status.success(),
-            "handoff fleet {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn spawn_agent(&mut self, host: &str) -> usize {
-        let log =
-            std::fs::File::create(self.dir.path().join(format!("agent-{host}.log"))).expect("log");
-        let child = self
-            .exec(
-                HANDOFF,
-                &["fleet", "--etcd", &self.endpoint(), "agent", "--host", host],
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("agent");
-        self.agents.push(child);
-        self.agents.len() - 1
-    }
-
-    fn agent_log(&self, host: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("agent-{host}.log")))
-            .unwrap_or_default()
-    }
-
-    /// `fleet list --json`'s hosts, by name: alive or not.
-    fn hosts(&self) -> Vec<(String, bool)> {
-        let output = self.fleet(&["list", "--json"]);
-        if !output.status.success() {
-            return Vec::new();
-        }
-        let listed: serde_json::Value =
-            serde_json::from_slice(&output.stdout).expect("list --json is JSON");
-        listed["hosts"]
-            .as_array()
-            .expect("hosts")
-            .iter()
-            .map(|h| {
-                (
-                    h["name"].as_str().expect("name").to_string(),
-                    h["alive"].as_bool().expect("alive"),
-                )
-            })
-            .collect()
-    }
-
-    /// Wait until `host` is listed as `alive`; how long that took.
-    fn wait_host(&self, host: &str, alive: bool, limit: Duration) -> Duration {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if self.hosts().iter().any(|(h, a)| h == host && *a == alive) {
-                return started.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "{host} not listed as alive={alive} within {limit:?}: {:?}\nagent log: {}",
-            self.hosts(),
-            self.agent_log(host)
-        );
-    }
-}
-
-impl Drop for EtcdSandbox {
-    fn drop(&mut self) {
-        for agent in &mut self.agents {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-        self.stop_etcd();
-        if self.own_namespace {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        }
-    }
-}
 
 /// `handoff fleet agent --host h1` for a Docker sandbox's host (health rounds every second,
 /// two failed ones replace), its output in `log`.
@@ -281,6 +38,7 @@ fn spawn_docker_agent(docker: &DockerSandbox, endpoint: &str, log: &Path) -> Kil
                 "1",
                 "--health-failures",
                 "2",
+                "--insecure-accept-any-spec",
             ])
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
@@ -363,7 +121,23 @@ fn a_killed_agent_is_lost_within_the_ttl_a_stopped_one_at_once_and_names_are_uni
     sandbox.wait_host("h1", true, Duration::from_secs(10));
     sandbox.wait_host("h2", true, Duration::from_secs(10));
 
-    let twin = sandbox.fleet(&["agent", "--host", "h1"]);
+    // Secure by default: with neither a signers file nor a policy, an agent does not start.
+    let naive = sandbox.fleet(&["agent", "--host", "h9"]);
+    assert_eq!(naive.status.code(), Some(2), "{naive:?}");
+    let said = String::from_utf8_lossy(&naive.stderr);
+    for named in [
+        "/etc/handoff/fleet-signers",
+        "/etc/handoff/policy.json",
+        "--insecure-accept-any-spec",
+    ] {
+        assert!(said.contains(named), "{named} not named: {said}");
+    }
+    assert!(
+        !sandbox.hosts().iter().any(|(h, _)| h == "h9"),
+        "h9 registered"
+    );
+
+    let twin = sandbox.fleet(&["agent", "--host", "h1", "--insecure-accept-any-spec"]);
     assert_eq!(
         twin.status.code(),
         Some(2),
@@ -530,14 +304,6 @@ fn register_hosts(etcd: &mut Etcd, keys: &Keys, names: &[&str]) -> Vec<i64> {
                 since_ms: 0,
                 pid: 0,
             };
-            assert!(etcd
-                .put_if_absent_or_ours(
-                    &keys.host(name),
-                    serde_json::to_vec(&record).unwrap(),
-                    lease,
-                    Vec::new()
-                )
-                .expect("register"));
             let status = StatusRecord {
                 component: "web".into(),
                 tag: Some("v1".into()),
@@ -546,11 +312,23 @@ fn register_hosts(etcd: &mut Etcd, keys: &Keys, names: &[&str]) -> Vec<i64> {
                 reason: None,
                 at_ms: 0,
             };
-            etcd.put(
-                &keys.status(name, "web"),
-                serde_json::to_vec(&status).unwrap(),
-            )
-            .expect("status");
+            let registered = etcd
+                .txn(
+                    vec![Cond::absent(keys.host(name))],
+                    vec![
+                        Op::put_leased(
+                            keys.host(name),
+                            serde_json::to_vec(&record).unwrap(),
+                            lease,
+                        ),
+                        Op::put(
+                            keys.status(name, "web"),
+                            serde_json::to_vec(&status).unwrap(),
+                        ),
+                    ],
+                )
+                .expect("register");
+            assert!(registered.is_some(), "{name} registered");
             lease
         })
         .collect()
@@ -560,13 +338,18 @@ fn register_hosts(etcd: &mut Etcd, keys: &Keys, names: &[&str]) -> Vec<i64> {
 #[ignore = "needs root and etcd: run by sudo scripts/test.sh"]
 fn competing_hosts_never_hold_more_turns_than_max_parallel_and_a_lost_holder_halts_the_rollout() {
     let sandbox = EtcdSandbox::new();
-    let endpoints = vec![sandbox.endpoint()];
+    let endpoints = Access::plain(&sandbox.endpoint()).expect("access");
     let keys = Keys::new("default").unwrap();
     let mut etcd = Etcd::connect(&endpoints).expect("etcd");
     let names = ["h1", "h2", "h3", "h4", "h5"];
     let leases = register_hosts(&mut etcd, &keys, &names);
+    let config = common::web_config(3000, 1000);
     let snapshot = Snapshot::read(&mut etcd, &keys).unwrap();
-    rollout::begin(&mut etcd, &keys, &snapshot, "web", "v2", 2, "v1")
+    spec::store_config(&mut etcd, &keys, &snapshot, config, None)
+        .unwrap()
+        .expect("stored");
+    let snapshot = Snapshot::read(&mut etcd, &keys).unwrap();
+    let rollout = spec::begin(&mut etcd, &keys, &snapshot, "web", "v2", 2, "v1", None)
         .unwrap()
         .expect("begun");
 
@@ -577,14 +360,17 @@ fn competing_hosts_never_hold_more_turns_than_max_parallel_and_a_lost_holder_hal
         .zip(&leases)
         .map(|(name, lease)| {
             let (endpoints, keys, barrier) = (endpoints.clone(), keys.clone(), barrier.clone());
-            let (name, lease) = (name.to_string(), *lease);
+            let (name, lease, rollout) = (name.to_string(), *lease, rollout.clone());
             std::thread::spawn(move || {
                 let mut etcd = Etcd::connect(&endpoints).expect("etcd");
                 let snapshot = Snapshot::read(&mut etcd, &keys).unwrap();
+                let revision = snapshot.rollout.as_ref().unwrap().mod_revision;
                 barrier.wait();
-                rollout::take_turn(&mut etcd, &keys, &snapshot, &name, lease)
-                    .unwrap()
-                    .map(|turn| (name, lease, turn.slot))
+                rollout::take_turn(
+                    &mut etcd, &keys, &snapshot, &rollout, revision, &name, lease,
+                )
+                .unwrap()
+                .map(|turn| (name, lease, turn))
             })
         })
         .collect();
@@ -597,27 +383,45 @@ fn competing_hosts_never_hold_more_turns_than_max_parallel_and_a_lost_holder_hal
     let held = Snapshot::read(&mut etcd, &keys).unwrap();
     assert_eq!(held.turns.len(), turns.len());
     assert_eq!(held.updating.len(), turns.len());
+    assert_eq!(held.progress(&rollout), Progress::Running);
 
-    // A holder dies (its lease goes): the next reader halts the rollout, naming it.
-    let (lost, lease, _) = &turns[0];
+    // A holder dies (its lease goes): every reader sees the rollout halted, naming it; and its
+    // turn can no longer be ended under the dead lease.
+    let (lost, lease, turn) = &turns[0];
     etcd.revoke(*lease).unwrap();
     let after = Snapshot::read(&mut etcd, &keys).unwrap();
     assert_eq!(
-        rollout::check(&mut etcd, &keys, &after).unwrap().as_deref(),
-        Some(rollout::HALTED)
+        after.progress(&rollout),
+        Progress::Halted {
+            host: lost.clone(),
+            reason: format!("host {lost} was lost during its update"),
+        }
     );
-    let (record, _) = Snapshot::read(&mut etcd, &keys).unwrap().rollout.unwrap();
-    assert_eq!(record.state, "halted");
-    assert_eq!(
-        record.reason.as_deref(),
-        Some(format!("host {lost} was lost during its update").as_str())
-    );
-    // A halted rollout gives no more turns.
-    let halted = Snapshot::read(&mut etcd, &keys).unwrap();
-    assert_eq!(
-        rollout::take_turn(&mut etcd, &keys, &halted, "h5", leases[4]).unwrap(),
-        None
-    );
+    let status = StatusRecord {
+        component: "web".into(),
+        tag: Some("v2".into()),
+        active: None,
+        state: "ready".into(),
+        reason: None,
+        at_ms: 0,
+    };
+    let ended = rollout::end_turn(&mut etcd, &keys, *turn, lost, *lease, &status, None).unwrap();
+    assert_eq!(ended, None, "a turn ends only while its lease holds it");
+    // The other holder ends its turn; the rollout stays halted by the lost one.
+    let (other, other_lease, other_turn) = &turns[1];
+    let ended = rollout::end_turn(
+        &mut etcd,
+        &keys,
+        *other_turn,
+        other,
+        *other_lease,
+        &status,
+        None,
+    )
+    .unwrap();
+    assert!(ended.is_some());
+    let after = Snapshot::read(&mut etcd, &keys).unwrap();
+    assert!(matches!(after.progress(&rollout), Progress::Halted { host, .. } if &host == lost));
 }
 
 #[test]

@@ -19,10 +19,13 @@ Exit codes:
   4  drain --wait --timeout expired with flows still open (they are listed)
   5  another handoff run held the lock longer than --lock-timeout; nothing was changed
   6  the host lacks something: root, the nft binary, ctnetlink/conntrack
+  7  fleet: etcd cannot be reached or refused us (TLS, login, permission)
 
 Files:
-  /etc/handoff/handoff.json  the config (gantry's JSON format)
-  /var/lib/handoff/          the state file and the lock
+  /etc/handoff/handoff.json     the config (gantry's JSON format)
+  /etc/handoff/fleet-signers    whose signatures a fleet agent accepts (allowed_signers)
+  /etc/handoff/policy.json      what a fleet agent may run on this host
+  /var/lib/handoff/             the state file, the lock, the fleet spec accepted here
 
 Messages go to stderr, one line per event, `handoff: ...`; results go to stdout.";
 

@@ -6,22 +6,66 @@
 //! 5 s) and, when etcd answers again, renews the lease — or, if the lease expired meanwhile,
 //! registers again under a new one. Stopping the registration revokes the lease, so a host
 //! whose agent stops cleanly shows as lost at once rather than after the TTL.
+//!
+//! Alive means following the fleet: while the agent's watch has been broken for longer than
+//! [`WATCH_BROKEN_GRACE`] (its reads fail, its connection died), the lease is not renewed, so
+//! the host shows as lost rather than alive and deaf; it renews (or registers again) once the
+//! watch works.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use etcd_client::TxnOp;
 
+use super::access::Access;
 use super::records::{now_ms, HostRecord, MemberRecord};
+use super::store::{Cond, Op, Store};
 use super::{Etcd, Keys, LEASE_TTL_SECS};
 use crate::error::Failure;
 
 /// Something worth a line in the agent's log (etcd lost, back, registered again).
 pub type Notify = Box<dyn Fn(String) + Send>;
+
+/// How long the agent's watch may stay broken before the host stops renewing its lease: past
+/// the agent's retry backoff (5 s) and a dead connection's notice (9 s), so one outage of the
+/// store alone never costs the registration.
+pub const WATCH_BROKEN_GRACE: Duration = Duration::from_secs(15);
+
+/// Whether the agent's watch works, shared by the agent (which says) and the registration
+/// (which renews only while it does).
+#[derive(Debug, Clone, Default)]
+pub struct Liveness {
+    /// When the watch broke (ms since the epoch); 0 while it works.
+    broken_since_ms: Arc<AtomicU64>,
+}
+
+impl Liveness {
+    /// The watch is open.
+    pub fn watching(&self) {
+        self.broken_since_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// The watch failed (kept from the first failure on).
+    pub fn broken(&self) {
+        let _ = self.broken_since_ms.compare_exchange(
+            0,
+            now_ms().max(1),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// How long the watch has been broken, if it is.
+    pub fn broken_for(&self) -> Option<Duration> {
+        match self.broken_since_ms.load(Ordering::SeqCst) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
+    }
+}
 
 pub struct Registration {
     /// Dropped to stop the thread: it sleeps on the other end until its next renewal, so an
@@ -35,8 +79,14 @@ pub struct Registration {
 impl Registration {
     /// Register `host` now (an error when etcd cannot be reached, or another live agent holds
     /// the name), then keep the registration alive until dropped.
-    pub fn start(endpoints: &[String], keys: &Keys, host: &str, notify: Notify) -> Result<Self> {
-        let mut etcd = Etcd::connect(endpoints)?;
+    pub fn start(
+        access: &Access,
+        keys: &Keys,
+        host: &str,
+        liveness: Liveness,
+        notify: Notify,
+    ) -> Result<Self> {
+        let mut etcd = Etcd::connect(access)?;
         let lease = Arc::new(AtomicI64::new(register(&mut etcd, keys, host)?));
         let (stop, stopped) = mpsc::channel();
         let keeper = Keeper {
@@ -45,6 +95,8 @@ impl Registration {
             host: host.to_string(),
             lease: lease.clone(),
             stopped,
+            liveness,
+            deaf: false,
             notify,
         };
         let thread = std::thread::Builder::new()
@@ -82,13 +134,14 @@ fn register(etcd: &mut Etcd, keys: &Keys, host: &str) -> Result<i64> {
     };
     // The registration and the member record in one transaction: an etcd that goes away in
     // between cannot leave a host registered whose start-up then fails.
-    let registered = etcd.put_if_absent_or_ours(
-        &keys.host(host),
-        serde_json::to_vec(&record)?,
-        lease,
-        vec![TxnOp::put(keys.member(host), member(host)?, None)],
+    let registered = etcd.txn(
+        vec![Cond::absent(keys.host(host))],
+        vec![
+            Op::put_leased(keys.host(host), serde_json::to_vec(&record)?, lease),
+            Op::put(keys.member(host), member(host)?),
+        ],
     )?;
-    if !registered {
+    if registered.is_none() {
         let _ = etcd.revoke(lease);
         return Err(Failure::input(format!(
             "another live agent is registered as host {host:?} in this fleet (--host names must be unique)"
@@ -117,6 +170,9 @@ struct Keeper {
     host: String,
     lease: Arc<AtomicI64>,
     stopped: Receiver<()>,
+    liveness: Liveness,
+    /// Renewals are held back because the agent's watch is broken.
+    deaf: bool,
     notify: Notify,
 }
 
@@ -158,8 +214,23 @@ impl Keeper {
         }
     }
 
-    /// Renew the lease; register again under a new one if it expired.
+    /// Renew the lease; register again under a new one if it expired. Nothing while the
+    /// agent's watch has been broken for longer than the grace.
     fn renew(&mut self) -> Result<()> {
+        match self.liveness.broken_for() {
+            Some(broken) if broken > WATCH_BROKEN_GRACE => {
+                if !std::mem::replace(&mut self.deaf, true) {
+                    (self.notify)(format!(
+                        "the watch has been broken for {:.0} s: the registration of {} is not \
+                         renewed, so the host shows as lost until it follows the fleet again",
+                        broken.as_secs_f64(),
+                        self.host
+                    ));
+                }
+                return Ok(());
+            }
+            _ => self.deaf = false,
+        }
         if self.etcd.keep_alive(self.lease.load(Ordering::SeqCst))? > 0 {
             return seen(&mut self.etcd, &self.keys, &self.host);
         }

@@ -1,5 +1,5 @@
 //! Fleet-wide `stop`, `kill` and `start`. gantryd's `stop` and `kill` wrote a component state
-//! every machine acted on; here a stop is the key `spec/stopped/{component}` ([`StopRecord`]),
+//! every machine acted on; here each is a signed record `spec/stops/{component}` ([`StopSpec`]),
 //! which every agent watches:
 //!
 //! * `stop`: the agent takes the component's ports out of its ruleset, reports `stopping`,
@@ -7,80 +7,14 @@
 //!   `stopped`;
 //! * `kill`: the same without draining or termination signals; it reports `killed`. A kill
 //!   after a stop cuts the drain short;
-//! * `start` deletes the key; convergence then starts the component again, at the fleet's tag.
+//! * `start`: convergence starts the component again, at the fleet's tag. A record, not a
+//!   deletion, so that it is signed like the stop it lifts.
 //!
 //! A stop is refused while a rollout of the component runs, and a rollout is refused while
-//! the component is stopped: each transaction is guarded by the other's key, so of a stop and
-//! a rollout asked at the same moment exactly one happens.
+//! the component is stopped: each write is guarded by the other's record, so of a stop and a
+//! rollout asked at the same moment exactly one happens.
 
-use anyhow::Result;
-use etcd_client::{Compare, CompareOp, TxnOp};
-
-use super::records::{now_ms, StopRecord};
-use super::rollout::Snapshot;
-use super::{Etcd, Keys};
-
-/// Reported by a host that took the component out and is draining it.
-pub const STOPPING: &str = "stopping";
-/// Reported by a host that drained and retired the component.
-pub const STOPPED: &str = "stopped";
-/// Reported by a host that retired the component without draining.
-pub const KILLED: &str = "killed";
-
-/// Stop (`kill`: kill) `component` fleet-wide, unless a rollout of it is running (`Err` says
-/// so). A kill replaces a stop; a stop never turns a kill back into a drain.
-pub fn request(
-    etcd: &mut Etcd,
-    keys: &Keys,
-    snapshot: &Snapshot,
-    component: &str,
-    kill: bool,
-) -> Result<std::result::Result<StopRecord, String>> {
-    if let Some((rollout, _)) = snapshot.running() {
-        if rollout.component == component {
-            return Ok(Err(format!(
-                "a rollout of {component} to {} is running; wait for it or let it halt",
-                rollout.tag
-            )));
-        }
-    }
-    let earlier = snapshot.stopped.get(component);
-    let record = StopRecord {
-        component: component.to_string(),
-        kill: kill || earlier.is_some_and(|s| s.kill),
-        since_ms: earlier.map_or_else(now_ms, |s| s.since_ms),
-    };
-    let rollout_unchanged = match &snapshot.rollout {
-        Some((_, revision)) => Compare::mod_revision(keys.rollout(), CompareOp::Equal, *revision),
-        None => Compare::create_revision(keys.rollout(), CompareOp::Equal, 0),
-    };
-    let written = etcd.txn(
-        vec![rollout_unchanged],
-        vec![TxnOp::put(
-            keys.stop(component),
-            serde_json::to_vec(&record)?,
-            None,
-        )],
-    )?;
-    if !written {
-        return Ok(Err(
-            "the rollout changed while the stop was being written; run the command again".into(),
-        ));
-    }
-    Ok(Ok(record))
-}
-
-/// `fleet start`: lift the stop of `component`; whether there was one.
-pub fn release(etcd: &mut Etcd, keys: &Keys, component: &str) -> Result<bool> {
-    etcd.txn(
-        vec![Compare::create_revision(
-            keys.stop(component),
-            CompareOp::Greater,
-            0,
-        )],
-        vec![TxnOp::delete(keys.stop(component), None)],
-    )
-}
+use super::records::{state, StopSpec};
 
 /// What a host must do about `stop`, given the state it last reported for the component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,20 +27,20 @@ pub enum Action {
     Nothing,
 }
 
-pub fn action(stop: &StopRecord, reported: Option<&str>) -> Action {
-    match (stop.kill, reported) {
-        (_, Some(KILLED)) => Action::Nothing,
+pub fn action(stop: &StopSpec, reported: Option<&str>) -> Action {
+    match (stop.kill(), reported) {
+        (_, Some(state::KILLED)) => Action::Nothing,
         (true, _) => Action::Kill,
-        (false, Some(STOPPED)) => Action::Nothing,
+        (false, Some(state::STOPPED)) => Action::Nothing,
         (false, _) => Action::Withdraw,
     }
 }
 
 /// Whether a host that reported `reported` has done what `stop` asks.
-pub fn satisfied(stop: &StopRecord, reported: Option<&str>) -> bool {
+pub fn satisfied(stop: &StopSpec, reported: Option<&str>) -> bool {
     match reported {
-        Some(KILLED) => true,
-        Some(STOPPED) => !stop.kill,
+        Some(state::KILLED) => true,
+        Some(state::STOPPED) => !stop.kill(),
         _ => false,
     }
 }
@@ -114,11 +48,17 @@ pub fn satisfied(stop: &StopRecord, reported: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::records::StopAction;
+    use state::{KILLED, STOPPED, STOPPING};
 
-    fn stop(kill: bool) -> StopRecord {
-        StopRecord {
+    fn stop(kill: bool) -> StopSpec {
+        StopSpec {
             component: "web".into(),
-            kill,
+            action: if kill {
+                StopAction::Kill
+            } else {
+                StopAction::Stop
+            },
             since_ms: 1,
         }
     }

@@ -11,6 +11,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod docker;
+pub mod etcd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,15 +1,16 @@
-//! `handoff fleet list [--json]`: the fleet's hosts, alive (their lease key exists) or lost
-//! (only their member record is left), and since when; per host, each component as its agent
-//! last reported it; the current (or last) rollout; the components stopped fleet-wide.
+//! `handoff fleet list [--json] [--signers FILE]`: the fleet's hosts, alive (their lease key
+//! exists) or lost (only their member record is left), and since when; per host, each
+//! component as its agent last reported it and what it refuses of the spec; the current (or
+//! last) rollout and where it stands; the components stopped fleet-wide; who signed what.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde_json::json;
 
-use super::Fleet;
+use super::{signed_by, Fleet, SignersArgs};
 use crate::fleet::records::now_ms;
-use crate::fleet::rollout::Snapshot;
+use crate::fleet::rollout::{Progress, Snapshot};
 use crate::fleet::StatusRecord;
 
 #[derive(Debug, clap::Args)]
@@ -17,6 +18,8 @@ pub struct Args {
     /// One JSON document (see README, "Fleet").
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub signers: SignersArgs,
 }
 
 struct Host {
@@ -25,21 +28,34 @@ struct Host {
     /// Alive: registered since; lost: last seen.
     since_ms: u64,
     components: Vec<StatusRecord>,
+    refused: BTreeMap<String, String>,
+}
+
+/// A rollout's state and reason, as `list` shows them.
+fn state_of(progress: &Progress) -> (&'static str, Option<&str>) {
+    match progress {
+        Progress::Running => ("running", None),
+        Progress::Halted { reason, .. } => ("halted", Some(reason)),
+        Progress::Done => ("done", None),
+    }
 }
 
 pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
+    let required = args.signers.load()?;
     let snapshot = Snapshot::read(&mut fleet.connect()?, &fleet.keys)?;
     let lost = snapshot.members.values().map(|m| Host {
         name: m.name.clone(),
         alive: false,
         since_ms: m.last_seen_ms,
         components: Vec::new(),
+        refused: BTreeMap::new(),
     });
     let alive = snapshot.alive.values().map(|h| Host {
         name: h.name.clone(),
         alive: true,
         since_ms: h.since_ms,
         components: Vec::new(),
+        refused: BTreeMap::new(),
     });
     // A live registration replaces the member record of the same host.
     let mut hosts: BTreeMap<String, Host> =
@@ -49,8 +65,22 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
             entry.components.push(status.clone());
         }
     }
-    let rollout = snapshot.rollout.map(|(record, _)| record);
-    let stopped = snapshot.stopped;
+    for (host, refusals) in &snapshot.refusals {
+        if let Some(entry) = hosts.get_mut(host) {
+            entry.refused = refusals.refused.clone();
+        }
+    }
+    let rollout = snapshot.stored_rollout().map(|r| {
+        let progress = snapshot.progress(&r);
+        (r, progress)
+    });
+    let sign = |stored| signed_by(stored, required.as_ref());
+    let stopped: Vec<_> = snapshot
+        .stops
+        .keys()
+        .filter_map(|c| Some((snapshot.stored_stop(c)?, sign(snapshot.stops.get(c)))))
+        .filter(|(s, _)| s.holds())
+        .collect();
     if args.json {
         let hosts: Vec<_> = hosts
             .values()
@@ -59,6 +89,7 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
                     "name": h.name,
                     "alive": h.alive,
                     "since_ms": h.since_ms,
+                    "refused": h.refused,
                     "components": h.components.iter().map(|c| json!({
                         "name": c.component,
                         "tag": c.tag,
@@ -69,47 +100,63 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
                 })
             })
             .collect();
+        let config = snapshot.config.as_ref().map(|stored| {
+            json!({
+                "sequence": stored.envelope().map(|e| e.sequence),
+                "signed": sign(Some(stored)),
+            })
+        });
         println!(
             "{}",
             json!({
                 "fleet": fleet.name,
-                "rollout": rollout.as_ref().map(|r| json!({
-                    "component": r.component,
-                    "tag": r.tag,
-                    "previous": r.previous,
-                    "max_parallel": r.max_parallel,
-                    "state": r.state,
-                    "reason": r.reason,
-                })),
-                "stopped": stopped.values().map(|s| json!({
+                "config": config,
+                "rollout": rollout.as_ref().map(|(r, progress)| {
+                    let (state, reason) = state_of(progress);
+                    json!({
+                        "component": r.spec.component,
+                        "tag": r.spec.tag,
+                        "previous": r.spec.previous,
+                        "max_parallel": r.spec.max_parallel,
+                        "sequence": r.sequence,
+                        "state": state,
+                        "reason": reason,
+                        "signed": sign(snapshot.rollout.as_ref()),
+                    })
+                }),
+                "stopped": stopped.iter().map(|(s, signed)| json!({
                     "component": s.component,
-                    "kill": s.kill,
+                    "kill": s.kill(),
                     "since_ms": s.since_ms,
+                    "signed": signed,
                 })).collect::<Vec<_>>(),
                 "hosts": hosts,
             })
         );
         return Ok(());
     }
-    if let Some(r) = &rollout {
+    if let Some(stored) = &snapshot.config {
+        println!("config: {}", sign(Some(stored)));
+    }
+    if let Some((r, progress)) = &rollout {
+        let (state, reason) = state_of(progress);
         println!(
-            "rollout: {} {} -> {}, {}{}",
-            r.component,
-            r.previous,
-            r.tag,
-            r.state,
-            r.reason
-                .as_deref()
+            "rollout: {} {} -> {}, {state}{} ({})",
+            r.spec.component,
+            r.spec.previous,
+            r.spec.tag,
+            reason
                 .map(|reason| format!(": {reason}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            sign(snapshot.rollout.as_ref())
         );
     }
     let now = now_ms();
-    for stop in stopped.values() {
+    for (stop, signed) in &stopped {
         println!(
-            "{}: {} fleet-wide {} ago (handoff fleet start {} lifts it)",
+            "{}: {} fleet-wide {} ago, {signed} (handoff fleet start {} lifts it)",
             stop.component,
-            if stop.kill { "killed" } else { "stopped" },
+            if stop.kill() { "killed" } else { "stopped" },
             crate::ops::human_duration(now.saturating_sub(stop.since_ms)),
             stop.component
         );
@@ -127,6 +174,10 @@ pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
             state,
             crate::ops::human_duration(now.saturating_sub(host.since_ms))
         );
+        for (key, reason) in &host.refused {
+            let key = key.strip_prefix(fleet.keys.root()).unwrap_or(key);
+            println!("    refuses {key}: {reason}");
+        }
         for c in &host.components {
             println!(
                 "    {:<20} {:<8} {:<12} {}{}",

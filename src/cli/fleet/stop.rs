@@ -1,44 +1,60 @@
-//! `handoff fleet stop COMPONENT [--no-wait]`: the local `stop` on every host of the fleet
-//! (`crate::fleet::stops`): new connections no longer reach the component anywhere, its flows
-//! drain, then its containers are retired. Waits, with progress on stderr, until every live
-//! host reports it stopped (exit 0); a host that fails to is exit 1, naming it and why.
-//! Refused (exit 5) while a rollout of the component runs.
+//! `handoff fleet stop COMPONENT [--sign KEY] [--no-wait]`: the local `stop` on every host of
+//! the fleet (`crate::fleet::stops`): new connections no longer reach the component anywhere,
+//! its flows drain, then its containers are retired. Waits, with progress on stderr, until
+//! every live host reports it stopped (exit 0); a host that fails to is exit 1, naming it and
+//! why. Refused (exit 5) while a rollout of the component runs.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::Result;
 
-use super::update::stored_config;
-use super::Fleet;
+use super::{Fleet, SignArgs};
 use crate::error::{ExitCode, Failure};
+use crate::fleet::records::{state, StopAction};
 use crate::fleet::rollout::Snapshot;
+use crate::fleet::spec::{ask, Asked};
 use crate::fleet::stops;
 use crate::ops::launch::repo_of;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     pub component: String,
-    /// Return once the stop is stored; `fleet list` shows how it goes.
+    /// Return once the request is stored; `fleet list` shows how it goes.
     #[arg(long)]
     pub no_wait: bool,
+    #[command(flatten)]
+    pub sign: SignArgs,
 }
 
 pub fn run(args: &Args, fleet: &Fleet) -> Result<()> {
-    stop_everywhere(args, fleet, false)
+    stop_everywhere(args, fleet, StopAction::Stop)
 }
 
-/// `fleet stop` (`kill` false) and `fleet kill` (true).
-pub fn stop_everywhere(args: &Args, fleet: &Fleet, kill: bool) -> Result<()> {
-    let what = if kill { "kill" } else { "stop" };
+/// `fleet stop`, `fleet kill` and `fleet start`: store what is asked of the component, then
+/// wait until every live host has done it.
+pub fn stop_everywhere(args: &Args, fleet: &Fleet, action: StopAction) -> Result<()> {
+    let what = match action {
+        StopAction::Stop => "stop",
+        StopAction::Kill => "kill",
+        StopAction::Start => "start",
+    };
     let mut etcd = fleet.connect()?;
     let snapshot = Snapshot::read(&mut etcd, &fleet.keys)?;
-    let config = stored_config(fleet, &snapshot)?;
-    let name = &config.component(&args.component)?.name;
-    repo_of(config.component(name)?)?;
-    let stop = match stops::request(&mut etcd, &fleet.keys, &snapshot, name, kill)? {
-        Ok(stop) => stop,
-        Err(refused) => return Err(Failure::new(ExitCode::Busy, refused).into()),
+    let config = fleet.stored_config(&snapshot)?;
+    let name = config.component(&args.component)?.name.clone();
+    repo_of(config.component(&name)?)?;
+    let sign = args.sign.sign.as_deref();
+    let asked = ask(&mut etcd, &fleet.keys, &snapshot, &name, action, sign)?
+        .map_err(|refused| Failure::new(ExitCode::Busy, refused))?;
+    let stop = match asked {
+        Asked::NotStopped => {
+            println!(
+                "fleet {}: {name} is not stopped fleet-wide; nothing to do",
+                fleet.name
+            );
+            return Ok(());
+        }
+        Asked::Written(stop) => stop,
     };
     eprintln!(
         "handoff: fleet: {name}: {what} asked of {} live host(s)",
@@ -52,15 +68,15 @@ pub fn stop_everywhere(args: &Args, fleet: &Fleet, kill: bool) -> Result<()> {
         return Ok(());
     }
     let mut reported = BTreeSet::new();
-    loop {
-        let snapshot = Snapshot::read(&mut etcd, &fleet.keys)?;
-        if !snapshot.stopped.contains_key(name) {
-            anyhow::bail!("{name} was started again (fleet start) before every host stopped it");
+    let hosts = fleet.wait_for(&mut etcd, |snapshot| {
+        if snapshot.stored_stop(&name).as_ref() != Some(&stop) {
+            anyhow::bail!("{name}: another stop, kill or start replaced this {what}");
         }
         for host in snapshot.alive.keys() {
-            let status = snapshot.statuses.get(&(host.clone(), name.clone()));
-            if let Some(failed) = status.filter(|s| s.state == "failed" && s.at_ms >= stop.since_ms)
-            {
+            let status = snapshot.status(host, &name);
+            if let Some(failed) = status.filter(|s| {
+                s.state == state::FAILED && s.at_ms >= stop.since_ms && action != StopAction::Start
+            }) {
                 return Err(Failure::new(
                     ExitCode::Runtime,
                     format!(
@@ -71,7 +87,7 @@ pub fn stop_everywhere(args: &Args, fleet: &Fleet, kill: bool) -> Result<()> {
                 .into());
             }
             let state = status.map(|s| s.state.as_str());
-            if stops::satisfied(&stop, state) && reported.insert(host.clone()) {
+            if done(&stop, action, state) && reported.insert(host.clone()) {
                 eprintln!(
                     "handoff: fleet: {host}: {name} {} ({}/{} live hosts)",
                     state.unwrap_or_default(),
@@ -80,19 +96,32 @@ pub fn stop_everywhere(args: &Args, fleet: &Fleet, kill: bool) -> Result<()> {
                 );
             }
         }
-        if snapshot
+        Ok(snapshot
             .alive
             .keys()
-            .all(|host| stops::satisfied(&stop, snapshot.state_of(host, name)))
-        {
-            println!(
-                "fleet {}: {name} is {} on every live host ({} host(s))",
-                fleet.name,
-                if kill { stops::KILLED } else { stops::STOPPED },
-                snapshot.alive.len()
-            );
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
+            .all(|host| done(&stop, action, snapshot.state_of(host, &name)))
+            .then_some(snapshot.alive.len()))
+    })?;
+    let outcome = match action {
+        StopAction::Stop => "stopped",
+        StopAction::Kill => "killed",
+        StopAction::Start => "serving",
+    };
+    println!(
+        "fleet {}: {name} is {outcome} on every live host ({hosts} host(s))",
+        fleet.name
+    );
+    Ok(())
+}
+
+/// Whether a host that reports `reported` has done what was asked.
+fn done(
+    stop: &crate::fleet::records::StopSpec,
+    action: StopAction,
+    reported: Option<&str>,
+) -> bool {
+    match action {
+        StopAction::Start => reported == Some(state::READY),
+        _ => stops::satisfied(stop, reported),
     }
 }
