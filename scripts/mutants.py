@@ -273,6 +273,44 @@ FAULTS = [
         "        Ok(())\n",
         [("generations", "a_switch_only_adds_and_the_older_generations_go_after_the_drain")],
     ),
+    (
+        "unsigned-spec-admitted",
+        "a host with a signers file acts only on specs signed by a key listed there",
+        "src/fleet/admission.rs",
+        "    let signer = match required {\n        None => None,",
+        "    let signer = match required.filter(|_| false) {\n        None => None,",
+        [
+            ("fleet_secure", "a_secured_fleet_runs_only_what_its_operator_signed_and_its_host_allows"),
+            ("lib", "fleet::agent::tests::admission::an_unsigned_config_is_refused_by_a_host_that_requires_signatures_and_nothing_starts"),
+        ],
+    ),
+    (
+        "policy-ignored",
+        "a fleet agent starts nothing its host's policy forbids",
+        "src/fleet/agent/mod.rs",
+        "            match self.policy.as_ref().map(|p| p.check(&desired)) {",
+        "            match self.policy.as_ref().filter(|_| false).map(|p| p.check(&desired)) {",
+        [
+            ("fleet_secure", "a_secured_fleet_runs_only_what_its_operator_signed_and_its_host_allows"),
+            ("lib", "fleet::agent::tests::policy::a_component_the_policy_forbids_is_refused_with_the_reason_and_the_others_run"),
+        ],
+    ),
+    (
+        "old-spec-replayed",
+        "an old signed spec put back cannot roll a host backwards",
+        "src/fleet/admission.rs",
+        "        Some(before) if envelope.sequence < before.sequence => {",
+        "        Some(before) if envelope.sequence < before.sequence && false => {",
+        [("lib", "fleet::agent::tests::admission::an_older_signed_config_put_back_is_refused_as_a_replay_and_the_newer_one_stays")],
+    ),
+    (
+        "turn-ignores-halts",
+        "no host takes a turn in a rollout another host halted",
+        "src/fleet/rollout.rs",
+        "                Cond::nothing_under_since(keys.halts(), rollout_revision),\n",
+        "",
+        [("lib", "fleet::agent::tests::rollouts::a_host_that_read_the_rollout_before_another_halted_it_cannot_take_a_turn")],
+    ),
 ]
 
 
