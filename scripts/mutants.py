@@ -304,6 +304,14 @@ FAULTS = [
         [("lib", "fleet::agent::tests::admission::an_older_signed_config_put_back_is_refused_as_a_replay_and_the_newer_one_stays")],
     ),
     (
+        "deaf-host-kept-alive",
+        "a host whose agent can no longer follow the fleet is not reported alive",
+        "src/fleet/registration.rs",
+        "            Some(broken) if broken > WATCH_BROKEN_GRACE => {",
+        "            Some(broken) if broken > WATCH_BROKEN_GRACE && false => {",
+        [("fleet_secure", "a_host_that_can_no_longer_follow_the_fleet_is_not_reported_alive")],
+    ),
+    (
         "turn-ignores-halts",
         "no host takes a turn in a rollout another host halted",
         "src/fleet/rollout.rs",

@@ -412,3 +412,66 @@ fn a_secured_fleet_runs_only_what_its_operator_signed_and_its_host_allows() {
         fleet.docker.containers()
     );
 }
+
+#[test]
+#[ignore = "needs root, etcd, Docker and ssh-keygen: run by sudo scripts/test.sh"]
+fn a_host_that_can_no_longer_follow_the_fleet_is_not_reported_alive() {
+    let fleet = Secured::new();
+    for granted in [
+        fleet.fleet_as(&fleet.root, &["grant-host", "h1"]),
+        fleet.fleet_as(&fleet.root, &["grant-operator", "ci"]),
+    ] {
+        assert!(granted.status.success(), "{}", stderr(&granted));
+    }
+    fleet.operate_ok(&["setconfig", text(&fleet.docker.config_path())]);
+    let _agent = fleet.spawn_agent();
+    fleet.wait_listed("web ready", |l| web(l)["state"] == "ready");
+    let alive = |l: &serde_json::Value| l["hosts"][0]["alive"] == true;
+    assert!(alive(&fleet.listed()));
+
+    // Its reads of the fleet refused (the role's read permission taken away), while its lease
+    // keep-alives still work: its watch is broken, so it must not be reported alive.
+    let root = fleet.root.args();
+    let root: Vec<&str> = root.iter().map(String::as_str).collect();
+    let fleet_root = "/handoff/fleets/default/";
+    fleet.etcd.etcdctl_ok(
+        &root,
+        &[
+            "role",
+            "revoke-permission",
+            "handoff-default-h1",
+            fleet_root,
+            "--prefix=true",
+        ],
+    );
+    let cut = Instant::now();
+    // An open watch outlives the revocation in etcd 3.4; the next change makes the agent read.
+    fleet.operate_ok(&["setconfig", text(&fleet.docker.config_path())]);
+    let started = Instant::now();
+    while alive(&fleet.listed()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "still alive {:?} after its reads were refused: {}",
+            cut.elapsed(),
+            fleet.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let lost_after = cut.elapsed();
+    eprintln!("listed as lost {lost_after:?} after its reads were refused");
+    // The grace (15 s) and the lease's TTL (10 s), not sooner: an outage of a few seconds
+    // never costs the registration.
+    assert!(lost_after >= Duration::from_secs(15), "{lost_after:?}");
+    assert!(
+        fleet.log().contains("the watch has been broken for"),
+        "{}",
+        fleet.log()
+    );
+    common::assert_served_by(&fleet.docker.load(2, 1000, &[]), "v1");
+
+    // Its rights back: it follows the fleet again, and registers again.
+    let granted = fleet.fleet_as(&fleet.root, &["grant-host", "h1"]);
+    assert!(granted.status.success(), "{}", stderr(&granted));
+    fleet.wait_listed("h1 alive again", alive);
+    assert!(fleet.log().contains("registered again"), "{}", fleet.log());
+}

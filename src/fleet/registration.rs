@@ -243,3 +243,28 @@ impl Keeper {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_is_broken_from_its_first_failure_until_it_works_again() {
+        let liveness = Liveness::default();
+        assert_eq!(liveness.broken_for(), None);
+        liveness.broken();
+        let first = liveness.broken_since_ms.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        liveness.broken();
+        assert_eq!(
+            liveness.broken_since_ms.load(Ordering::SeqCst),
+            first,
+            "kept from the first failure"
+        );
+        assert!(liveness
+            .broken_for()
+            .is_some_and(|d| d >= Duration::from_millis(5)));
+        liveness.watching();
+        assert_eq!(liveness.broken_for(), None);
+    }
+}

@@ -215,3 +215,22 @@ fn two_records_with_one_sequence_are_a_conflict() {
     assert!(refused_config(&bench).contains("conflicting spec"));
     assert_eq!(agent.host.called("start api2 v1"), 0);
 }
+
+#[test]
+fn a_malformed_signature_is_refused_and_reported_never_a_crash() {
+    let mut bench = Bench::new();
+    bench.set_config(CONFIG, true);
+    let signature_key = bench.keys.signature(&bench.keys.config());
+    let mut agent = bench.agent("h1", Trust::Signed);
+    for garbage in [
+        "",
+        "-----BEGIN SSH SIGNATURE-----\nnot base64\n-----END SSH SIGNATURE-----\n",
+        "-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n",
+    ] {
+        bench.forge(&signature_key, garbage);
+        settle(&mut agent);
+        let why = refused_config(&bench);
+        assert!(why.contains("signature"), "{garbage:?}: {why}");
+        assert!(agent.host.calls.is_empty());
+    }
+}
