@@ -42,6 +42,8 @@ pub mod state {
     pub const STOPPED: &str = "stopped";
     /// Retired without draining after a fleet-wide kill.
     pub const KILLED: &str = "killed";
+    /// The states of a component that an operator's stop holds.
+    pub const HELD_BY_STOP: [&str; 3] = [STOPPING, STOPPED, KILLED];
 }
 
 /// `status/{host}/{component}`: what serves the component on the host, as its agent last saw

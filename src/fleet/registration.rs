@@ -189,7 +189,8 @@ impl Keeper {
                 return;
             }
             match self.renew() {
-                Ok(()) => {
+                Ok(Renewal::HeldBack) => next = Instant::now() + period,
+                Ok(Renewal::Done) => {
                     if let Some(since) = failing_since.take() {
                         (self.notify)(format!(
                             "etcd answers again after {:.1} s; registration of {} renewed",
@@ -216,7 +217,7 @@ impl Keeper {
 
     /// Renew the lease; register again under a new one if it expired. Nothing while the
     /// agent's watch has been broken for longer than the grace.
-    fn renew(&mut self) -> Result<()> {
+    fn renew(&mut self) -> Result<Renewal> {
         match self.liveness.broken_for() {
             Some(broken) if broken > WATCH_BROKEN_GRACE => {
                 if !std::mem::replace(&mut self.deaf, true) {
@@ -227,12 +228,13 @@ impl Keeper {
                         self.host
                     ));
                 }
-                return Ok(());
+                return Ok(Renewal::HeldBack);
             }
             _ => self.deaf = false,
         }
         if self.etcd.keep_alive(self.lease.load(Ordering::SeqCst))? > 0 {
-            return seen(&mut self.etcd, &self.keys, &self.host);
+            seen(&mut self.etcd, &self.keys, &self.host)?;
+            return Ok(Renewal::Done);
         }
         let lease = register(&mut self.etcd, &self.keys, &self.host)?;
         self.lease.store(lease, Ordering::SeqCst);
@@ -240,8 +242,15 @@ impl Keeper {
             "the lease had expired; {} registered again",
             self.host
         ));
-        Ok(())
+        Ok(Renewal::Done)
     }
+}
+
+/// What a renewal did: held back while the watch is broken (etcd was not asked, so nothing
+/// is known about it: an outage already reported stays reported), or done.
+enum Renewal {
+    HeldBack,
+    Done,
 }
 
 #[cfg(test)]

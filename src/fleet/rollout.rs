@@ -171,8 +171,9 @@ impl Snapshot {
     }
 
     /// Where `rollout` stands: halted by a host, or by a host lost mid-update; done when no
-    /// host is updating and every live host that reports the component serves the tag (a
-    /// host that has not reported it yet starts at the tag: [`desired_tag`]); else running.
+    /// host is updating and every live host that reports the component serves the tag or is
+    /// held by a stop (a host that has not reported it yet starts at the tag:
+    /// [`desired_tag`]); else running.
     pub fn progress(&self, rollout: &Rollout) -> Progress {
         if let Some(halt) = self.halts.values().find(|h| h.rollout == rollout.sequence) {
             return Progress::Halted {
@@ -191,14 +192,17 @@ impl Snapshot {
             .updating
             .values()
             .any(|u| u.rollout == rollout.sequence);
-        let reporting: Vec<&String> = self
+        let reporting: Vec<&StatusRecord> = self
             .alive
             .keys()
-            .filter(|h| self.status(h, component).is_some())
+            .filter_map(|h| self.status(h, component))
             .collect();
+        // A host where an operator's stop holds the component neither holds the rollout
+        // back nor finishes it: when started it starts at the rollout's tag.
         let all_serve = reporting
             .iter()
-            .all(|h| self.serving_tag(h, component) == Some(rollout.spec.tag.as_str()));
+            .filter(|s| !state::HELD_BY_STOP.contains(&s.state.as_str()))
+            .all(|s| s.state == state::READY && s.tag.as_ref() == Some(&rollout.spec.tag));
         if !updating && !reporting.is_empty() && all_serve {
             Progress::Done
         } else {

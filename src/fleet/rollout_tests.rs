@@ -62,6 +62,44 @@ fn a_rollout_is_done_when_every_reporting_live_host_serves_its_tag() {
 }
 
 #[test]
+fn a_host_held_by_a_stop_neither_holds_a_rollout_back_nor_finishes_it() {
+    let held = |snapshot: &mut Snapshot, host: &str, held: &str| {
+        let status = snapshot
+            .statuses
+            .get_mut(&(host.into(), "web".into()))
+            .expect("reported");
+        (status.tag, status.state) = (None, held.into());
+    };
+    let mut snapshot = Snapshot::default();
+    serving(&mut snapshot, "h1", "v2");
+    serving(&mut snapshot, "h2", "v2");
+    held(&mut snapshot, "h2", state::KILLED);
+    assert_eq!(
+        snapshot.progress(&rollout(5)),
+        Progress::Done,
+        "killed after"
+    );
+    held(&mut snapshot, "h1", state::STOPPED);
+    assert_eq!(
+        snapshot.progress(&rollout(5)),
+        Progress::Done,
+        "all stopped"
+    );
+    serving(&mut snapshot, "h1", "v1");
+    assert_eq!(
+        snapshot.progress(&rollout(5)),
+        Progress::Running,
+        "h1 at v1"
+    );
+    held(&mut snapshot, "h1", state::FAILED);
+    assert_eq!(
+        snapshot.progress(&rollout(5)),
+        Progress::Running,
+        "a failure is not a stop"
+    );
+}
+
+#[test]
 fn only_the_rollouts_own_halts_and_markers_halt_it() {
     let mut snapshot = Snapshot::default();
     serving(&mut snapshot, "h1", "v2");

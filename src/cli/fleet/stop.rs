@@ -4,7 +4,7 @@
 //! every live host reports it stopped (exit 0); a host that fails to is exit 1, naming it and
 //! why. Refused (exit 5) while a rollout of the component runs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 
@@ -67,6 +67,13 @@ pub fn stop_everywhere(args: &Args, fleet: &Fleet, action: StopAction) -> Result
         );
         return Ok(());
     }
+    // A failure reported before this request (the same stop asked again after it failed) is
+    // not this request's: only a status written since counts.
+    let before: BTreeMap<&String, u64> = snapshot
+        .alive
+        .keys()
+        .filter_map(|host| Some((host, snapshot.status(host, &name)?.at_ms)))
+        .collect();
     let mut reported = BTreeSet::new();
     let hosts = fleet.wait_for(&mut etcd, |snapshot| {
         if snapshot.stored_stop(&name).as_ref() != Some(&stop) {
@@ -75,7 +82,10 @@ pub fn stop_everywhere(args: &Args, fleet: &Fleet, action: StopAction) -> Result
         for host in snapshot.alive.keys() {
             let status = snapshot.status(host, &name);
             if let Some(failed) = status.filter(|s| {
-                s.state == state::FAILED && s.at_ms >= stop.since_ms && action != StopAction::Start
+                s.state == state::FAILED
+                    && s.at_ms >= stop.since_ms
+                    && before.get(host) != Some(&s.at_ms)
+                    && action != StopAction::Start
             }) {
                 return Err(Failure::new(
                     ExitCode::Runtime,

@@ -72,6 +72,8 @@ pub struct Agent<S: Store, H: Host> {
     refusals_written: Option<BTreeMap<String, String>>,
     /// The components to check between changes: those serving here at the last round.
     checked: Vec<Component>,
+    /// The store failed and the agent has not watched since: said once, at the first failure.
+    failing: bool,
 }
 
 /// The agent's health checks: `monitor`'s rounds, for every component serving here.
@@ -156,6 +158,7 @@ impl<S: Store, H: Host> Agent<S, H> {
             drains: Drains::default(),
             refusals_written: None,
             checked: Vec::new(),
+            failing: false,
         }
     }
 
@@ -167,19 +170,13 @@ impl<S: Store, H: Host> Agent<S, H> {
     /// `stopping` says so.
     pub fn run(&mut self, stopping: &dyn Fn() -> bool) {
         let mut backoff = Duration::from_secs(1);
-        let mut failing = false;
         while !stopping() {
             match self.round_and_watch(stopping) {
-                Ok(()) => {
-                    backoff = Duration::from_secs(1);
-                    if std::mem::take(&mut failing) {
-                        self.say("etcd answers again; converged from a fresh read");
-                    }
-                }
+                Ok(()) => backoff = Duration::from_secs(1),
                 Err(error) => {
                     self.liveness.broken();
-                    if !failing {
-                        failing = true;
+                    if !self.failing {
+                        self.failing = true;
                         self.say(format!(
                             "{error:#}; nothing is torn down, retrying with backoff"
                         ));
@@ -204,6 +201,11 @@ impl<S: Store, H: Host> Agent<S, H> {
         let prefixes = [self.keys.spec(), self.keys.coordination()];
         self.store.watch(&prefixes, revision)?;
         self.liveness.watching();
+        // Said when the watch stands again, not at the next change: a failure after this one
+        // is a new outage and gets its own line.
+        if std::mem::take(&mut self.failing) {
+            self.say("etcd answers again; converged from a fresh read, watching");
+        }
         while !stopping() {
             if self.store.changed(Duration::from_secs(1))? {
                 return Ok(());
@@ -227,6 +229,9 @@ impl<S: Store, H: Host> Agent<S, H> {
                 "my update was cut short (the agent stopped during its turn); recorded as this \
                  host's halt of that rollout",
             );
+            return Ok(None);
+        }
+        if self.end_leftover_turn(&snapshot)? {
             return Ok(None);
         }
         let spec = self.admit(&snapshot)?;

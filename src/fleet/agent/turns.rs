@@ -10,8 +10,8 @@ use anyhow::Result;
 use super::spec_view::Effective;
 use super::{status, Agent, Host};
 use crate::fleet::records::{now_ms, state, HaltRecord};
-use crate::fleet::rollout::{self, Progress, Rollout, Snapshot};
-use crate::fleet::store::Store;
+use crate::fleet::rollout::{self, Progress, Rollout, Snapshot, Turn};
+use crate::fleet::store::{Cond, Op, Store};
 
 impl<S: Store, H: Host> Agent<S, H> {
     /// Whether this host has written its halt of rollout `sequence` already.
@@ -44,6 +44,83 @@ impl<S: Store, H: Host> Agent<S, H> {
             rollout.sequence,
             &reason,
         )
+    }
+
+    /// End a turn this host still holds when a round begins: its update ran, but writing the
+    /// turn's end failed (etcd went away) while the lease lived on. Without this the turn and
+    /// the marker would stay, and the rollout would wait on this host for ever. The status
+    /// written is what serves here; when that is not the rollout's tag the update did not
+    /// happen, and the rollout is halted with that reason. Whether there was such a turn.
+    pub(super) fn end_leftover_turn(&mut self, snapshot: &Snapshot) -> Result<bool> {
+        let Some((slot, held)) = snapshot.turns.iter().find(|(_, t)| t.host == self.name) else {
+            return Ok(false);
+        };
+        let rollout = snapshot
+            .stored_rollout()
+            .filter(|r| r.sequence == held.rollout);
+        let Some(rollout) = rollout else {
+            // The rollout it belonged to was replaced: nothing to report to it.
+            let lease = (self.lease)();
+            let released = self.store.txn(
+                vec![Cond::leased(self.keys.turn(*slot), lease)],
+                vec![
+                    Op::delete(self.keys.turn(*slot)),
+                    Op::delete(self.keys.updating(&self.name)),
+                ],
+            )?;
+            if released.is_some() {
+                self.say("a turn of a rollout since replaced was left held here; released");
+            }
+            return Ok(released.is_some());
+        };
+        let name = &rollout.spec.component;
+        let tag = &rollout.spec.tag;
+        let (record, halt) = match self.health.serving.get(name) {
+            Some((serving, address)) if serving == tag => (
+                status(name, Some(tag.clone()), address.clone(), state::READY, None),
+                None,
+            ),
+            _ => {
+                let reason = format!(
+                    "host {}: its update's end was not recorded (etcd failed) and it does not \
+                     serve {tag}",
+                    self.name
+                );
+                let halt = HaltRecord {
+                    host: self.name.clone(),
+                    rollout: rollout.sequence,
+                    reason: reason.clone(),
+                    at_ms: now_ms(),
+                };
+                (
+                    status(name, None, None, state::FAILED, Some(reason)),
+                    Some(halt),
+                )
+            }
+        };
+        let turn = Turn {
+            slot: *slot,
+            revision: snapshot.revision,
+        };
+        let lease = (self.lease)();
+        let ended = rollout::end_turn(
+            &mut self.store,
+            &self.keys,
+            turn,
+            &self.name,
+            lease,
+            &record,
+            halt.as_ref(),
+        )?;
+        // Not ended: the turn is under an earlier agent's lease (this one restarted), and it
+        // becomes the host's halt when that lease expires (`settle_own_marker`).
+        if ended.is_none() {
+            return Ok(false);
+        }
+        self.say(format!(
+            "{name}: my turn ended (its end written after an etcd failure)"
+        ));
+        Ok(true)
     }
 
     /// Update this host in the running rollout if it needs it and a turn is free; whether it

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
-use super::Etcd;
+use super::{Etcd, REQUEST_TIMEOUT};
 use crate::fleet::store::{Cmp, Cond, Entry, Op, Store};
 
 fn compare(cond: Cond) -> Compare {
@@ -170,18 +170,38 @@ impl Etcd {
         let context = self.context("renewing the lease");
         let open = self.keep_alive.take().filter(|(id, _, _)| *id == lease);
         let client = &mut self.client;
-        let (ttl, keeper, stream) = self
+        // A total deadline: the request timeout covers opening the stream, not an answer on
+        // it, and a renewal sent to an etcd frozen right after a restart waited out the whole
+        // freeze (20 s, scripts/fleet-test.sh step 5) instead of failing.
+        let exchange = async {
+            let (mut keeper, mut stream) = match open {
+                Some((_, keeper, stream)) => (keeper, stream),
+                None => match client.lease_keep_alive(lease).await {
+                    Ok(opened) => opened,
+                    // Opening a stream renews once and reads the answer: an expired lease is
+                    // refused there, as an error, not with a TTL of 0 (an agent cut off from
+                    // etcd past its TTL never registered again: tests/fleet_leases.rs).
+                    Err(etcd_client::Error::LeaseKeepAliveError(why))
+                        if why == "lease not found" =>
+                    {
+                        return Ok(None)
+                    }
+                    Err(error) => return Err(error),
+                },
+            };
+            keeper.keep_alive().await?;
+            let ttl = stream.message().await?.map(|r| r.ttl()).unwrap_or(0);
+            Ok::<_, etcd_client::Error>(Some((ttl, keeper, stream)))
+        };
+        let renewed = self
             .runtime
-            .block_on(async {
-                let (mut keeper, mut stream) = match open {
-                    Some((_, keeper, stream)) => (keeper, stream),
-                    None => client.lease_keep_alive(lease).await?,
-                };
-                keeper.keep_alive().await?;
-                let ttl = stream.message().await?.map(|r| r.ttl()).unwrap_or(0);
-                Ok::<_, etcd_client::Error>((ttl, keeper, stream))
-            })
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await })
+            .map_err(|_| anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
+            .context(context.clone())?
             .context(context)?;
+        let Some((ttl, keeper, stream)) = renewed else {
+            return Ok(0);
+        };
         if ttl > 0 {
             self.keep_alive = Some((lease, keeper, stream));
         }

@@ -17,7 +17,7 @@ use super::access::Access;
 use crate::error::Failure;
 
 /// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// HTTP/2 pings, so that a member that vanishes without a FIN or RST (power lost, frozen,

@@ -85,6 +85,44 @@ fn a_store_that_cannot_be_reached_tears_nothing_down() {
     assert_eq!(agent.host.calls.len(), 2);
 }
 
+/// fleet-test.sh step 5 once failed on this: after an outage ended with no change to the
+/// fleet, the agent watched again but still counted itself failing, so the next outage (a
+/// frozen etcd) went unsaid.
+#[test]
+fn each_outage_is_said_and_so_is_the_watch_standing_again_without_any_change() {
+    let mut bench = Bench::new();
+    bench.set_config(CONFIG, false);
+    let mut agent = bench.agent("h1", Trust::Anything);
+    let store = bench.store.clone();
+    let lines = Rc::clone(&bench.logs["h1"]);
+    let said = |text: &str| lines.borrow().iter().filter(|l| l.contains(text)).count();
+    // `stopping` is asked between each step of the agent's loop: it drives the outages from
+    // what the agent has said so far. Down once the agent watches; up once it said so; down
+    // again once it said that etcd answers (no change is written in between); stop once it
+    // said the second outage, or after 500 questions.
+    let asked = std::cell::Cell::new(0);
+    let stopping = || {
+        asked.set(asked.get() + 1);
+        let (failures, back) = (said("retrying with backoff"), said("etcd answers again"));
+        match (failures, back) {
+            (0, 0) if asked.get() == 3 => store.set_down(true),
+            (1, 0) => store.set_down(false),
+            (1, 1) => store.set_down(true),
+            _ => {}
+        }
+        failures == 2 || asked.get() >= 500
+    };
+    agent.run(&stopping);
+    let log = bench.log("h1");
+    assert_eq!(log.matches("retrying with backoff").count(), 2, "{log}");
+    assert_eq!(log.matches("etcd answers again").count(), 1, "{log}");
+    let again = log.find("etcd answers again").expect("said");
+    assert!(
+        log[..again].contains("retrying") && log[again..].contains("retrying"),
+        "{log}"
+    );
+}
+
 #[test]
 fn an_unhealthy_container_is_replaced_at_the_tag_it_serves_after_too_many_failed_rounds() {
     let mut bench = Bench::new();

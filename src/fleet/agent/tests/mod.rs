@@ -81,6 +81,8 @@ pub struct FakeHost {
     pub left_draining: BTreeSet<String>,
     /// Components whose health checks fail.
     pub unhealthy: BTreeSet<String>,
+    /// A store that goes down while an update runs (etcd lost during a turn).
+    pub outage_during_update: Option<FakeStore>,
     next: u8,
 }
 
@@ -144,6 +146,9 @@ impl Host for FakeHost {
     fn update(&mut self, component: &Component) -> Result<Option<String>> {
         self.calls
             .push(format!("update {} {}", component.name, component.tag));
+        if let Some(store) = self.outage_during_update.take() {
+            store.set_down(true);
+        }
         if self.broken_tags.contains(&component.tag) {
             return Err(anyhow!("{} did not become ready", component.tag));
         }

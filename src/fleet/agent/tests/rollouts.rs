@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::fleet::records::state;
-use crate::fleet::rollout::{self, Progress};
+use crate::fleet::rollout::{self, Progress, Rollout};
 
 /// Two hosts serving web and api at v1.
 fn two_hosts(trust: Trust, signed: bool) -> (Bench, TestAgent, TestAgent) {
@@ -264,4 +264,57 @@ fn a_rollout_is_refused_while_another_runs_and_resumed_as_it_is_when_the_same() 
         refused.contains("a rollout of web to v2 is running"),
         "{refused}"
     );
+}
+
+/// Etcd goes down while h1 updates: the turn's end cannot be written, and the lease outlives
+/// the outage. Once etcd answers, h1 ends the turn it still holds with what serves here.
+fn a_turn_whose_end_failed(broken: bool) -> (Bench, TestAgent, TestAgent, Rollout) {
+    let (bench, mut h1, h2) = two_hosts(Trust::Anything, false);
+    if broken {
+        h1.host.broken_tags.insert("v2".into());
+    }
+    h1.host.outage_during_update = Some(bench.store.client());
+    let rollout = bench.update("web", "v2", 1, false);
+    assert!(h1.round().is_err(), "the turn's end cannot be written");
+    bench.store.set_down(false);
+    let snapshot = bench.snapshot();
+    assert!(
+        snapshot.turn_holders().contains("h1") && snapshot.updating.contains_key("h1"),
+        "the turn and the marker outlived the outage"
+    );
+    settle(&mut h1);
+    assert!(bench.snapshot().turns.is_empty() && bench.snapshot().updating.is_empty());
+    (bench, h1, h2, rollout)
+}
+
+#[test]
+fn a_turn_whose_end_failed_in_an_outage_is_ended_when_etcd_answers_and_the_rollout_goes_on() {
+    let (bench, h1, mut h2, rollout) = a_turn_whose_end_failed(false);
+    assert!(
+        bench
+            .log("h1")
+            .contains("web: my turn ended (its end written after an etcd failure)"),
+        "{}",
+        bench.log("h1")
+    );
+    assert_eq!(h1.host.called("update web v2"), 1, "updated once");
+    assert_eq!(
+        bench.status("h1", "web").map(|s| s.state),
+        Some(state::READY.to_string())
+    );
+    settle(&mut h2);
+    assert_eq!(h2.host.tag("web"), Some("v2"));
+    assert_eq!(bench.snapshot().progress(&rollout), Progress::Done);
+}
+
+#[test]
+fn a_failed_update_whose_end_failed_in_an_outage_halts_the_rollout_when_etcd_answers() {
+    let (bench, _h1, mut h2, rollout) = a_turn_whose_end_failed(true);
+    let Progress::Halted { host, reason } = bench.snapshot().progress(&rollout) else {
+        panic!("not halted: {}", bench.log("h1"));
+    };
+    assert_eq!(host, "h1");
+    assert!(reason.contains("does not serve v2"), "{reason}");
+    settle(&mut h2);
+    assert_eq!(h2.host.called("update web v2"), 0, "no other host starts");
 }
