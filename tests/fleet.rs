@@ -6,11 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::docker::{ComponentOptions, DockerSandbox};
-use common::etcd::EtcdSandbox;
+use common::docker::DockerSandbox;
+use common::etcd::{
+    component_status, docker_fleet, spawn_docker_agent, wait_state, EtcdSandbox, KillOnDrop,
+};
 use common::HANDOFF;
 use handoff::fleet::access::Access;
 use handoff::fleet::rollout::{self, Progress, Snapshot};
@@ -20,52 +22,6 @@ use handoff::fleet::{Etcd, HostRecord, Keys, StatusRecord};
 
 /// The agent's lease TTL (src/fleet/mod.rs).
 const TTL: Duration = Duration::from_secs(10);
-
-/// `handoff fleet agent --host h1` for a Docker sandbox's host (health rounds every second,
-/// two failed ones replace), its output in `log`.
-fn spawn_docker_agent(docker: &DockerSandbox, endpoint: &str, log: &Path) -> KillOnDrop {
-    let file = std::fs::File::create(log).expect("log");
-    KillOnDrop(
-        docker
-            .handoff_command(&[
-                "fleet",
-                "--etcd",
-                endpoint,
-                "agent",
-                "--host",
-                "h1",
-                "--health-interval",
-                "1",
-                "--health-failures",
-                "2",
-                "--insecure-accept-any-spec",
-            ])
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("agent"),
-    )
-}
-
-/// A Docker sandbox (one host) and an etcd in its client namespace, which the host reaches
-/// over its veth, with the sandbox's config stored as the fleet's. etcd goes first on drop.
-fn docker_fleet() -> (EtcdSandbox, DockerSandbox) {
-    let docker = DockerSandbox::new(ComponentOptions::default());
-    let etcd = EtcdSandbox::in_namespace(&docker.client, &docker.client_address(), false).started();
-    let config = docker.config_path();
-    etcd.fleet_ok(&["setconfig", config.to_str().expect("path")]);
-    (etcd, docker)
-}
-
-/// A process killed when the test ends, also when it fails.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -200,27 +156,13 @@ fn an_agent_outlives_etcd_being_down_for_20_s_and_is_registered_again_after() {
     );
 }
 
-/// `fleet list --json`'s component `name` on `host`, if reported.
-fn component_status(etcd: &EtcdSandbox, host: &str, name: &str) -> Option<serde_json::Value> {
-    let output = etcd.fleet(&["list", "--json"]);
-    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    listed["hosts"]
-        .as_array()?
-        .iter()
-        .find(|h| h["name"] == host)?["components"]
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-}
-
 #[test]
 #[ignore = "needs root, etcd and Docker: run by sudo scripts/test.sh"]
 fn an_agent_starts_the_fleets_components_starts_nothing_twice_and_replaces_a_dead_container() {
     let (etcd, docker) = docker_fleet();
     let endpoint = etcd.endpoint();
     let agent_log = etcd.dir.path().join("agent.log");
-    let spawn_agent = || spawn_docker_agent(&docker, &endpoint, &agent_log);
+    let spawn_agent = || spawn_docker_agent(&docker, &endpoint, &agent_log, &[]);
     let mut agent = spawn_agent();
     let ready = |etcd: &EtcdSandbox| {
         let started = Instant::now();
@@ -431,7 +373,7 @@ fn a_rollout_under_load_fails_nothing_a_bad_version_halts_and_a_lost_host_halts_
     let endpoint = etcd.endpoint();
     let agent_log = etcd.dir.path().join("agent.log");
     let log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
-    let mut agent = spawn_docker_agent(&docker, &endpoint, &agent_log);
+    let mut agent = spawn_docker_agent(&docker, &endpoint, &agent_log, &[]);
     let started = Instant::now();
     while component_status(&etcd, "h1", "web").is_none_or(|s| s["state"] != "ready") {
         assert!(started.elapsed() < Duration::from_secs(30), "{}", log());
@@ -522,23 +464,86 @@ fn a_rollout_under_load_fails_nothing_a_bad_version_halts_and_a_lost_host_halts_
     );
 }
 
-/// Wait until h1 reports `state` for web; the status.
-fn wait_state(etcd: &EtcdSandbox, state: &str, limit: Duration, log: &Path) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = component_status(etcd, "h1", "web") {
-            if status["state"] == state {
-                return status;
-            }
-        }
-        assert!(
-            started.elapsed() < limit,
-            "web not {state} on h1 within {limit:?}: {:?}\n{}",
-            component_status(etcd, "h1", "web"),
-            std::fs::read_to_string(log).unwrap_or_default()
+/// One keep-alive connection to the component held open by netkit `hold` from the client
+/// namespace: after `ms` it asks again on the same connection, and reports how the
+/// connection ended — `again` (the same backend answered, then closed it cleanly) or `error`.
+struct Hold {
+    child: KillOnDrop,
+    /// Before the hold started: its second request goes out `ms` after this, at the earliest.
+    opened: SystemTime,
+    ms: u64,
+}
+
+/// How a held connection ended.
+#[derive(Debug)]
+struct Ended {
+    /// netkit's exit status: 0 only for a clean end.
+    clean_exit: bool,
+    report: serde_json::Value,
+}
+
+impl Hold {
+    fn open(docker: &DockerSandbox, ms: u64, backend: &str) -> Hold {
+        let opened = SystemTime::now();
+        let mut child = KillOnDrop(
+            docker
+                .client_command(&[
+                    "hold",
+                    "--target",
+                    &docker.target(),
+                    "--ms",
+                    &ms.to_string(),
+                ])
+                .spawn()
+                .expect("hold"),
         );
-        std::thread::sleep(Duration::from_millis(100));
+        let first = common::read_line(&mut child.0);
+        assert!(
+            first.contains(&format!(r#""backend":"{backend}""#)),
+            "the held connection reached {first:?}, not {backend}"
+        );
+        Hold { child, opened, ms }
     }
+
+    /// When the second request went out, at the earliest.
+    fn asked_again(&self) -> SystemTime {
+        self.opened + Duration::from_millis(self.ms)
+    }
+
+    /// Wait for the hold to end (it is bounded: `ms` and then its 5-s timeouts).
+    fn ended(mut self) -> Ended {
+        let limit = Duration::from_millis(self.ms) + Duration::from_secs(15);
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(started.elapsed() < limit, "the hold did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(
+            self.child.0.stdout.as_mut().expect("piped stdout"),
+            &mut rest,
+        )
+        .expect("hold output");
+        Ended {
+            clean_exit: status.success(),
+            report: common::parse_json_line(rest.as_bytes()),
+        }
+    }
+}
+
+/// When container `instance` recorded its first `POST /quit` (the http termination signal).
+fn quit_signal_at(docker: &DockerSandbox, instance: &str) -> Option<SystemTime> {
+    let log = std::fs::read_to_string(docker.signals_of(instance).join("requests.log")).ok()?;
+    let ms: u64 = log
+        .lines()
+        .find_map(|line| line.strip_prefix("POST /quit "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 #[test]
@@ -548,7 +553,7 @@ fn a_fleet_stop_drains_before_retiring_a_kill_cuts_it_short_and_a_start_serves_a
     let endpoint = etcd.endpoint();
     let agent_log = etcd.dir.path().join("agent.log");
     let log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
-    let _agent = spawn_docker_agent(&docker, &endpoint, &agent_log);
+    let _agent = spawn_docker_agent(&docker, &endpoint, &agent_log, &[]);
     wait_state(&etcd, "ready", Duration::from_secs(30), &agent_log);
     let fleet = |args: &[&str]| {
         let mut command = Command::new(HANDOFF);
@@ -561,28 +566,44 @@ fn a_fleet_stop_drains_before_retiring_a_kill_cuts_it_short_and_a_start_serves_a
         command
     };
     let running = || docker.containers().into_iter().filter(|c| c.2).count();
-    let hold = |ms: &str| {
-        let mut hold = docker
-            .client_command(&["hold", "--target", &docker.target(), "--ms", ms])
-            .spawn()
-            .expect("hold");
-        assert!(common::read_line(&mut hold).contains(r#""backend":"v1""#));
-        KillOnDrop(hold)
+    let serving_instance = || {
+        let running: Vec<_> = docker.containers().into_iter().filter(|c| c.2).collect();
+        assert_eq!(running.len(), 1, "{running:?}");
+        docker.instance_of(&running[0].0)
     };
 
     // stop: out of the ruleset at once, `stopping` while the held connection lives, then
     // retired; the command returns when the host reports `stopped`.
-    let held = hold("3000");
+    let instance = serving_instance();
+    let held = Hold::open(&docker, 3000, "v1");
     let asked = Instant::now();
     let stopped = fleet(&["stop", "web"]).output().expect("stop");
     let took = asked.elapsed();
     assert!(stopped.status.success(), "{stopped:?}\n{}", log());
+    // The held flow ended by itself, on the old container: asked again after its 3 s, v1
+    // answered on the same connection and closed it cleanly.
+    let asked_again = held.asked_again();
+    let ended = held.ended();
+    assert!(
+        ended.clean_exit && ended.report["again"] == "v1" && ended.report.get("error").is_none(),
+        "the held connection did not end normally on v1: {ended:?}\n{}",
+        log()
+    );
+    // ... and only then was the container retired: its termination signal came after the
+    // held connection's last request.
+    let quit = quit_signal_at(&docker, &instance).unwrap_or_else(|| {
+        panic!("the stopped container got no POST /quit:\n{}", log());
+    });
+    assert!(
+        quit >= asked_again,
+        "retired {:?} before the held connection asked again",
+        asked_again.duration_since(quit).unwrap_or_default()
+    );
     assert!(
         took >= Duration::from_millis(2000),
         "fleet stop returned after {took:?}, before the held connection ended"
     );
     assert!(log().contains("web: stopped fleet-wide: out of the ruleset, draining"));
-    drop(held);
     assert_eq!(running(), 0, "{:?}", docker.containers());
     assert_eq!(docker.routed_address(), None);
     // Health rounds (every second here) and convergence leave a stopped component alone.
@@ -605,22 +626,36 @@ fn a_fleet_stop_drains_before_retiring_a_kill_cuts_it_short_and_a_start_serves_a
     assert_eq!(component_status(&etcd, "h1", "web").unwrap()["tag"], "v1");
     common::assert_served_by(&docker.load(2, 1000, &[]), "v1");
 
-    // A kill during a stop's drain: retired at once, and the drain's end does not turn
-    // `killed` back into `stopped`.
-    let _held = hold("8000");
+    // A kill during a stop's drain: retired at once, the held flow cut, and the drain's end
+    // does not turn `killed` back into `stopped`.
+    let instance = serving_instance();
+    let held = Hold::open(&docker, 8000, "v1");
     let asked = fleet(&["stop", "web", "--no-wait"]).output().expect("stop");
     assert!(asked.status.success(), "{asked:?}");
     wait_state(&etcd, "stopping", Duration::from_secs(10), &agent_log);
     let asked = Instant::now();
     let killed = fleet(&["kill", "web"]).output().expect("kill");
     assert!(killed.status.success(), "{killed:?}\n{}", log());
+    let took = asked.elapsed();
+    // The held connection, asked again after its 8 s, finds it cut: no answer, an error.
+    let ended = held.ended();
+    eprintln!("the held connection after the kill: {ended:?}");
     assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        asked.elapsed()
+        !ended.clean_exit
+            && ended.report.get("again").is_none()
+            && ended.report["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("did not survive")),
+        "the held connection was not cut by the kill: {ended:?}\n{}",
+        log()
     );
+    assert!(took < Duration::from_secs(5), "fleet kill took {took:?}");
     assert_eq!(running(), 0, "{:?}", docker.containers());
-    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        quit_signal_at(&docker, &instance),
+        None,
+        "a kill sends no termination signal"
+    );
     assert_eq!(
         component_status(&etcd, "h1", "web").unwrap()["state"],
         "killed"

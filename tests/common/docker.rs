@@ -349,6 +349,27 @@ impl DockerSandbox {
         command
     }
 
+    /// The state directory [`DockerSandbox::handoff_command`] gives handoff.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Take the state lock as another handoff run would (flock on `STATE_DIR/lock`), until
+    /// the guard is dropped: a mutating run meanwhile waits up to its `--lock-timeout`, then
+    /// fails.
+    pub fn hold_state_lock(&self) -> nix::fcntl::Flock<std::fs::File> {
+        std::fs::create_dir_all(self.state_dir()).expect("state dir");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.state_dir().join("lock"))
+            .expect("lock file");
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| errno)
+            .expect("the state lock is free")
+    }
+
     pub fn handoff(&self, args: &[&str]) -> Output {
         self.handoff_command(args).output().expect("run handoff")
     }

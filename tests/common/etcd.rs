@@ -11,6 +11,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use handoff::fleet::access::Access;
+use handoff::fleet::store::Store;
+use handoff::fleet::{Etcd, HostRecord, Keys, MemberRecord};
+
+use super::docker::{ComponentOptions, DockerSandbox};
 use super::{is_root, HANDOFF};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -266,24 +271,8 @@ impl EtcdSandbox {
     /// Returns when every thread of etcd is stopped: a thread running on the other core
     /// could otherwise still answer a request sent just after the signal.
     pub fn freeze(&mut self) {
-        self.signal("-STOP");
         self.frozen = true;
-        let pid = self.etcd.as_ref().expect("etcd runs").id();
-        let tasks = PathBuf::from(format!("/proc/{pid}/task"));
-        let stopped = || {
-            std::fs::read_dir(&tasks).expect("tasks").all(|task| {
-                let stat = std::fs::read_to_string(task.expect("task").path().join("stat"))
-                    .unwrap_or_default();
-                // The state follows the command's closing parenthesis.
-                stat.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !stopped() {
-            assert!(Instant::now() < deadline, "etcd did not stop");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        freeze_process(self.etcd.as_ref().expect("etcd runs").id());
     }
 
     pub fn thaw(&mut self) {
@@ -332,6 +321,39 @@ impl EtcdSandbox {
                 .status();
             self.dropping = false;
         }
+    }
+
+    /// Drop every packet between etcd's client port and `address` alone (an nftables table
+    /// of the test's own in etcd's namespace): that host is cut off by a dead link, while
+    /// `handoff fleet` run in etcd's namespace ([`EtcdSandbox::fleet`]) still gets answers.
+    pub fn cut_off(&mut self, address: &str) {
+        let table = cut_table(address);
+        self.exec_ok("nft", &[&format!("add table inet {table}")]);
+        for (chain, hook, rule) in [
+            (
+                "input",
+                "input",
+                format!("ip saddr {address} tcp dport 2379 drop"),
+            ),
+            (
+                "output",
+                "output",
+                format!("ip daddr {address} tcp sport 2379 drop"),
+            ),
+        ] {
+            self.exec_ok(
+                "nft",
+                &[&format!(
+                    "add chain inet {table} {chain} {{ type filter hook {hook} priority -10 ; }}"
+                )],
+            );
+            self.exec_ok("nft", &[&format!("add rule inet {table} {chain} {rule}")]);
+        }
+    }
+
+    /// Lift [`EtcdSandbox::cut_off`]. (The table goes with etcd's namespace anyway.)
+    pub fn reconnect(&mut self, address: &str) {
+        self.exec_ok("nft", &["delete", "table", "inet", &cut_table(address)]);
     }
 
     pub fn etcd_log(&self) -> String {
@@ -412,6 +434,158 @@ impl EtcdSandbox {
             .unwrap_or_default()
     }
 
+    /// `handoff fleet agent ARGS...` in the namespace with `env` set, with a state directory
+    /// of its own (`state-NAME`) and its output in `agent-NAME.log` ([`EtcdSandbox::agent_log`]).
+    pub fn spawn_agent_with(&mut self, name: &str, env: &[(&str, &str)], args: &[&str]) -> usize {
+        let command = self.agent_command(name, env, args, &[]);
+        self.spawn_logged(name, command)
+    }
+
+    /// The agent without `--host`, in a UTS namespace of its own whose hostname is
+    /// `hostname` (`unshare --uts`, then `hostname`; the agent's pid is unshare's, which
+    /// execs): its name in the fleet must be the hostname. Its log is `agent-HOSTNAME.log`.
+    pub fn spawn_agent_with_hostname(&mut self, hostname: &str) -> usize {
+        let wrapper = [
+            "unshare",
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            r#"hostname "$0" && exec "$@""#,
+            hostname,
+        ];
+        let command = self.agent_command(hostname, &[], &[], &wrapper);
+        self.spawn_logged(hostname, command)
+    }
+
+    /// `[WRAPPER...] handoff --state-dir DIR/state-NAME fleet --etcd E CLIENT_ARGS agent
+    /// ARGS AGENT_ARGS` in the namespace.
+    fn agent_command(
+        &self,
+        name: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        wrapper: &[&str],
+    ) -> Command {
+        let state = self.dir.path().join(format!("state-{name}"));
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.ns])
+            .args(wrapper)
+            .args([HANDOFF, "--state-dir", state.to_str().expect("path")])
+            .args(["fleet", "--etcd", &self.endpoint()])
+            .args(&self.client_args)
+            .arg("agent")
+            .args(args)
+            .args(&self.agent_args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn spawn_logged(&mut self, name: &str, mut command: Command) -> usize {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("agent-{name}.log"))).expect("log");
+        let child = command
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("agent");
+        self.agents.push(child);
+        self.agents.len() - 1
+    }
+
+    /// `handoff fleet ARGS...` in the namespace with `env` set (`HANDOFF_FLEET`, ...).
+    pub fn fleet_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let endpoint = self.endpoint();
+        self.exec(HANDOFF, &["fleet", "--etcd", &endpoint])
+            .args(&self.client_args)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("handoff fleet")
+    }
+
+    /// A client of this etcd in the test itself (plain text, no login), to read what is
+    /// stored as it is — leases included — rather than as `fleet list` shows it.
+    pub fn client(&self) -> Etcd {
+        assert!(self.tls.is_none(), "a plain-text sandbox only");
+        let access = Access::plain(&self.endpoint()).expect("endpoint");
+        Etcd::connect(&access).expect("connect to the sandbox's etcd")
+    }
+
+    /// `hosts/{host}` of `fleet` as stored: the record and the lease it is attached to.
+    pub fn registration(&self, fleet: &str, host: &str) -> Option<(HostRecord, i64)> {
+        let keys = Keys::new(fleet).expect("fleet name");
+        let (entries, _) = self.client().range(&keys.host(host)).expect("range");
+        entries
+            .into_iter()
+            .find(|e| e.key == keys.host(host))
+            .map(|e| {
+                (
+                    serde_json::from_slice(&e.value).expect("a host record"),
+                    e.lease,
+                )
+            })
+    }
+
+    /// `members/{host}` of `fleet`: when its agent was last seen (registered or renewed).
+    pub fn last_seen_ms(&self, fleet: &str, host: &str) -> Option<u64> {
+        let keys = Keys::new(fleet).expect("fleet name");
+        let (entries, _) = self.client().range(&keys.member(host)).expect("range");
+        entries
+            .into_iter()
+            .find(|e| e.key == keys.member(host))
+            .map(|e| {
+                let member: MemberRecord =
+                    serde_json::from_slice(&e.value).expect("a member record");
+                member.last_seen_ms
+            })
+    }
+
+    /// Wait until `host`'s agent has renewed its lease since now (its member record is
+    /// refreshed at each renewal, every third of the TTL): a live agent, past its start.
+    pub fn wait_renewed(&self, fleet: &str, host: &str, log: &dyn Fn() -> String) {
+        let before = self.last_seen_ms(fleet, host);
+        let started = Instant::now();
+        while self.last_seen_ms(fleet, host) == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "{host} did not renew its lease: {before:?}\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until `hosts/{host}` of `fleet` is stored (`true`) or gone (`false`), reading etcd
+    /// every 100 ms for at most `limit`; what is stored then, and how long it took. A failure
+    /// shows `log()` (the agent's).
+    pub fn wait_registration(
+        &self,
+        fleet: &str,
+        host: &str,
+        stored: bool,
+        limit: Duration,
+        log: &dyn Fn() -> String,
+    ) -> (Option<(HostRecord, i64)>, Duration) {
+        let started = Instant::now();
+        loop {
+            let registration = self.registration(fleet, host);
+            if registration.is_some() == stored {
+                return (registration, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "hosts/{host} of fleet {fleet} not {} within {limit:?}: {registration:?}\n{}",
+                if stored { "stored" } else { "gone" },
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `fleet list --json`'s hosts, by name: alive or not.
     pub fn hosts(&self) -> Vec<(String, bool)> {
         let output = self.fleet(&["list", "--json"]);
@@ -461,6 +635,242 @@ impl Drop for EtcdSandbox {
         if self.own_namespace {
             let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         }
+    }
+}
+
+/// The name of the table [`EtcdSandbox::cut_off`] makes for `address`.
+fn cut_table(address: &str) -> String {
+    format!("handoff_test_cut_{}", address.replace(['.', ':'], "_"))
+}
+
+/// SIGSTOP process `pid` and return when each of its threads is stopped: a thread running on
+/// the other core could otherwise still act (answer, renew, write) just after the signal.
+/// Its sockets stay open; it is a process frozen, as a VM paused or a host swapping hard is.
+pub fn freeze_process(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill -STOP {pid}");
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    let stopped = || {
+        std::fs::read_dir(&tasks).expect("tasks").all(|task| {
+            let stat = std::fs::read_to_string(task.expect("task").path().join("stat"))
+                .unwrap_or_default();
+            // The state follows the command's closing parenthesis.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stopped() {
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGCONT process `pid`.
+pub fn thaw_process(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill -CONT {pid}");
+}
+
+static HOSTS: AtomicUsize = AtomicUsize::new(0);
+
+/// A host of the test's own for one agent: a network namespace linked to etcd's by a veth
+/// (10.234.S.2 here, 10.234.S.1 on etcd's side), so that its traffic to etcd, and only its,
+/// can be cut ([`EtcdSandbox::cut_off`] with [`AgentHost::address`]). The agent and the
+/// namespace go on drop, also when the test fails.
+pub struct AgentHost {
+    pub ns: String,
+    pub address: String,
+    pub log: PathBuf,
+    agent: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl AgentHost {
+    pub fn linked_to(etcd: &EtcdSandbox) -> AgentHost {
+        let n = HOSTS.fetch_add(1, Ordering::SeqCst);
+        let ns = format!("hfa-{}-{n}", std::process::id());
+        let subnet = 1 + (std::process::id() as usize + n) % 250;
+        let veth = format!("hfa{}x{n}", std::process::id() % 100_000);
+        let (here, there) = (format!("{veth}a"), format!("{veth}b"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = AgentHost {
+            address: format!("10.234.{subnet}.2"),
+            log: dir.path().join("agent.log"),
+            agent: None,
+            dir,
+            ns: ns.clone(),
+        };
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .expect("ip");
+        assert!(ok.success(), "ip netns add {ns}");
+        let etcd_side = format!("10.234.{subnet}.1");
+        for (namespace, args) in [
+            (
+                ns.as_str(),
+                vec![
+                    "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &etcd.ns,
+                ],
+            ),
+            (ns.as_str(), vec!["link", "set", "lo", "up"]),
+            (
+                ns.as_str(),
+                vec!["addr", "add", &format!("{}/30", host.address), "dev", &here],
+            ),
+            (ns.as_str(), vec!["link", "set", &here, "up"]),
+            (
+                ns.as_str(),
+                vec!["route", "add", &etcd.address, "via", &etcd_side],
+            ),
+            (
+                etcd.ns.as_str(),
+                vec!["addr", "add", &format!("{etcd_side}/30"), "dev", &there],
+            ),
+            (etcd.ns.as_str(), vec!["link", "set", &there, "up"]),
+        ] {
+            let ok = Command::new("ip")
+                .args(["-n", namespace])
+                .args(&args)
+                .status()
+                .expect("ip");
+            assert!(ok.success(), "ip -n {namespace} {args:?}");
+        }
+        host
+    }
+
+    /// `handoff fleet agent --host HOST` here, against `etcd`, with a state directory of its
+    /// own, its output in [`AgentHost::log`].
+    pub fn spawn_agent(&mut self, etcd: &EtcdSandbox, host: &str) {
+        assert!(self.agent.is_none(), "one agent per host");
+        let log = std::fs::File::create(&self.log).expect("log");
+        let state = self.dir.path().join("state");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, HANDOFF])
+            .args(["--state-dir", state.to_str().expect("path")])
+            .args(["fleet", "--etcd", &etcd.endpoint()])
+            .args(&etcd.client_args)
+            .args(["agent", "--host", host])
+            .args(&etcd.agent_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("agent");
+        self.agent = Some(child);
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentHost {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        // The veth goes with the namespace, its other end in etcd's too.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// A process killed when the test ends, also when it fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Docker sandbox (one host) and an etcd in its client namespace, which the host reaches
+/// over its veth, with the sandbox's config stored as the fleet's. etcd goes first on drop.
+pub fn docker_fleet() -> (EtcdSandbox, DockerSandbox) {
+    let docker = DockerSandbox::new(ComponentOptions::default());
+    let etcd = EtcdSandbox::in_namespace(&docker.client, &docker.client_address(), false).started();
+    let config = docker.config_path();
+    etcd.fleet_ok(&["setconfig", config.to_str().expect("path")]);
+    (etcd, docker)
+}
+
+/// `handoff GLOBALS... fleet agent --host h1` for a Docker sandbox's host (health rounds
+/// every second, two failed ones replace), its output in `log`.
+pub fn spawn_docker_agent(
+    docker: &DockerSandbox,
+    endpoint: &str,
+    log: &Path,
+    globals: &[&str],
+) -> KillOnDrop {
+    let file = std::fs::File::create(log).expect("log");
+    let mut args = globals.to_vec();
+    args.extend([
+        "fleet",
+        "--etcd",
+        endpoint,
+        "agent",
+        "--host",
+        "h1",
+        "--health-interval",
+        "1",
+        "--health-failures",
+        "2",
+        "--insecure-accept-any-spec",
+    ]);
+    KillOnDrop(
+        docker
+            .handoff_command(&args)
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("agent"),
+    )
+}
+
+/// `fleet list --json`'s component `name` on `host`, if reported.
+pub fn component_status(etcd: &EtcdSandbox, host: &str, name: &str) -> Option<serde_json::Value> {
+    let output = etcd.fleet(&["list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    listed["hosts"]
+        .as_array()?
+        .iter()
+        .find(|h| h["name"] == host)?["components"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+}
+
+/// Wait until h1 reports `state` for web; the status.
+pub fn wait_state(
+    etcd: &EtcdSandbox,
+    state: &str,
+    limit: Duration,
+    log: &Path,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = component_status(etcd, "h1", "web") {
+            if status["state"] == state {
+                return status;
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "web not {state} on h1 within {limit:?}: {:?}\n{}",
+            component_status(etcd, "h1", "web"),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
