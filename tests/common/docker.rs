@@ -468,6 +468,7 @@ impl DockerSandbox {
 
     /// The same towards `target` (e.g. [`DockerSandbox::target6`]).
     pub fn spawn_load_to(&self, target: &str, connections: u32, ms: u64) -> std::process::Child {
+        super::stalls::watch_the_machine();
         let (connections, ms) = (connections.to_string(), ms.to_string());
         self.client_command(&self.load_args(target, &connections, &ms, &[]))
             .spawn()
@@ -487,6 +488,7 @@ impl DockerSandbox {
         ms: u64,
         extra: &[&str],
     ) -> serde_json::Value {
+        super::stalls::watch_the_machine();
         let (connections, ms) = (connections.to_string(), ms.to_string());
         self.client_json(&self.load_args(target, &connections, &ms, extra))
     }
