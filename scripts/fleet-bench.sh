@@ -69,14 +69,18 @@ done
 
 # -- the same hosts updated locally, one after the other ------------------------------------------
 step "$rounds rounds of three local updates (agents stopped)"
-for host in "${hosts[@]}"; do on "$host" systemctl stop handoff-fleet-agent; done
+for host in "${hosts[@]}"; do
+    on "$host" systemctl stop handoff-fleet-agent
+    # The local CLI reads its config from the default file; the fleet's config, as stored.
+    put_file "$host" /etc/handoff/handoff.json 0644 <"$work/web.json"
+done
 : >"$work/local"
 for round in $(seq "$rounds"); do
     tag=$([[ $tag == v1 ]] && echo v2 || echo v1)
     total=0
     for host in "${hosts[@]}"; do
-        times=$(on "$host" sh -c "date +%s%N; handoff update web --tag $tag --no-wait >/dev/null 2>&1; date +%s%N") ||
-            fail "round $round: $host: handoff update web --tag $tag"
+        times=$(on "$host" sh -c "date +%s%N; handoff update web --tag $tag --no-wait >/dev/null 2>&1 || exit 1; date +%s%N") ||
+            fail "round $round: $host: handoff update web --tag $tag: $(on "$host" handoff update web --tag "$tag" --no-wait 2>&1)"
         total=$((total + $(tail -1 <<<"$times") - $(head -1 <<<"$times")))
         on "$host" handoff drain web --wait --timeout 30 >/dev/null 2>&1 || true
     done
