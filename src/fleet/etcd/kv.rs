@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
 use super::{Etcd, REQUEST_TIMEOUT};
+use crate::error::Failure;
 use crate::fleet::store::{Cmp, Cond, Entry, Op, Store};
 
 fn compare(cond: Cond) -> Compare {
@@ -196,7 +197,10 @@ impl Etcd {
         let renewed = self
             .runtime
             .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, exchange).await })
-            .map_err(|_| anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
+            .map_err(|_| {
+                let silent = format!("no answer within {} s", REQUEST_TIMEOUT.as_secs());
+                anyhow::Error::new(Failure::store(silent))
+            })
             .context(context.clone())?
             .context(context)?;
         let Some((ttl, keeper, stream)) = renewed else {
