@@ -221,6 +221,9 @@ in_machine env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server
 in_machine systemctl is-active --quiet etcd || in_machine systemctl start etcd
 containers_before=$(in_machine docker ps -q | wc -l)
 in_machine handoff fleet setconfig /etc/handoff/handoff.json >&2
+# An agent needs a signers file or a policy (secure by default; the secure setup is
+# fleet-test's): a policy that allows web, root's and read-only to others.
+in_machine sh -c 'umask 022 && echo "{\"images\": [\"web\"], \"ports\": [80]}" >/etc/handoff/policy.json'
 in_machine systemctl start handoff-fleet-agent.service
 # host:alive:component:state:tag for every component `fleet list --json` reports.
 fleet_report() {
