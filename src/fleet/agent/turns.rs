@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::spec_view::Effective;
 use super::{status, Agent, Host};
-use crate::fleet::records::{now_ms, state, HaltRecord};
+use crate::fleet::records::{now_ms, state, HaltRecord, StatusRecord};
 use crate::fleet::rollout::{self, Progress, Rollout, Snapshot, Turn};
 use crate::fleet::store::{Cond, Op, Store};
 
@@ -46,6 +46,33 @@ impl<S: Store, H: Host> Agent<S, H> {
         )
     }
 
+    /// What ending a turn in `rollout` writes: the component serving the rollout's tag at
+    /// `outcome`'s address, or failed with `outcome`'s reason and this host's halt of the
+    /// rollout.
+    fn turn_end(
+        &self,
+        rollout: &Rollout,
+        outcome: std::result::Result<Option<String>, String>,
+    ) -> (StatusRecord, Option<HaltRecord>) {
+        let name = &rollout.spec.component;
+        match outcome {
+            Ok(address) => {
+                let tag = Some(rollout.spec.tag.clone());
+                (status(name, tag, address, state::READY, None), None)
+            }
+            Err(reason) => {
+                let halt = HaltRecord {
+                    host: self.name.clone(),
+                    rollout: rollout.sequence,
+                    reason: reason.clone(),
+                    at_ms: now_ms(),
+                };
+                let record = status(name, None, None, state::FAILED, Some(reason));
+                (record, Some(halt))
+            }
+        }
+    }
+
     /// End a turn this host still holds when a round begins: its update ran, but writing the
     /// turn's end failed (etcd went away) while the lease lived on. Without this the turn and
     /// the marker would stay, and the rollout would wait on this host for ever. The status
@@ -75,29 +102,15 @@ impl<S: Store, H: Host> Agent<S, H> {
         };
         let name = &rollout.spec.component;
         let tag = &rollout.spec.tag;
-        let (record, halt) = match self.health.serving.get(name) {
-            Some((serving, address)) if serving == tag => (
-                status(name, Some(tag.clone()), address.clone(), state::READY, None),
-                None,
-            ),
-            _ => {
-                let reason = format!(
-                    "host {}: its update's end was not recorded (etcd failed) and it does not \
-                     serve {tag}",
-                    self.name
-                );
-                let halt = HaltRecord {
-                    host: self.name.clone(),
-                    rollout: rollout.sequence,
-                    reason: reason.clone(),
-                    at_ms: now_ms(),
-                };
-                (
-                    status(name, None, None, state::FAILED, Some(reason)),
-                    Some(halt),
-                )
-            }
+        let outcome = match self.health.serving.get(name) {
+            Some((serving, address)) if serving == tag => Ok(address.clone()),
+            _ => Err(format!(
+                "host {}: its update's end was not recorded (etcd failed) and it does not serve \
+                 {tag}",
+                self.name
+            )),
         };
+        let (record, halt) = self.turn_end(&rollout, outcome);
         let turn = Turn {
             slot: *slot,
             revision: snapshot.revision,
@@ -190,7 +203,7 @@ impl<S: Store, H: Host> Agent<S, H> {
         let mut component = config.component(name)?.clone();
         component.tag = rollout.spec.tag.clone();
         let result = self.host.update(&component);
-        let (record, halt) = match &result {
+        let outcome = match &result {
             Ok(address) => {
                 self.say(format!(
                     "{name}: {} now serves (switched); the previous version drains here",
@@ -199,30 +212,17 @@ impl<S: Store, H: Host> Agent<S, H> {
                 self.health
                     .serving
                     .insert(name.clone(), (rollout.spec.tag.clone(), address.clone()));
-                let record = status(
-                    name,
-                    Some(rollout.spec.tag.clone()),
-                    address.clone(),
-                    state::READY,
-                    None,
-                );
-                (record, None)
+                Ok(address.clone())
             }
             Err(error) => {
                 let reason = format!("host {}: {error:#}", self.name);
                 self.say(format!(
                     "{name}: update failed, halting the rollout: {reason}"
                 ));
-                let halt = HaltRecord {
-                    host: self.name.clone(),
-                    rollout: rollout.sequence,
-                    reason: reason.clone(),
-                    at_ms: now_ms(),
-                };
-                let record = status(name, None, None, state::FAILED, Some(reason));
-                (record, Some(halt))
+                Err(reason)
             }
         };
+        let (record, halt) = self.turn_end(rollout, outcome);
         let ended = rollout::end_turn(
             &mut self.store,
             &self.keys,
