@@ -411,22 +411,7 @@ impl EtcdSandbox {
     /// `handoff fleet agent --host HOST` in the namespace, with a state directory of its own
     /// (what it accepted of the spec is kept there), its output in `agent-HOST.log`.
     pub fn spawn_agent(&mut self, host: &str) -> usize {
-        let log =
-            std::fs::File::create(self.dir.path().join(format!("agent-{host}.log"))).expect("log");
-        let state = self.dir.path().join(format!("state-{host}"));
-        let child = self
-            .exec(HANDOFF, &["--state-dir", state.to_str().expect("path")])
-            .args(["fleet", "--etcd", &self.endpoint()])
-            .args(&self.client_args)
-            .args(["agent", "--host", host])
-            .args(&self.agent_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("agent");
-        self.agents.push(child);
-        self.agents.len() - 1
+        self.spawn_agent_with(host, &[], &["--host", host])
     }
 
     pub fn agent_log(&self, host: &str) -> String {
@@ -468,9 +453,21 @@ impl EtcdSandbox {
         wrapper: &[&str],
     ) -> Command {
         let state = self.dir.path().join(format!("state-{name}"));
+        self.agent_command_in(&self.ns, &state, env, args, wrapper)
+    }
+
+    /// The same in namespace `ns` (an [`AgentHost`]'s), with state directory `state`.
+    fn agent_command_in(
+        &self,
+        ns: &str,
+        state: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        wrapper: &[&str],
+    ) -> Command {
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &self.ns])
+            .args(["netns", "exec", ns])
             .args(wrapper)
             .args([HANDOFF, "--state-dir", state.to_str().expect("path")])
             .args(["fleet", "--etcd", &self.endpoint()])
@@ -752,14 +749,8 @@ impl AgentHost {
         assert!(self.agent.is_none(), "one agent per host");
         let log = std::fs::File::create(&self.log).expect("log");
         let state = self.dir.path().join("state");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, HANDOFF])
-            .args(["--state-dir", state.to_str().expect("path")])
-            .args(["fleet", "--etcd", &etcd.endpoint()])
-            .args(&etcd.client_args)
-            .args(["agent", "--host", host])
-            .args(&etcd.agent_args)
-            .stdin(Stdio::null())
+        let child = etcd
+            .agent_command_in(&self.ns, &state, &[], &["--host", host], &[])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
