@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::docker::{docker_available, must, ComponentOptions, DockerSandbox};
 use common::{finish_json, is_root, wait_for};
@@ -200,18 +200,6 @@ fn an_update_to_a_version_that_never_becomes_ready_is_refused_and_changes_nothin
     sandbox.handoff_ok(&["kill", "web"]);
 }
 
-/// When a container recorded its first `POST /quit` (the http termination signal), if it did.
-fn quit_signal_at(sandbox: &DockerSandbox, instance: &str) -> Option<SystemTime> {
-    let log = std::fs::read_to_string(sandbox.signals_of(instance).join("requests.log")).ok()?;
-    let ms: u64 = log
-        .lines()
-        .find_map(|line| line.strip_prefix("POST /quit "))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(UNIX_EPOCH + Duration::from_millis(ms))
-}
-
 #[test]
 #[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
 fn stop_drains_and_signals_after_the_last_flow_kill_cuts_and_signals_nothing() {
@@ -235,7 +223,9 @@ fn stop_drains_and_signals_after_the_last_flow_kill_cuts_and_signals_nothing() {
     // The held connection keeps working through the drain, and stop waits for it.
     let lag = common::drain_outlives_hold(hold, stop, Duration::from_secs(30));
     let hold_closed = SystemTime::now() - lag;
-    let signalled = quit_signal_at(&sandbox, &instance).expect("the http termination signal");
+    let signalled = sandbox
+        .quit_signal_at(&instance)
+        .expect("the http termination signal");
     assert!(
         signalled + Duration::from_millis(20) >= hold_closed,
         "the termination signal came {:?} before the last flow ended",
@@ -277,7 +267,7 @@ fn stop_drains_and_signals_after_the_last_flow_kill_cuts_and_signals_nothing() {
         "kill cut the held connection: {held}"
     );
     assert_eq!(
-        quit_signal_at(&sandbox, &instance),
+        sandbox.quit_signal_at(&instance),
         None,
         "kill sent a signal"
     );

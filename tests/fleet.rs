@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::docker::DockerSandbox;
 use common::etcd::{
@@ -534,18 +534,6 @@ impl Hold {
     }
 }
 
-/// When container `instance` recorded its first `POST /quit` (the http termination signal).
-fn quit_signal_at(docker: &DockerSandbox, instance: &str) -> Option<SystemTime> {
-    let log = std::fs::read_to_string(docker.signals_of(instance).join("requests.log")).ok()?;
-    let ms: u64 = log
-        .lines()
-        .find_map(|line| line.strip_prefix("POST /quit "))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(UNIX_EPOCH + Duration::from_millis(ms))
-}
-
 #[test]
 #[ignore = "needs root, etcd and Docker: run by sudo scripts/test.sh"]
 fn a_fleet_stop_drains_before_retiring_a_kill_cuts_it_short_and_a_start_serves_again() {
@@ -591,7 +579,7 @@ fn a_fleet_stop_drains_before_retiring_a_kill_cuts_it_short_and_a_start_serves_a
     );
     // ... and only then was the container retired: its termination signal came after the
     // held connection's last request.
-    let quit = quit_signal_at(&docker, &instance).unwrap_or_else(|| {
+    let quit = docker.quit_signal_at(&instance).unwrap_or_else(|| {
         panic!("the stopped container got no POST /quit:\n{}", log());
     });
     assert!(
@@ -652,7 +640,7 @@ fn a_fleet_stop_drains_before_retiring_a_kill_cuts_it_short_and_a_start_serves_a
     assert!(took < Duration::from_secs(5), "fleet kill took {took:?}");
     assert_eq!(running(), 0, "{:?}", docker.containers());
     assert_eq!(
-        quit_signal_at(&docker, &instance),
+        docker.quit_signal_at(&instance),
         None,
         "a kill sends no termination signal"
     );

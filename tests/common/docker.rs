@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{parse_json_line, succeeded, HANDOFF, NETKIT};
 
@@ -324,6 +325,19 @@ impl DockerSandbox {
     /// Where container instance `instance` recorded the signals it received.
     pub fn signals_of(&self, instance: &str) -> PathBuf {
         self.dir.path().join("signals").join(instance)
+    }
+
+    /// When container instance `instance` recorded its first `POST /quit` (the http
+    /// termination signal), if it did.
+    pub fn quit_signal_at(&self, instance: &str) -> Option<SystemTime> {
+        let log = std::fs::read_to_string(self.signals_of(instance).join("requests.log")).ok()?;
+        let ms: u64 = log
+            .lines()
+            .find_map(|line| line.strip_prefix("POST /quit "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(UNIX_EPOCH + Duration::from_millis(ms))
     }
 
     /// The client namespace's address.

@@ -596,20 +596,21 @@ fn finish_drain_after(mut drain: Child, hold_closed: Instant, limit: Duration) -
 /// second SYN (1 s) or more is a fault here, even when it ended well — unless the machine
 /// itself was paused for enough of it ([`stalls`] says when, and prints it).
 pub fn assert_nothing_failed_or_stalled(load: &serde_json::Value, what: &str) {
-    let machine = stalls::counters();
-    assert_eq!(load["failed"], 0, "{what}: {load}; {machine}");
+    assert_eq!(load["failed"], 0, "{what}: {load}; {}", stalls::counters());
     let slowest = load["slowest_ms"].as_u64().unwrap_or(u64::MAX);
     if slowest < stalls::STALL_MS {
         return;
     }
-    let (unexplained, report) = stalls::unexplained(load);
+    let (explained, report) = stalls::explained(load);
     assert!(
-        unexplained.as_ref().is_some_and(Vec::is_empty),
-        "{what}: a request took {slowest} ms: {load}; {report}; {machine}"
+        explained,
+        "{what}: a request took {slowest} ms: {load}; {report}; {}",
+        stalls::counters()
     );
     eprintln!(
         "{what}: the slowest request took {slowest} ms, within a pause of the whole machine \
-         (excused): {report}; {machine}"
+         (excused): {report}; {}",
+        stalls::counters()
     );
 }
 

@@ -67,13 +67,12 @@ fn paused_within(from: u64, to: u64) -> u64 {
         .sum()
 }
 
-/// The requests of `load` slower than [`STALL_MS`] that a pause of the machine does not
-/// explain, and a report of every slow one. `None` for the list when netkit's stall records
-/// are incomplete (then nothing is excused).
-pub fn unexplained(load: &serde_json::Value) -> (Option<Vec<serde_json::Value>>, String) {
+/// Whether every request of `load` slower than [`STALL_MS`] is explained by a pause of the
+/// machine, and a report of each. Never when netkit's stall records are incomplete.
+pub fn explained(load: &serde_json::Value) -> (bool, String) {
     let stalls = load["stalls"].as_array().cloned().unwrap_or_default();
     let mut report = Vec::new();
-    let mut unexplained = Vec::new();
+    let mut all_explained = stalls.len() < NETKIT_MAX_STALL_RECORDS;
     for stall in &stalls {
         let elapsed_ms = stall["elapsed_ms"].as_u64().unwrap_or(u64::MAX);
         if elapsed_ms < STALL_MS {
@@ -86,12 +85,9 @@ pub fn unexplained(load: &serde_json::Value) -> (Option<Vec<serde_json::Value>>,
              {paused_ms} ms of it",
             stall["local"]
         ));
-        if elapsed_ms.saturating_sub(paused_ms) >= STALL_MS {
-            unexplained.push(stall.clone());
-        }
+        all_explained &= elapsed_ms.saturating_sub(paused_ms) < STALL_MS;
     }
-    let complete = stalls.len() < NETKIT_MAX_STALL_RECORDS;
-    (complete.then_some(unexplained), report.join("; "))
+    (all_explained, report.join("; "))
 }
 
 /// The counters now and at the first load, for a failure's message.
