@@ -6,8 +6,10 @@ For every fault, a copy of the tree gets the fault (an exact text replacement; a
 anchor is missing is an error, never silently skipped), and the tests named for it run there
 (`cargo test ... -- --include-ignored --exact`, or a test script such as
 scripts/vagrant-test.sh, which builds the package from the faulty tree). A fault is *caught* when they fail, *survived*
-when they pass: a survivor means a promise no test can see broken. Exit status 0 only when
-every fault was caught.
+when they pass: a survivor means a promise no test can see broken. Every test named runs
+first on an unmutated copy: one that fails there is a *broken target*, reported as such and
+never counted as a catch. Exit status 0 only when every fault was caught and no target is
+broken.
 """
 
 import argparse
@@ -338,10 +340,44 @@ def plant(tree, path, anchor, replacement):
 
 def test_args(target, name):
     if target == "lib":
-        return ["--lib", "--", "--exact", name]
+        return ["--lib", "--features", "test-hooks", "--", "--exact", name]
     if target.startswith("bin:"):
-        return ["--bin", target[4:], "--", "--include-ignored", "--exact", name]
-    return ["--test", target, "--", "--include-ignored", "--exact", name]
+        return ["--bin", target[4:], "--features", "test-hooks", "--", "--include-ignored",
+                "--exact", name]
+    return ["--test", target, "--features", "test-hooks", "--", "--include-ignored", "--exact",
+            name]
+
+
+def copy_tree(label):
+    tree = tempfile.mkdtemp(prefix=f"handoff-mutant-{label}-")
+    shutil.copytree(ROOT, tree, dirs_exist_ok=True, ignore=shutil.ignore_patterns("target", ".git"))
+    return tree
+
+
+def passes(tree, target, test, env, label):
+    """Whether `test` passes in `tree`; a tree that does not build is an error."""
+    if target == "script":
+        # Its own target directory: the script packages what it builds there.
+        script_env = {k: v for k, v in env.items() if k != "CARGO_TARGET_DIR"}
+        return run("bash", test, cwd=tree, env=script_env).returncode == 0
+    result = run("cargo", "test", "--quiet", *test_args(target, test), cwd=tree, env=env)
+    if "error[" in result.stderr and "test result" not in result.stdout:
+        raise SystemExit(f"{label}: the tree does not build:\n{result.stderr}")
+    return result.returncode == 0
+
+
+def broken_targets(chosen, env):
+    """The tests named for `chosen` that fail on an unmutated tree."""
+    targets = sorted({t for *_, tests in chosen for t in tests})
+    tree = copy_tree("unmutated")
+    try:
+        broken = {t for t in targets if not passes(tree, *t, env, "unmutated")}
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    for target, test in sorted(broken):
+        print(f"broken target (fails with no fault planted): {target} {test}", file=sys.stderr,
+              flush=True)
+    return broken
 
 
 def main():
@@ -351,28 +387,14 @@ def main():
     chosen = [f for f in FAULTS if not args.only or f[0] in args.only.split(",")]
     target_dir = os.path.join(ROOT, "target", "mutants")
     env = dict(os.environ, CARGO_TARGET_DIR=target_dir)
+    broken = broken_targets(chosen, env)
     results = []
     for name, promise, path, anchor, replacement, tests in chosen:
-        tree = tempfile.mkdtemp(prefix=f"handoff-mutant-{name}-")
+        tree = copy_tree(name)
         try:
-            shutil.copytree(ROOT, tree, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("target", ".git"))
             plant(tree, path, anchor, replacement)
-            failed = []
-            for target, test in tests:
-                if target == "script":
-                    # Its own target directory: the script packages what it builds there.
-                    script_env = {k: v for k, v in env.items() if k != "CARGO_TARGET_DIR"}
-                    result = run("bash", test, cwd=tree, env=script_env)
-                    if result.returncode != 0:
-                        failed.append(test)
-                    continue
-                result = run("cargo", "test", "--quiet", *test_args(target, test), cwd=tree,
-                             env=env)
-                if "error[" in result.stderr and "test result" not in result.stdout:
-                    raise SystemExit(f"{name}: the mutant does not build:\n{result.stderr}")
-                if result.returncode != 0:
-                    failed.append(test)
+            failed = [test for target, test in tests
+                      if (target, test) not in broken and not passes(tree, target, test, env, name)]
             results.append((name, promise, failed))
             verdict = f"caught by {', '.join(failed)}" if failed else "SURVIVED"
             print(f"{name}: {verdict}", file=sys.stderr, flush=True)
@@ -382,7 +404,9 @@ def main():
     print("|---|---|---|")
     for name, promise, failed in results:
         print(f"| {name} | {promise} | {', '.join(failed) if failed else '**survived**'} |")
-    sys.exit(0 if all(failed for _, _, failed in results) else 1)
+    for target, test in sorted(broken):
+        print(f"| (broken target) | fails with no fault planted | {target} {test} |")
+    sys.exit(0 if not broken and all(failed for _, _, failed in results) else 1)
 
 
 if __name__ == "__main__":

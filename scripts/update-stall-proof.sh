@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/sandbox.sh
 source scripts/lib/sandbox.sh
 require_root_and_packages conntrack:conntrack
-cargo build --release --quiet --bins
+# test-hooks: the control arms skip the conntrack clean-up (HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP).
+cargo build --release --quiet --bins --features test-hooks
 ensure_dockerd
 trap stop_dockerd EXIT
 python3 scripts/update_stall_proof.py "$@"

@@ -149,11 +149,17 @@ in_machine systemctl start handoff-update@web
 check_served_only_by v1 "v1 deployed by the unit"
 in_machine sed -i 's/"tag": "v1"/"tag": "v2"/' /etc/handoff/handoff.json
 cursor=$(in_machine journalctl -q -n 0 --show-cursor | sed -n 's/^-- cursor: //p')
+# The packaged binary is built without the test-only switches (the test-hooks feature): set
+# for every unit, they must change nothing — the update below would die at its switch otherwise.
+in_machine sh -c '! grep -a -q -e HANDOFF_CRASH_AT -e HANDOFF_UNSAFE_SKIP /usr/sbin/handoff' ||
+    fail "the packaged binary carries the test-only switches"
+in_machine systemctl set-environment HANDOFF_CRASH_AT=before-switch HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP=1
 start_load 9000 "$work/update.json"
 sleep 2
 in_machine systemctl start handoff-update@web
 wait "$load_pid" || true
 load_pid=
+in_machine systemctl unset-environment HANDOFF_CRASH_AT HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP
 check_load "$work/update.json" "update v1 -> v2 under load" v1 v2
 [[ -z $(running_web_containers web:v1) ]] && [[ -z $(in_machine docker ps -a -q --filter ancestor=web:v1) ]] ||
     fail "the v1 container is still there: $(in_machine docker ps -a)"

@@ -4,7 +4,9 @@
 //!
 //! `HANDOFF_CRASH_AT=<point>` makes the run send itself SIGKILL when it reaches `<point>`:
 //! nothing is cleaned up, no destructor runs, the kernel releases the lock — a real crash.
-//! Unset (always, in production), a crash point costs one environment lookup.
+//! Only in a binary built with the `test-hooks` feature (scripts/test.sh): the product
+//! (`cargo build --release`, the Debian package) compiles a crash point to nothing, so no
+//! environment of a production host can make it die half-way.
 
 /// Every crash point, in the order an `update` passes them.
 pub const POINTS: &[&str] = &[
@@ -23,11 +25,13 @@ pub const POINTS: &[&str] = &[
 ];
 
 /// The environment variable naming the point to crash at.
-pub const ENV: &str = "HANDOFF_CRASH_AT";
+#[cfg(feature = "test-hooks")]
+const ENV: &str = "HANDOFF_CRASH_AT";
 
-/// Die here, like `kill -9`, if `HANDOFF_CRASH_AT` names this point.
+/// Die here, like `kill -9`, if `HANDOFF_CRASH_AT` names this point (`test-hooks` builds only).
 pub fn point(name: &str) {
     debug_assert!(POINTS.contains(&name), "unknown crash point {name}");
+    #[cfg(feature = "test-hooks")]
     if std::env::var_os(ENV).is_some_and(|at| at == name) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }

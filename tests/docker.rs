@@ -446,7 +446,7 @@ fn killed_update_converges(point: KillPoint) {
     match point {
         KillPoint::At(name) => {
             let status = update
-                .env("HANDOFF_CRASH_AT", name)
+                .env(common::crash_at(), name)
                 .status()
                 .expect("update");
             assert_eq!(
@@ -1029,7 +1029,7 @@ fn a_rollback_under_load_returns_to_the_draining_version_and_retires_the_bad_one
     sandbox.handoff_ok(&["update", "web", "--tag", "v2", "--no-wait"]);
     let crashed = sandbox
         .handoff_command(&["rollback", "web"])
-        .env("HANDOFF_CRASH_AT", "after-switch")
+        .env(common::crash_at(), "after-switch")
         .output()
         .expect("rollback");
     assert_eq!(
@@ -1081,7 +1081,7 @@ fn a_docker_canary_under_load_then_promote_or_rollback_retires_the_losing_versio
     // A canary interrupted between its state write and the kernel converges on rerun.
     let crashed = sandbox
         .handoff_command(&["update", "web", "--tag", "v2", "--canary", "30"])
-        .env("HANDOFF_CRASH_AT", "before-switch")
+        .env(common::crash_at(), "before-switch")
         .output()
         .expect("update");
     assert_eq!(

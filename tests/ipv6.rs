@@ -238,7 +238,7 @@ fn an_ipv6_switch_killed_mid_command_converges_on_rerun() {
         let killed = sandbox.handoff_with_env(
             None,
             &["switch", "web", "--to", BACKEND_B6],
-            &[("HANDOFF_CRASH_AT", point)],
+            &[(common::crash_at(), point)],
         );
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&killed.status),

@@ -117,9 +117,11 @@ pub struct Forgotten {
     pub live_kept: usize,
 }
 
-/// Set to skip [`forget_flows`]: only for `scripts/update-stall-proof.sh`, whose control arms
-/// show what happens without it. Never set it in production.
-pub const SKIP_FORGET_ENV: &str = "HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP";
+/// Set to `1` to skip [`forget_flows`]: only for `scripts/update-stall-proof.sh`, whose control
+/// arms show what happens without it, and only in a binary built with the `test-hooks` feature
+/// (the product ignores it).
+#[cfg(feature = "test-hooks")]
+const SKIP_FORGET_ENV: &str = "HANDOFF_UNSAFE_SKIP_CONNTRACK_CLEANUP";
 
 /// Expire the conntrack entries of a backend that is about to be retired, so that nothing else
 /// later deletes them by a tuple that a client has reused since.
@@ -144,7 +146,8 @@ pub fn forget_flows(
     include_live: bool,
 ) -> Result<Forgotten> {
     let mut forgotten = Forgotten::default();
-    if std::env::var_os(SKIP_FORGET_ENV).is_some() {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var_os(SKIP_FORGET_ENV).is_some_and(|v| v == "1") {
         return Ok(forgotten);
     }
     for flow in dump_flows_of(conntrack, backend)? {

@@ -20,6 +20,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const HANDOFF: &str = env!("CARGO_BIN_EXE_handoff");
+
+/// The variable that names handoff's crash point (src/crash.rs). The points exist only in a
+/// build with the `test-hooks` feature (scripts/test.sh turns it on): a crash test run without
+/// it fails here, saying so, rather than waiting for a crash that cannot come.
+pub fn crash_at() -> &'static str {
+    if !cfg!(feature = "test-hooks") {
+        panic!(
+            "the crash points need `cargo test --features test-hooks` (as scripts/test.sh runs it)"
+        );
+    }
+    "HANDOFF_CRASH_AT"
+}
 pub const NETKIT: &str = env!("CARGO_BIN_EXE_handoff-netkit");
 
 /// The gateway's address as clients see it.
