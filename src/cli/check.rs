@@ -1,4 +1,8 @@
-//! `handoff check`: validate the config and print a short summary.
+//! `handoff check`: validate the config and print a short summary, with a warning for what
+//! is valid but unwise (environment values — often secrets — in a file others can read).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use anyhow::Result;
 
@@ -16,6 +20,9 @@ pub fn run(_args: &Args, globals: &Globals) -> Result<()> {
         globals.config_path.display(),
         config.components.len()
     );
+    if let Some(warning) = secrets_warning(&globals.config_path, &config.components) {
+        eprintln!("{warning}");
+    }
     for component in &config.components {
         let ports: Vec<String> = component
             .port_pairs()
@@ -43,4 +50,53 @@ pub fn run(_args: &Args, globals: &Globals) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The warning for a config file readable by users other than its owner and group while
+/// components set environment values in it: those values are often passwords and tokens.
+fn secrets_warning(path: &Path, components: &[crate::config::Component]) -> Option<String> {
+    let with_values: Vec<&str> = components
+        .iter()
+        .filter(|c| !c.environment_variables.is_empty())
+        .map(|c| c.name.as_str())
+        .collect();
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (!with_values.is_empty() && mode & 0o004 != 0).then(|| {
+        format!(
+            "warning: {}: readable by every user (mode {:04o}) and it holds environmentVariables \
+             of {}; if they are secrets, chmod o-r it",
+            path.display(),
+            mode & 0o7777,
+            with_values.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_values_in_a_file_others_can_read_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handoff.json");
+        let with_env = r#"{"components":[{"name":"web","repo":"r","tag":"1","ports":[{"external":80,"container":80}],
+            "environmentVariables":[{"name":"TOKEN","value":"s3cret"}]}]}"#;
+        std::fs::write(&path, with_env).unwrap();
+        let config = crate::config::load(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = secrets_warning(&path, &config.components).expect("a warning");
+        assert!(
+            warning.contains("mode 0644") && warning.contains("of web"),
+            "{warning}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(secrets_warning(&path, &config.components), None);
+
+        let without_env = r#"{"components":[{"name":"web","repo":"r","tag":"1","ports":[{"external":80,"container":80}]}]}"#;
+        std::fs::write(&path, without_env).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = crate::config::load(&path).unwrap();
+        assert_eq!(secrets_warning(&path, &config.components), None);
+    }
 }
