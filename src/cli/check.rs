@@ -9,6 +9,7 @@ use anyhow::Result;
 use super::Globals;
 use crate::config::Protocol;
 use crate::health;
+use crate::kernel::netfilter::localnet;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
@@ -22,6 +23,14 @@ pub fn run(_args: &Args, globals: &Globals) -> Result<()> {
     );
     if let Some(warning) = secrets_warning(&globals.config_path, &config.components) {
         eprintln!("{warning}");
+    }
+    if localnet::on_everywhere() {
+        eprintln!(
+            "warning: net.ipv4.conf.all.route_localnet is 1: every interface lets packets to \
+             127.0.0.0/8 in, and only a firewall's guard keeps the LAN from the host's loopback \
+             services. handoff no longer needs it host-wide (an older handoff set it): set it to \
+             0 unless other software needs it (kube-proxy does)"
+        );
     }
     for component in &config.components {
         let ports: Vec<String> = component

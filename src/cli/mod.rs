@@ -152,7 +152,7 @@ fn connect_docker() -> Result<Box<dyn Runtime>> {
 /// Run `use_case` against the real outside worlds: nftables, conntrack over netlink, the
 /// network, and Docker (connected only if the use case needs it).
 pub fn with_env<T>(globals: &Globals, use_case: impl FnOnce(&Env) -> Result<T>) -> Result<T> {
-    let firewall = NftFirewall::new(&globals.table);
+    let firewall = NftFirewall::new(&globals.table, globals.state.path());
     let reporter = StderrReporter::default();
     let env = Env::new(
         Settings {

@@ -70,8 +70,9 @@ pub struct Component {
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: u64,
     /// handoff's addition: clients on the host reach the component at 127.0.0.1:PORT too.
-    /// Needs `net.ipv4.conf.all.route_localnet=1`, which handoff then sets, with kube-proxy's
-    /// guard against what it opens (CVE-2020-8558): see README, "Clients on the host".
+    /// Needs `route_localnet` on the interfaces its backends are reached by, which handoff then
+    /// sets (and puts back), behind kube-proxy's guard against what it opens (CVE-2020-8558):
+    /// see README, "Clients on the host".
     /// Left out of the serialized form when false, so existing containers' config hash holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub localhost_clients: bool,

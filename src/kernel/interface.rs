@@ -1,6 +1,8 @@
-//! The IPv4 addresses of one of the host's interfaces, by its name, through route netlink
-//! (`RTM_GETLINK` for its index, `RTM_GETADDR` for its addresses): where a Docker network's
-//! gateway is when Docker does not name it, the address of the network's bridge.
+//! The host's interfaces through route netlink: the IPv4 addresses of one, by its name
+//! (`RTM_GETLINK` for its index, `RTM_GETADDR` for its addresses) — where a Docker network's
+//! gateway is when Docker does not name it, the address of the network's bridge; and the one a
+//! packet to an address leaves by (`RTM_GETROUTE`, as `ip route get`) — the interface whose
+//! `route_localnet` a backend of host clients needs (see `netfilter::localnet`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -8,6 +10,7 @@ use anyhow::{Context, Result};
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::Socket;
 
@@ -89,4 +92,57 @@ fn index_of(socket: &Socket, name: &str) -> Result<Option<u32>> {
         }
         Err(error) => Err(error.context(format!("asking for interface {name}"))),
     }
+}
+
+/// The name of the interface a packet from the host to `address` leaves by, as the kernel
+/// routes it now; `None` when it has no route there.
+pub fn egress_interface(address: Ipv4Addr) -> Result<Option<String>> {
+    let socket = open()?;
+    let mut request = RouteMessage::default();
+    request.header.address_family = AddressFamily::Inet;
+    request.header.destination_prefix_length = 32;
+    request
+        .attributes
+        .push(RouteAttribute::Destination(IpAddr::V4(address).into()));
+    let answer = match ask(
+        &socket,
+        NLM_F_REQUEST,
+        RouteNetlinkMessage::GetRoute(request),
+    ) {
+        Ok(answer) => answer,
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .and_then(|e| e.raw_os_error())
+                == Some(nix::libc::ENETUNREACH) =>
+        {
+            return Ok(None)
+        }
+        Err(error) => return Err(error.context(format!("asking the kernel's route to {address}"))),
+    };
+    let index = answer.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewRoute(route) => route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(index) => Some(*index),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let Some(index) = index else {
+        return Ok(None);
+    };
+    let mut request = LinkMessage::default();
+    request.header.index = index;
+    let answer = ask(
+        &socket,
+        NLM_F_REQUEST,
+        RouteNetlinkMessage::GetLink(request),
+    )
+    .with_context(|| format!("asking for interface {index}, the way to {address}"))?;
+    Ok(answer.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(link) => link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        }),
+        _ => None,
+    }))
 }

@@ -10,7 +10,7 @@
 //! It limits exactly what widens a component's reach into the host: the image, `privileged`,
 //! the Docker network (`host` shares the host's network stack), the host ports taken over
 //! (public `ports` and the gateway ports of `defineComponentLinks`), `localhostClients` (it
-//! turns on `route_localnet` host-wide), bind mounts and named volumes, and `volumesFrom`
+//! turns on `route_localnet` on the backends' bridge), bind mounts and named volumes, and `volumesFrom`
 //! (another container's mounts, which may be anything). The defaults let a plain web component
 //! on 80 and 443 run with a policy that names only its image. See docs/policy.md.
 

@@ -57,7 +57,8 @@
 //!         meta nfproto ipv6 ip6 daddr != ::1 ... the IPv6 rules of prerouting }
 //!     # kube-proxy's guard for route_localnet (CVE-2020-8558): a packet to 127.0.0.0/8 that
 //!     # came in from outside is dropped unless it was DNAT'd or belongs to a known flow
-//!     # (harmless while route_localnet is off: the kernel drops such packets before input)
+//!     # (harmless while route_localnet is off: the kernel drops such packets before input;
+//!     # handoff turns it on only on the backends' interfaces, see localnet.rs)
 //!     chain localnet_guard { type filter hook input priority filter; policy accept;
 //!         iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0
 //!         ct state != { established, related } drop }

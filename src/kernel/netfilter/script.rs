@@ -3,31 +3,78 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use super::localnet::Localnet;
 use super::{
-    batch, docker_user, generations, localnet, migrate, ruleset, ComponentRoutes, Firewall, Route,
-    Switch,
+    batch, docker_user, generations, migrate, ruleset, ComponentRoutes, Firewall, Route, Switch,
 };
 use crate::config::{PortKey, PortPair, Protocol};
 use crate::error::Failure;
 use crate::identity;
 
-/// nftables through the `nft` binary, in one table of our own.
+/// nftables through the `nft` binary, in one table of our own; and the route_localnet flags
+/// that the table's host clients need (see [`localnet`]), recorded in `state_dir`.
 #[derive(Debug, Clone)]
 pub struct NftFirewall {
     table: String,
+    localnet: Localnet,
 }
 
 impl NftFirewall {
-    pub fn new(table: &str) -> Self {
+    pub fn new(table: &str, state_dir: &Path) -> Self {
         NftFirewall {
             table: table.to_string(),
+            localnet: Localnet::new(state_dir, table),
         }
+    }
+
+    /// Before a switch that gives host clients `backends`: route_localnet on the interfaces
+    /// they are reached by — the table with its guard first, when one is still off.
+    fn open_localnet(&self, backends: &[Ipv4Addr]) -> Result<()> {
+        let missing = self.localnet.missing(backends)?;
+        if !missing.is_empty() {
+            self.apply(ruleset::base(&self.table))?;
+            self.localnet.turn_on(&missing)?;
+        }
+        Ok(())
+    }
+
+    /// After a change that may have taken the last host clients away: put back the
+    /// route_localnet flags this table turned on, unless a component of any handoff table on
+    /// the host still has host clients (tables share the interfaces' flags).
+    fn close_localnet_if_unneeded(&self) -> Result<()> {
+        if self.localnet.has_record() && !self.loopback_clients_anywhere()? {
+            self.localnet.put_back()?;
+        }
+        Ok(())
+    }
+
+    /// Whether any table on the host (ours, or another installation's) lets host clients
+    /// reach a component at 127.0.0.1: its `localhost_ports` set has an element.
+    fn loopback_clients_anywhere(&self) -> Result<bool> {
+        let Some(listing) = self.list(&["tables", "inet"])? else {
+            return Ok(false);
+        };
+        let tables = listing["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["table"]["name"].as_str());
+        for table in tables {
+            match batch::read_ports(table, ruleset::LOCALHOST_SET) {
+                Ok(ports) if !ports.is_empty() => return Ok(true),
+                Ok(_) => {}
+                Err(error) if error.downcast_ref::<batch::Missing>().is_some() => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(false)
     }
 
     /// Apply one script as one transaction.
@@ -244,7 +291,17 @@ impl Firewall for NftFirewall {
             ..
         } = *change;
         if localhost {
-            localnet::ensure_route_localnet()?;
+            let canary = change.canary.map(|c| c.backend);
+            let backends: Vec<Ipv4Addr> = change
+                .backends
+                .v4
+                .into_iter()
+                .chain(canary.and_then(|c| match c {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                }))
+                .collect();
+            self.open_localnet(&backends)?;
         }
         // The hot path: the component is routed already on exactly these external ports, with
         // no canary before or after, so only its maps (and the hairpin sets) change, in one
@@ -298,7 +355,11 @@ impl Firewall for NftFirewall {
             } else {
                 e
             }
-        })
+        })?;
+        if !localhost {
+            self.close_localnet_if_unneeded()?;
+        }
+        Ok(())
     }
 
     fn unroute(
@@ -312,6 +373,7 @@ impl Firewall for NftFirewall {
         commands.extend(self.delete_older_maps(component)?);
         commands.extend(ruleset::hairpin(&self.table, hairpin_sources));
         self.apply_layout(commands)?;
+        self.close_localnet_if_unneeded()?;
         let still_routed = self.all_routes()?.values().any(ComponentRoutes::is_routed);
         if !still_routed {
             docker_user::remove(&self.table)?;
@@ -342,11 +404,17 @@ impl Firewall for NftFirewall {
         docker_user::ensure(&self.table)
     }
 
+    /// Keeps going past a failure (the table, the route_localnet flags, the hole in FORWARD),
+    /// then reports the first.
     fn remove_all(&self) -> Result<()> {
-        if self.list(&["table", "inet", &self.table])?.is_some() {
-            self.apply(vec![format!("delete table inet {}", self.table)])?;
-        }
-        docker_user::remove(&self.table)
+        let table = match self.list(&["table", "inet", &self.table]) {
+            Ok(Some(_)) => self.apply(vec![format!("delete table inet {}", self.table)]),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        let localnet = self.close_localnet_if_unneeded();
+        let forward = docker_user::remove(&self.table);
+        table.and(localnet).and(forward)
     }
 
     fn routes(&self, component: &str) -> Result<ComponentRoutes> {
