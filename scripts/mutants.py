@@ -214,6 +214,22 @@ FAULTS = [
         [("kernel", "the_loopback_guard_outlives_the_table")],
     ),
     (
+        "isolation-skipped",
+        "a container on an --internal network cannot reach a component (no more reach than docker run -p)",
+        "src/kernel/netfilter/docker_user.rs",
+        "    if chain == CHAIN && isolation {",
+        "    if chain == CHAIN && isolation && false {",
+        [("reach", "handoff_answers_nowhere_that_docker_run_p_does_not")],
+    ),
+    (
+        "one-label-for-every-table",
+        "each table's hole in Docker's FORWARD admits its own flows only",
+        "src/kernel/netfilter/label.rs",
+        "    if table == DEFAULT_TABLE {\n        return DEFAULT_LABEL;\n    }",
+        "    if !table.is_empty() {\n        return DEFAULT_LABEL;\n    }",
+        [("kernel", "two_tables_each_admit_only_their_own_flows")],
+    ),
+    (
         "route-localnet-host-wide",
         "route_localnet is turned on only on the backends' interfaces, so the LAN stays out when the table is gone",
         "src/kernel/netfilter/localnet.rs",

@@ -1717,3 +1717,88 @@ fn a_docker_network_without_a_named_gateway_is_reached_at_its_bridge_address() {
         "{absent}"
     );
 }
+
+/// Docker's FORWARD policy in the gateway namespace, as dockerd lays it out: DROP, with a jump
+/// to an empty DOCKER-USER first.
+fn forward_dropped_as_docker_does(gw: &str) {
+    for rule in [
+        &["-P", "FORWARD", "DROP"][..],
+        &["-N", "DOCKER-USER"],
+        &["-A", "DOCKER-USER", "-j", "RETURN"],
+        &["-I", "FORWARD", "-j", "DOCKER-USER"],
+    ] {
+        ns_run(gw, &[&["iptables", "-w", "5"][..], rule].concat());
+    }
+}
+
+/// A label per table: two installations on one host (the default table with web on 80 -> a,
+/// table `blue` with api on 81 -> b), behind Docker's FORWARD DROP. Each one's hole admits its
+/// own flows only: with blue's rules taken out of Docker's chains (as a fault of blue's would),
+/// blue's new connections are refused while web's go on; the control in the same run shows
+/// blue's were served before. `teardown` of blue leaves web served.
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn two_tables_each_admit_only_their_own_flows() {
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    let gw = sandbox.gateway.clone();
+    forward_dropped_as_docker_does(&gw);
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    let blue_config = sandbox.config_path().with_file_name("blue.json");
+    std::fs::write(
+        &blue_config,
+        web_config(3000, 60_000)
+            .replace(r#""name": "web""#, r#""name": "api""#)
+            .replace(r#""external": 80"#, r#""external": 81"#),
+    )
+    .expect("blue.json");
+    let blue_state = sandbox.state_dir().with_file_name("blue-state");
+    let blue = |args: &[&str]| {
+        let args = [&["--table", "blue"][..], args].concat();
+        let output = sandbox.handoff_custom(Some(&blue_config), Some(&blue_state), &args, &[]);
+        assert!(output.status.success(), "blue {args:?}: {output:?}");
+    };
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    blue(&["switch", "api", "--to", BACKEND_B]);
+    let served = |port: u16| {
+        let load = sandbox.requests(&sandbox.client, &format!("{GATEWAY}:{port}"), 300);
+        load["ok"].as_u64().unwrap_or(0) > 0
+    };
+    assert!(
+        served(80) && served(81),
+        "both served through the DROP policy"
+    );
+    let ruleset = sandbox.ruleset();
+    let blue_label = ruleset
+        .lines()
+        .skip_while(|line| !line.contains("table inet blue"))
+        .find_map(|line| line.split("ct label set ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("blue's label")
+        .to_string();
+    assert_ne!(blue_label, "127", "blue has a bit of its own");
+
+    for chain in ["DOCKER-USER", "FORWARD"] {
+        ns_run(
+            &gw,
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "iptables -S {chain} | grep -- '--comment \"\\?handoff:blue' | \
+                     sed 's/^-A/-D/' | xargs -L1 iptables -w 5"
+                ),
+            ],
+        );
+    }
+    assert!(!served(81), "blue's flows got through another table's hole");
+    assert!(served(80), "web's flows lost their hole");
+
+    blue(&["teardown"]);
+    assert!(
+        served(80),
+        "web's flows lost their hole with blue's teardown"
+    );
+    assert!(!sandbox.ruleset().contains("table inet blue"));
+}

@@ -562,13 +562,17 @@ impl DockerSandbox {
         self.our_rules("FORWARD")
     }
 
+    /// Our accept rules in `chain` (in DOCKER-USER, our jump to Docker's isolation chain is
+    /// not counted: it opens nothing).
     fn our_rules(&self, chain: &str) -> usize {
         let comment = format!("handoff:{}", self.table);
         must("iptables", &["-S", chain])
             .lines()
             .filter(|line| {
-                line.split_whitespace()
-                    .any(|w| w.trim_matches('"') == comment)
+                line.ends_with("-j ACCEPT")
+                    && line
+                        .split_whitespace()
+                        .any(|w| w.trim_matches('"') == comment)
             })
             .count()
     }
@@ -693,26 +697,19 @@ impl Drop for DockerSandbox {
         let _ = sh("docker", &["network", "rm", &self.id]);
         let _ = sh("nft", &["delete", "table", "inet", &self.table]);
         let comment = format!("handoff:{}", self.table);
-        for chain in ["DOCKER-USER", "FORWARD"].repeat(4) {
-            let deleted = sh(
-                "iptables",
-                &[
-                    "-D",
-                    chain,
-                    "-m",
-                    "connlabel",
-                    "--label",
-                    "127",
-                    "-m",
-                    "comment",
-                    "--comment",
-                    &comment,
-                    "-j",
-                    "ACCEPT",
-                ],
-            );
-            if !deleted.status.success() && chain == "FORWARD" {
-                break;
+        // Our rules, whatever their label and target: each listed line, turned into its -D.
+        for chain in ["DOCKER-USER", "FORWARD"] {
+            let Ok(listing) = Command::new("iptables").args(["-S", chain]).output() else {
+                continue;
+            };
+            for line in String::from_utf8_lossy(&listing.stdout).lines() {
+                let words: Vec<&str> = line
+                    .split_whitespace()
+                    .map(|w| w.trim_matches('"'))
+                    .collect();
+                if words.first() == Some(&"-A") && words.contains(&comment.as_str()) {
+                    let _ = sh("iptables", &[&["-D"][..], &words[1..]].concat());
+                }
             }
         }
         let _ = sh("ip", &["netns", "del", &self.client]);

@@ -5,9 +5,17 @@
 //! therefore dropped, and an accept in our own nftables table cannot help (a drop in any base
 //! chain wins). Docker's answer for its users is the `DOCKER-USER` chain, which it jumps to
 //! first and never touches: we add one rule there accepting exactly the flows carrying our
-//! conntrack label (set by our DNAT rule, see `ruleset.rs`), tagged with a comment naming our
-//! table. It is added idempotently, removed when our table routes nothing any more, and
-//! Docker's own chains are never flushed or reordered.
+//! table's conntrack label (set by our DNAT rule, see `ruleset.rs` and `label.rs`), tagged with
+//! a comment naming our table. It is added idempotently, removed when our table routes nothing
+//! any more, and Docker's own chains are never flushed or reordered.
+//!
+//! Docker's isolation first: DOCKER-USER runs before Docker's isolation chains, so an accept
+//! there would let a container on an `--internal` network, or on a network Docker isolates from
+//! the backend's, reach the component — where it cannot reach a `docker run -p` port. So right
+//! before the accept, our flows jump to `DOCKER-ISOLATION-STAGE-1` (Docker's own verdict on
+//! forwarding between its networks: it drops what it isolates and returns the rest), when that
+//! chain exists. A rule of ours with another label (a table laid out by an older handoff, or
+//! an earlier name's bit) is replaced, not kept beside it.
 //!
 //! Where it goes: just before the chain's final `-j RETURN` (Docker's default), so that the
 //! administrator's own rules — usually inserted at the top — still come first and can drop
@@ -37,10 +45,12 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, Result};
 
-use super::ruleset::FLOW_LABEL;
+use super::label::flow_label;
 use crate::error::Failure;
 
 const CHAIN: &str = "DOCKER-USER";
+/// Docker's verdict on forwarding between its networks (`--internal`, isolated bridges).
+const ISOLATION_CHAIN: &str = "DOCKER-ISOLATION-STAGE-1";
 /// Where the fallback goes: the end of FORWARD.
 const FALLBACK_CHAIN: &str = "FORWARD";
 /// The flavours of iptables Docker may be using, the default first.
@@ -48,19 +58,51 @@ const FLAVOURS: &[&str] = &["iptables", "iptables-legacy", "iptables-nft"];
 /// How long to wait for the xtables lock.
 const LOCK_WAIT: &str = "5";
 
-fn rule(table: &str) -> Vec<String> {
-    vec![
-        "-m".into(),
-        "connlabel".into(),
-        "--label".into(),
-        FLOW_LABEL.to_string(),
-        "-m".into(),
-        "comment".into(),
-        "--comment".into(),
-        format!("handoff:{table}"),
-        "-j".into(),
-        "ACCEPT".into(),
-    ]
+/// One of our rules: flows with conntrack label `label` go to `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OurRule {
+    label: String,
+    target: String,
+}
+
+impl OurRule {
+    fn new(label: u8, target: &str) -> Self {
+        OurRule {
+            label: label.to_string(),
+            target: target.to_string(),
+        }
+    }
+
+    /// The rule's iptables arguments, its comment naming `table`.
+    fn spec(&self, table: &str) -> Vec<String> {
+        [
+            "-m",
+            "connlabel",
+            "--label",
+            &self.label,
+            "-m",
+            "comment",
+            "--comment",
+            &format!("handoff:{table}"),
+            "-j",
+            &self.target,
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+}
+
+/// The rules `table` wants in `chain`: in DOCKER-USER, Docker's isolation verdict (when
+/// `isolation`) and then the accept; at the end of FORWARD, the accept (Docker's isolation
+/// ran before it there).
+fn wanted(table: &str, chain: &str, isolation: bool) -> Vec<OurRule> {
+    let label = flow_label(table);
+    let mut rules = Vec::new();
+    if chain == CHAIN && isolation {
+        rules.push(OurRule::new(label, ISOLATION_CHAIN));
+    }
+    rules.push(OurRule::new(label, "ACCEPT"));
+    rules
 }
 
 fn run(iptables: &str, args: &[&str], rule: &[String]) -> Result<Output> {
@@ -135,23 +177,41 @@ fn list(iptables: &str, chain: &str) -> Result<Listing> {
     )
 }
 
-/// Does an `iptables -S` listing hold our rule? (iptables-nft quotes the comment, legacy may
-/// not.)
-fn has_our_rule(rules: &str, table: &str) -> bool {
-    copies(rules, table) > 0
-}
-
-fn copies(rules: &str, table: &str) -> usize {
-    let comment = format!("handoff:{table}");
+/// Our rules in an `iptables -S` listing (iptables-nft quotes the label and the comment,
+/// legacy may not), in their order.
+fn ours(rules: &str, table: &str) -> Vec<OurRule> {
     rules
         .lines()
-        .filter(|line| {
-            line.contains("connlabel")
-                && line
-                    .split_whitespace()
-                    .any(|w| w.trim_matches('"') == comment)
+        .filter(|line| is_ours(line, table))
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let after = |flag: &str| {
+                let at = words.iter().position(|w| *w == flag)?;
+                Some(words.get(at + 1)?.trim_matches('"').to_string())
+            };
+            Some(OurRule {
+                label: after("--label")?,
+                target: after("-j")?,
+            })
         })
-        .count()
+        .collect()
+}
+
+fn is_ours(line: &str, table: &str) -> bool {
+    let comment = format!("handoff:{table}");
+    line.contains("connlabel")
+        && line
+            .split_whitespace()
+            .any(|w| w.trim_matches('"') == comment)
+}
+
+/// The listing without our rules (where ours go is decided among the others).
+fn others(rules: &str, table: &str) -> String {
+    rules
+        .lines()
+        .filter(|line| !is_ours(line, table))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// Where to insert our rule: the position of the chain's final `-j RETURN` (so it lands just
@@ -184,21 +244,24 @@ fn docker_on_nftables() -> bool {
         .unwrap_or(false)
 }
 
-/// Make sure our accept rule is in DOCKER-USER, and its fallback at the end of FORWARD,
-/// wherever Docker's chains are, or that none is needed. One `iptables -S` per chain.
+/// Make sure our rules are in DOCKER-USER, and the fallback at the end of FORWARD, wherever
+/// Docker's chains are, or that none is needed. One `iptables -S` per chain.
 pub fn ensure(table: &str) -> Result<()> {
     let mut installed = Vec::new();
     for iptables in FLAVOURS {
         match list(iptables, CHAIN)? {
             Listing::Rules(rules) => {
-                if !has_our_rule(&rules, table) {
-                    let position = insert_position(&rules).to_string();
-                    add(iptables, &["-I", CHAIN, &position], table)?;
-                }
+                let isolation = matches!(list(iptables, ISOLATION_CHAIN)?, Listing::Rules(_));
+                put(
+                    iptables,
+                    CHAIN,
+                    &rules,
+                    &wanted(table, CHAIN, isolation),
+                    table,
+                )?;
                 if let Listing::Rules(forward) = list(iptables, FALLBACK_CHAIN)? {
-                    if !has_our_rule(&forward, table) {
-                        add(iptables, &["-A", FALLBACK_CHAIN], table)?;
-                    }
+                    let fallback = wanted(table, FALLBACK_CHAIN, false);
+                    put(iptables, FALLBACK_CHAIN, &forward, &fallback, table)?;
                 }
                 return Ok(());
             }
@@ -225,16 +288,49 @@ pub fn ensure(table: &str) -> Result<()> {
     Ok(())
 }
 
-/// Add our rule with `iptables` at `place` (`-I CHAIN N` or `-A CHAIN`).
-fn add(iptables: &str, place: &[&str], table: &str) -> Result<()> {
-    let output = run(iptables, place, &rule(table))?;
+/// Make our rules in `chain` (listed as `rules`) exactly `wanted`: when they are not, every
+/// one of ours there goes and `wanted` is inserted in order — in DOCKER-USER just before
+/// Docker's final RETURN, in FORWARD at the end.
+fn put(iptables: &str, chain: &str, rules: &str, wanted: &[OurRule], table: &str) -> Result<()> {
+    let present = ours(rules, table);
+    if present == wanted {
+        return Ok(());
+    }
+    for rule in &present {
+        delete(iptables, chain, rule, table)?;
+    }
+    let first = match chain {
+        CHAIN => insert_position(&others(rules, table)),
+        _ => {
+            others(rules, table)
+                .lines()
+                .filter(|l| l.starts_with("-A "))
+                .count()
+                + 1
+        }
+    };
+    for (offset, rule) in wanted.iter().enumerate() {
+        let position = (first + offset).to_string();
+        let output = run(iptables, &["-I", chain, &position], &rule.spec(table))?;
+        if !output.status.success() {
+            return Err(Failure::host(format!(
+                "cannot add handoff's rule for its flows (-j {}) to {chain} with {iptables}: {}",
+                rule.target,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn delete(iptables: &str, chain: &str, rule: &OurRule, table: &str) -> Result<()> {
+    let output = run(iptables, &["-D", chain], &rule.spec(table))?;
     if !output.status.success() {
-        return Err(Failure::host(format!(
-            "cannot add the accept rule for handoff's flows to {} with {iptables}: {}",
-            place[1],
+        anyhow::bail!(
+            "cannot remove handoff's rule from {chain} with {iptables}: {}",
             String::from_utf8_lossy(&output.stderr).trim()
-        ))
-        .into());
+        );
     }
     Ok(())
 }
@@ -247,14 +343,8 @@ pub fn remove(table: &str) -> Result<()> {
             let Listing::Rules(rules) = list(iptables, chain)? else {
                 continue;
             };
-            for _ in 0..copies(&rules, table) {
-                let output = run(iptables, &["-D", chain], &rule(table))?;
-                if !output.status.success() {
-                    anyhow::bail!(
-                        "cannot remove handoff's rule from {chain} with {iptables}: {}",
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    );
-                }
+            for rule in ours(&rules, table) {
+                delete(iptables, chain, &rule, table)?;
             }
         }
     }
@@ -266,24 +356,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn our_rule_is_recognised_quoted_or_not_and_only_for_our_table() {
+    fn our_rules_are_recognised_quoted_or_not_and_only_for_our_table() {
         let nft = "-N DOCKER-USER\n-A DOCKER-USER -m connlabel --label \"127\" -m comment \
+                   --comment \"handoff:handoff\" -j DOCKER-ISOLATION-STAGE-1\n\
+                   -A DOCKER-USER -m connlabel --label \"127\" -m comment \
                    --comment \"handoff:handoff\" -j ACCEPT\n-A DOCKER-USER -j RETURN\n";
         let legacy =
-            "-A DOCKER-USER -m connlabel --label 127 -m comment --comment handoff:x -j ACCEPT";
-        assert!(has_our_rule(nft, "handoff"));
-        assert!(!has_our_rule(nft, "handoff2"));
-        assert!(has_our_rule(legacy, "x"));
-        assert!(!has_our_rule("-A DOCKER-USER -j RETURN", "handoff"));
-        assert_eq!(copies(&format!("{legacy}\n{legacy}\n"), "x"), 2);
+            "-A DOCKER-USER -m connlabel --label 90 -m comment --comment handoff:x -j ACCEPT";
+        assert_eq!(
+            ours(nft, "handoff"),
+            [
+                OurRule::new(127, ISOLATION_CHAIN),
+                OurRule::new(127, "ACCEPT")
+            ]
+        );
+        assert_eq!(ours(nft, "handoff2"), []);
+        assert_eq!(ours(legacy, "x"), [OurRule::new(90, "ACCEPT")]);
+        assert_eq!(ours("-A DOCKER-USER -j RETURN", "handoff"), []);
+        assert_eq!(ours(&format!("{legacy}\n{legacy}\n"), "x").len(), 2);
+        assert_eq!(
+            others(nft, "handoff"),
+            "-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n"
+        );
     }
 
     #[test]
-    fn the_rule_accepts_only_labelled_flows_and_names_its_table() {
+    fn the_rules_pass_dockers_isolation_then_accept_only_the_tables_own_flows() {
+        let spec = |rule: &OurRule| rule.spec("handoff").join(" ");
+        let user = wanted("handoff", CHAIN, true);
         assert_eq!(
-            rule("handoff").join(" "),
-            "-m connlabel --label 127 -m comment --comment handoff:handoff -j ACCEPT"
+            user.iter().map(spec).collect::<Vec<_>>(),
+            [
+                "-m connlabel --label 127 -m comment --comment handoff:handoff \
+                 -j DOCKER-ISOLATION-STAGE-1",
+                "-m connlabel --label 127 -m comment --comment handoff:handoff -j ACCEPT"
+            ]
         );
+        // No isolation chain (no Docker network to isolate), and FORWARD's end (after
+        // Docker's own jump to it): the accept alone.
+        assert_eq!(
+            wanted("handoff", CHAIN, false),
+            [OurRule::new(127, "ACCEPT")]
+        );
+        assert_eq!(
+            wanted("handoff", FALLBACK_CHAIN, true),
+            [OurRule::new(127, "ACCEPT")]
+        );
+        // Another table, another bit.
+        let other = wanted("blue", FALLBACK_CHAIN, false);
+        assert_eq!(other, [OurRule::new(flow_label("blue"), "ACCEPT")]);
+        assert_ne!(flow_label("blue"), 127);
     }
 
     #[test]

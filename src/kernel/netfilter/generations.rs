@@ -42,7 +42,7 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F
 use netlink_sys::Socket;
 
 use super::batch::{self, Batch, Missing};
-use super::{raw, ruleset, Route};
+use super::{label, raw, ruleset, Route};
 use crate::identity;
 use crate::kernel::nfnetlink;
 
@@ -320,6 +320,11 @@ pub fn switch(
         let Some((rule, map)) = head else {
             return Err(Missing(generations.chain.clone()).into());
         };
+        // A rule that does not set this table's label (laid out by an older handoff): copied,
+        // its flows would miss Docker's FORWARD hole. The layout makes it again.
+        if !label::sets(&rule.expressions, label::flow_label(table)) {
+            return Err(Missing(generations.chain.clone()).into());
+        }
         let name = map_name(base, next);
         let definition = map_definition(&socket, table, map)?;
         let mut set = Vec::new();

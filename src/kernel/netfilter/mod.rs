@@ -9,6 +9,7 @@ pub mod docker_user;
 #[cfg(test)]
 pub mod fake;
 mod generations;
+pub mod label;
 pub mod localnet;
 mod migrate;
 mod raw;

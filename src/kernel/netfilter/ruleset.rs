@@ -63,7 +63,8 @@
 //!         iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0
 //!         ct state != { established, related } drop }
 //!     # the rules that carry the component's traffic: one map lookup per family; the label
-//!     # lets Docker's FORWARD chain accept exactly our flows (see docker_user.rs). A family
+//!     # lets Docker's FORWARD chain accept exactly our flows (see docker_user.rs). Its bit is
+//!     # the table's own (127 for the default table; see label.rs), written 127 here. A family
 //!     # whose map is empty falls through to the refusals, never to the host's own listeners.
 //!     chain component_web {
 //!         meta nfproto ipv4 ct label set 127 dnat ip to meta l4proto . th dport map @backend_web
@@ -120,6 +121,7 @@
 
 use std::net::IpAddr;
 
+use super::label::flow_label;
 use super::{Canary, Switch};
 use crate::config::{PortKey, PortPair};
 use crate::identity::{self, Identity};
@@ -135,9 +137,6 @@ use entries::{
 /// The default name of our table (family `inet`); `--table` picks another, so that two
 /// independent installations (or parallel tests) never share one.
 pub const DEFAULT_TABLE: &str = "handoff";
-/// The conntrack label bit set on every flow we DNAT. Docker's FORWARD policy drops forwarded
-/// flows to unpublished container ports; `docker_user` accepts exactly the flows carrying it.
-pub const FLOW_LABEL: u8 = 127;
 pub const DISPATCH_MAP: &str = "dispatch";
 /// IPv6 clients' dispatch: the ports of components with an IPv6 backend.
 pub const DISPATCH6_MAP: &str = "dispatch6";
@@ -216,6 +215,7 @@ const REFUSE: [&str; 2] = ["meta l4proto tcp reject with tcp reset", "reject"];
 /// again, so a rerun never duplicates a rule.
 pub fn base(table: &str) -> Vec<String> {
     let t = format!("inet {table}");
+    let label = flow_label(table);
     vec![
         format!("add table {t}"),
         format!("add map {t} {DISPATCH_MAP} {{ type {PORT_KEY} : verdict ; }}"),
@@ -270,19 +270,19 @@ pub fn base(table: &str) -> Vec<String> {
         ),
         format!("flush chain {t} postrouting"),
         format!(
-            "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ip saddr \
+            "add rule {t} postrouting ct label {label} ct status dnat ip saddr \
              @{HAIRPIN_SET} masquerade"
         ),
         format!(
-            "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ip6 saddr \
+            "add rule {t} postrouting ct label {label} ct status dnat ip6 saddr \
              @{HAIRPIN6_SET} masquerade"
         ),
         format!(
-            "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ip saddr \
+            "add rule {t} postrouting ct label {label} ct status dnat ip saddr \
              127.0.0.0/8 masquerade"
         ),
         format!(
-            "add rule {t} postrouting ct label {FLOW_LABEL} ct status dnat ct original ip \
+            "add rule {t} postrouting ct label {label} ct status dnat ct original ip \
              daddr @{LINK_GATEWAYS_SET} masquerade"
         ),
         format!(
@@ -314,6 +314,7 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
     } = *change;
     let stale = change.stale_ports();
     let t = format!("inet {table}");
+    let label = flow_label(table);
     let map = backend_map(component);
     let map6 = backend6_map(component);
     let canaries = canary_map(component);
@@ -341,7 +342,7 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
                 elements(ports, canary.backend)
             ));
             commands.push(format!(
-                "add rule {t} {chain} meta nfproto ipv4 ct label set {FLOW_LABEL} {} dnat ip \
+                "add rule {t} {chain} meta nfproto ipv4 ct label set {label} {} dnat ip \
                  to meta l4proto . th dport map @{canaries}",
                 split(canary)
             ));
@@ -351,11 +352,11 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
     }
     commands.extend([
         format!(
-            "add rule {t} {chain} meta nfproto ipv4 ct label set {FLOW_LABEL} dnat ip to \
+            "add rule {t} {chain} meta nfproto ipv4 ct label set {label} dnat ip to \
              meta l4proto . th dport map @{map}"
         ),
         format!(
-            "add rule {t} {chain} meta nfproto ipv6 ct label set {FLOW_LABEL} dnat ip6 to \
+            "add rule {t} {chain} meta nfproto ipv6 ct label set {label} dnat ip6 to \
              meta l4proto . th dport map @{map6}"
         ),
         format!("add rule {t} {chain} {}", REFUSE[0]),

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::localnet::Localnet;
 use super::{
-    batch, docker_user, generations, migrate, ruleset, ComponentRoutes, Firewall, Route, Switch,
+    batch, docker_user, generations, label, migrate, ruleset, ComponentRoutes, Firewall, Route,
+    Switch,
 };
 use crate::config::{PortKey, PortPair, Protocol};
 use crate::error::Failure;
@@ -55,18 +56,21 @@ impl NftFirewall {
         Ok(())
     }
 
-    /// Whether any table on the host (ours, or another installation's) lets host clients
-    /// reach a component at 127.0.0.1: its `localhost_ports` set has an element.
-    fn loopback_clients_anywhere(&self) -> Result<bool> {
-        let Some(listing) = self.list(&["tables", "inet"])? else {
-            return Ok(false);
-        };
-        let tables = listing["nftables"]
+    /// The names of the host's `inet` tables: ours, other installations', anyone's.
+    fn inet_tables(&self) -> Result<Vec<String>> {
+        let listing = self.list(&["tables", "inet"])?.unwrap_or_default();
+        Ok(listing["nftables"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|item| item["table"]["name"].as_str());
-        for table in tables {
+            .filter_map(|item| Some(item["table"]["name"].as_str()?.to_string()))
+            .collect())
+    }
+
+    /// Whether any table on the host (ours, or another installation's) lets host clients
+    /// reach a component at 127.0.0.1: its `localhost_ports` set has an element.
+    fn loopback_clients_anywhere(&self) -> Result<bool> {
+        for table in &self.inet_tables()? {
             match batch::read_ports(table, ruleset::LOCALHOST_SET) {
                 Ok(ports) if !ports.is_empty() => return Ok(true),
                 Ok(_) => {}
@@ -339,7 +343,10 @@ impl Firewall for NftFirewall {
         }
         // First routing, changed ports, a canary, or a damaged table: the hole in Docker's FORWARD
         // policy first (accepting our flows before they exist is harmless, routing before it
-        // would drop new connections meanwhile), then the whole layout, through nft.
+        // would drop new connections meanwhile), then the whole layout, through nft. Refused
+        // before anything changes when another handoff table has our flows' label bit.
+        let has_dispatch = |t: &str| batch::read_elements(t, ruleset::DISPATCH_MAP).is_ok();
+        label::refuse_clash(&self.table, &self.inet_tables()?, has_dispatch)?;
         self.open_forward_path()?;
         let mut commands = ruleset::base(&self.table);
         commands.extend(ruleset::route(&self.table, change));
