@@ -214,6 +214,14 @@ FAULTS = [
         [("kernel", "the_loopback_guard_outlives_the_table")],
     ),
     (
+        "stop-on-the-clients-default-timeout",
+        "a stop longer than the Docker client's 120 s timeout gets its whole grace",
+        "src/runtime/docker.rs",
+        "        let client = self.client.clone().with_timeout(grace + STOP_ANSWER_SLACK);",
+        "        let client = self.client.clone();\n        let _ = STOP_ANSWER_SLACK;",
+        [("docker", "a_stop_longer_than_the_docker_clients_timeout_waits_its_grace_out")],
+    ),
+    (
         "isolation-skipped",
         "a container on an --internal network cannot reach a component (no more reach than docker run -p)",
         "src/kernel/netfilter/docker_user.rs",

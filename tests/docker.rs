@@ -790,6 +790,78 @@ fn a_container_that_ignores_sigterm_is_killed_after_stop_timeout() {
     sandbox.handoff_ok(&["kill", "web"]);
 }
 
+/// A stop longer than the Docker client's own 120 s timeout: the client waits the grace out
+/// (and a minute more), so the stubborn container gets its whole stopTimeout and then its
+/// SIGKILL, the stop exits 0 and nothing is left. (Before, the client gave up at 120 s, the
+/// stop failed and the container was removed by force.)
+#[test]
+#[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
+fn a_stop_longer_than_the_docker_clients_timeout_waits_its_grace_out() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions {
+        stop_timeout_s: 125,
+        ..ComponentOptions::default()
+    });
+    sandbox.handoff_ok(&["start", "web"]);
+    sandbox.handoff_ok(&["update", "web", "--tag", "stubborn"]);
+    let started = Instant::now();
+    let output = sandbox.handoff(&["stop", "web"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert!(took >= Duration::from_secs(125), "stop took {took:?}");
+    assert!(
+        sandbox.containers().is_empty(),
+        "{:?}",
+        sandbox.containers()
+    );
+}
+
+/// A registry that accepts the connection and never answers: the pull ends at `pullTimeout`
+/// (3 s here), the image being absent the update is refused (exit 2) naming the timeout, and
+/// nothing is started. The client's own timeout covers only the answer's head, so without
+/// pullTimeout this would wait on dockerd's.
+#[test]
+#[ignore = "needs root and Docker: run by sudo scripts/test.sh"]
+fn a_pull_from_a_registry_that_stalls_ends_at_pull_timeout() {
+    require_docker!();
+    let sandbox = DockerSandbox::new(ComponentOptions::default());
+    let registry = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = registry.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in registry.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    std::fs::write(
+        sandbox.config_path(),
+        format!(
+            r#"{{"components": [{{"name": "web", "repo": "127.0.0.1:{port}/stalls",
+                "tag": "v1", "pull": "always", "pullTimeout": 3,
+                "ports": [{{"external": {}, "container": 8080}}]}}]}}"#,
+            sandbox.port
+        ),
+    )
+    .expect("config");
+    let started = Instant::now();
+    let output = sandbox.handoff(&["start", "web"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no complete pull within 3 s (pullTimeout)"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(30), "the pull took {took:?}");
+    assert!(
+        sandbox.containers().is_empty(),
+        "{:?}",
+        sandbox.containers()
+    );
+}
+
 /// The active container's id, once the kernel routes to one.
 fn active_container(sandbox: &DockerSandbox) -> Option<String> {
     let routed = sandbox.routed_address()?;

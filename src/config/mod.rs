@@ -5,6 +5,7 @@
 //! (handoff runs as root: a typo must not silently drop a port or a check). Syntax and type
 //! errors name the JSON path, line and column; semantic errors name the path and the value.
 
+pub mod limits;
 mod schema;
 mod validate;
 

@@ -63,6 +63,15 @@ pub struct Component {
     /// `always` for the tag `latest`, `missing` otherwise.
     #[serde(default)]
     pub pull: Option<PullPolicy>,
+    /// handoff's addition: seconds a pull may take in all (1..=3600, default 600); then the
+    /// update fails (exit 2) with the local image, if any, left as it was.
+    /// Left out of the serialized form at its default, so existing containers' config hash
+    /// holds.
+    #[serde(
+        default = "default_pull_timeout",
+        skip_serializing_if = "is_default_pull_timeout"
+    )]
+    pub pull_timeout: u64,
     /// handoff's addition: the Docker network whose address becomes the backend address.
     #[serde(default = "default_network")]
     pub network: String,
@@ -289,6 +298,12 @@ fn default_network() -> String {
 }
 fn default_stop_timeout() -> u64 {
     10
+}
+fn default_pull_timeout() -> u64 {
+    super::limits::DEFAULT_PULL_TIMEOUT_S
+}
+fn is_default_pull_timeout(seconds: &u64) -> bool {
+    *seconds == super::limits::DEFAULT_PULL_TIMEOUT_S
 }
 fn default_tag() -> String {
     "latest".to_string()

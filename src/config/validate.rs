@@ -71,6 +71,7 @@ pub(super) fn validate(config: &Config) -> Result<()> {
         if component.drain_timeout == Some(0) {
             anyhow::bail!("{at}.drainTimeout: must be at least 1 (milliseconds)");
         }
+        super::limits::check(&at, component)?;
         for (i, port) in component.ports.iter().enumerate() {
             check_port(&format!("{at}.ports[{i}].external"), port.external)?;
             check_port(&format!("{at}.ports[{i}].container"), port.container)?;

@@ -125,13 +125,10 @@ pub fn wait_ready(
     }
 }
 
-/// One attempt of one check.
+/// One attempt of one check, all of it — connect, TLS handshake, request, answer — within
+/// `timeout`: a server that trickles a byte now and then cannot hold it longer.
 fn run_check(check: &Check, address: IpAddr, timeout: Duration) -> Result<()> {
-    let target = SocketAddr::new(address, check.port_number());
-    let stream = TcpStream::connect_timeout(&target, timeout)
-        .with_context(|| format!("connecting to {target}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let stream = Bounded::connect(SocketAddr::new(address, check.port_number()), timeout)?;
     match check.kind {
         CheckKind::Tcp => Ok(()),
         CheckKind::Http => http_request(stream, "GET", address, check.request_path()),
@@ -145,14 +142,75 @@ fn run_check(check: &Check, address: IpAddr, timeout: Duration) -> Result<()> {
     }
 }
 
-/// gantry's http termination signal: a POST to the backend, 2xx/3xx expected.
+/// gantry's http termination signal: a POST to the backend, 2xx/3xx expected, all of it within
+/// `timeout`.
 fn http_post(address: IpAddr, port: u16, path: &str, timeout: Duration) -> Result<()> {
-    let target = SocketAddr::new(address, port);
-    let stream = TcpStream::connect_timeout(&target, timeout)
-        .with_context(|| format!("connecting to {target}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let stream = Bounded::connect(SocketAddr::new(address, port), timeout)?;
     http_request(stream, "POST", address, path)
+}
+
+/// A TCP stream with a total deadline: every read and write waits at most for what is left of
+/// it, and fails once it has passed (a per-read timeout alone is reset by every byte).
+struct Bounded {
+    stream: TcpStream,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Bounded {
+    fn connect(target: SocketAddr, timeout: Duration) -> Result<Self> {
+        let deadline = Instant::now() + timeout;
+        let stream = TcpStream::connect_timeout(&target, timeout)
+            .with_context(|| format!("connecting to {target}"))?;
+        Ok(Bounded {
+            stream,
+            deadline,
+            timeout,
+        })
+    }
+
+    /// What is left of the deadline, or the error that says it passed.
+    fn remaining(&self) -> std::io::Result<Duration> {
+        match self.deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(self.expired()),
+        }
+    }
+
+    fn expired(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no complete answer within {} ms", self.timeout.as_millis()),
+        )
+    }
+
+    /// A socket timeout (EAGAIN, as Linux reports it) is the deadline passing: say so.
+    fn timed_out<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
+        result.map_err(|error| match error.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => self.expired(),
+            _ => error,
+        })
+    }
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.remaining()?))?;
+        let read = self.stream.read(buffer);
+        self.timed_out(read)
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.remaining()?))?;
+        let written = self.stream.write(buffer);
+        self.timed_out(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 fn http_request(
@@ -268,6 +326,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{error:#}").contains("503"), "{error:#}");
+    }
+
+    /// A server that answers one byte every 300 ms, for ever: with a per-read timeout of 1 s it
+    /// would hold the check as long as it likes; the check's timeout bounds the whole of it.
+    #[test]
+    fn a_server_that_trickles_its_answer_fails_the_check_at_its_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    for byte in b"HTTP/1.1 200 OK".iter().cycle().take(1000) {
+                        std::thread::sleep(Duration::from_millis(300));
+                        if stream.write_all(&[*byte]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let address = IpAddr::from([127, 0, 0, 1]);
+        for (what, result) in [
+            ("http check", {
+                let started = Instant::now();
+                let check = Check {
+                    id: String::new(),
+                    kind: CheckKind::Http,
+                    port: Some(i64::from(port)),
+                    path: Some("/".into()),
+                    timeout: 1,
+                };
+                (run_check(&check, address, Duration::from_secs(1)), started)
+            }),
+            ("http termination signal", {
+                let started = Instant::now();
+                (
+                    http_post(address, port, "/quit", Duration::from_secs(1)),
+                    started,
+                )
+            }),
+        ] {
+            let (result, started) = result;
+            let error = format!("{:#}", result.expect_err(what));
+            assert!(error.contains("within 1000 ms"), "{what}: {error}");
+            let took = started.elapsed();
+            // Unbounded, the trickle would hold it for 300 s.
+            assert!(
+                took < Duration::from_secs(5),
+                "{what} took {took:?}, its timeout is 1 s"
+            );
+        }
     }
 
     #[test]

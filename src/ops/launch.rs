@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
@@ -48,8 +49,13 @@ fn ensure_image(env: &Env, component: &Component, repo: &str, tag: &str) -> Resu
         PullPolicy::Never => false,
     };
     if pull {
-        env.step(format!("{}: pulling {image}", component.name));
-        if let Err(error) = runtime.pull(repo, tag) {
+        env.step(format!(
+            "{}: pulling {image} (pullTimeout {} s)",
+            component.name, component.pull_timeout
+        ));
+        let timeout = Duration::from_secs(component.pull_timeout);
+        let mut progress = |line: String| env.step(format!("{}: {line}", component.name));
+        if let Err(error) = runtime.pull(repo, tag, timeout, &mut progress) {
             if !present {
                 return Err(Failure::input(format!(
                     "image {image} is not available: not present locally and the pull failed: \

@@ -6,12 +6,12 @@ mod network;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, EndpointSettings,
-    ExecConfig, HostConfig,
+    ExecConfig, HostConfig, ProgressDetail,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectNetworkOptions,
@@ -22,6 +22,11 @@ use futures_util::StreamExt;
 
 use super::{Container, ContainerSpec, Gateway, Runtime, LABEL_COMPONENT, LABEL_TABLE};
 use crate::error::Failure;
+
+/// How often a pull says how it is getting on.
+const PULL_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How much longer than a stop's grace the client waits for Docker's answer.
+const STOP_ANSWER_SLACK: Duration = Duration::from_secs(60);
 
 pub struct Docker {
     runtime: tokio::runtime::Runtime,
@@ -138,20 +143,53 @@ impl Runtime for Docker {
     }
 
     /// Pull `repo:tag` from its registry.
-    fn pull(&self, repo: &str, tag: &str) -> Result<()> {
+    fn pull(
+        &self,
+        repo: &str,
+        tag: &str,
+        timeout: Duration,
+        progress: &mut dyn FnMut(String),
+    ) -> Result<()> {
         let options = CreateImageOptionsBuilder::default()
             .from_image(repo)
             .tag(tag)
             .build();
         self.runtime.block_on(async {
-            let mut stream = self.client.create_image(Some(options), None, None);
-            while let Some(item) = stream.next().await {
-                let info = item?;
-                if let Some(detail) = info.error_detail {
-                    anyhow::bail!("{}", detail.message.unwrap_or_default());
+            // The client's own timeout covers only the answer's head: the stream of a pull
+            // from a registry that stalls would never end without this.
+            let pulling = async {
+                let mut stream = self.client.create_image(Some(options), None, None);
+                let mut said = None::<Instant>;
+                while let Some(item) = stream.next().await {
+                    let info = item?;
+                    if let Some(detail) = info.error_detail {
+                        anyhow::bail!("{}", detail.message.unwrap_or_default());
+                    }
+                    if said.is_none_or(|at| at.elapsed() >= PULL_PROGRESS_EVERY) {
+                        if let Some(status) = info.status {
+                            let layer = info.id.map(|id| format!("{id}: ")).unwrap_or_default();
+                            let detail = match info.progress_detail {
+                                Some(ProgressDetail {
+                                    current: Some(current),
+                                    total: Some(total),
+                                }) if total > 0 => {
+                                    format!("{} of {} MB", current >> 20, total >> 20)
+                                }
+                                _ => String::new(),
+                            };
+                            progress(format!("{layer}{status} {detail}").trim_end().to_string());
+                            said = Some(Instant::now());
+                        }
+                    }
                 }
-            }
-            Ok(())
+                Ok(())
+            };
+            tokio::time::timeout(timeout, pulling).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "no complete pull within {} s (pullTimeout)",
+                    timeout.as_secs()
+                )
+            })?
         })
     }
 
@@ -296,9 +334,13 @@ impl Runtime for Docker {
         let options = StopContainerOptionsBuilder::default()
             .t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX))
             .build();
+        // Docker answers the stop only once the container is gone, up to `grace` later: the
+        // client waits that long and a minute more (its default of 120 s would give up on a
+        // longer grace, and the container would then be removed by force).
+        let client = self.client.clone().with_timeout(grace + STOP_ANSWER_SLACK);
         match self
             .runtime
-            .block_on(self.client.stop_container(id, Some(options)))
+            .block_on(client.stop_container(id, Some(options)))
         {
             Ok(())
             | Err(bollard::errors::Error::DockerResponseServerError {

@@ -164,7 +164,13 @@ impl Runtime for FakeRuntime {
         Ok(self.inner.borrow().images.contains(image))
     }
 
-    fn pull(&self, repo: &str, tag: &str) -> Result<()> {
+    fn pull(
+        &self,
+        repo: &str,
+        tag: &str,
+        _timeout: Duration,
+        _progress: &mut dyn FnMut(String),
+    ) -> Result<()> {
         let mut inner = self.inner.borrow_mut();
         inner.calls.push(format!("pull {repo}:{tag}"));
         if inner.pull_fails {

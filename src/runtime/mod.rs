@@ -147,8 +147,15 @@ pub trait Runtime {
         network: &str,
     ) -> Result<Vec<Container>>;
     fn image_present(&self, image: &str) -> Result<bool>;
-    /// Pull `repo:tag` from its registry.
-    fn pull(&self, repo: &str, tag: &str) -> Result<()>;
+    /// Pull `repo:tag` from its registry, all of it within `timeout`, saying how it is getting
+    /// on through `progress` now and then.
+    fn pull(
+        &self,
+        repo: &str,
+        tag: &str,
+        timeout: Duration,
+        progress: &mut dyn FnMut(String),
+    ) -> Result<()>;
     /// Create and start a container; on a failed start it is removed again. Its id.
     fn create_and_start(&self, spec: &ContainerSpec) -> Result<String>;
     /// Start an existing (stopped) container again, e.g. after a reboot.
