@@ -222,6 +222,14 @@ FAULTS = [
         [("docker", "a_stop_longer_than_the_docker_clients_timeout_waits_its_grace_out")],
     ),
     (
+        "bind-address-ignored",
+        "a bound port is the component's on its address only",
+        "src/kernel/netfilter/ruleset.rs",
+        "    let bound = bindings::wanted(ports);",
+        "    let bound: Vec<Binding> = Vec::new();",
+        [("kernel", "a_bound_port_is_the_components_on_its_address_only")],
+    ),
+    (
         "isolation-skipped",
         "a container on an --internal network cannot reach a component (no more reach than docker run -p)",
         "src/kernel/netfilter/docker_user.rs",

@@ -4,7 +4,7 @@
 //! The layers, arrows pointing down only: [`cli`] (one file per subcommand) → [`ops`] (the use
 //! cases, returning data) → [`kernel`] (nftables, conntrack), [`runtime`] (Docker), [`health`]
 //! (network checks), [`config`], [`state`], [`fleet`] (the fleet's store in etcd); [`identity`],
-//! [`trust`], [`error`] and [`crash`] are leaves.
+//! [`ports`], [`trust`], [`error`] and [`crash`] are leaves.
 
 pub mod cli;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod health;
 pub mod identity;
 pub mod kernel;
 pub mod ops;
+pub mod ports;
 pub mod runtime;
 pub mod state;
 pub mod trust;

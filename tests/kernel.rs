@@ -1802,3 +1802,86 @@ fn two_tables_each_admit_only_their_own_flows() {
     );
     assert!(!sandbox.ruleset().contains("table inet blue"));
 }
+
+/// Bind addresses, as Docker's `-p ADDRESS:PORT:PORT`: web holds port 80 on 10.0.2.1 only,
+/// api the same port on 10.0.2.3; on 10.0.2.4 port 80 stays the host's (a service of its own
+/// answers there). Across a switch on the hot path the bindings hold; a changed address moves
+/// the port (the old address is the component's no more); `stop` takes web's binding out and
+/// leaves api's; `list --json` shows the address; an IPv6 binding with no IPv6 backend is
+/// refused (exit 2) and changes nothing.
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn a_bound_port_is_the_components_on_its_address_only() {
+    require_root!();
+    let config = |web_address: &str| {
+        format!(
+            r#"{{"components": [
+            {{"name": "web", "ports": [{{"external": 80, "container": 8080, "address": "{web_address}"}}],
+              "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}]}},
+            {{"name": "api", "ports": [{{"external": 80, "container": 8080, "address": "10.0.2.3"}}],
+              "readyChecks": [{{"kind": "http", "port": 8080, "path": "/"}}]}}]}}"#
+        )
+    };
+    let mut sandbox = Sandbox::new(&config("10.0.2.1"));
+    let (gw, client) = (sandbox.gateway.clone(), sandbox.client.clone());
+    for address in ["10.0.2.3/24", "10.0.2.4/24", "10.0.2.5/24"] {
+        ns_run(&gw, &["ip", "addr", "add", address, "dev", "vc"]);
+    }
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    sandbox.serve_at(&gw, "host", "10.0.2.4:80", &[], "the host's own service");
+    let served_by = |target: &str| -> String {
+        let load = sandbox.requests(&client, target, 300);
+        let by: Vec<String> = load["by_backend"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        by.join(",")
+    };
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    sandbox.handoff_ok(&["switch", "api", "--to", BACKEND_B]);
+    assert_eq!(served_by("10.0.2.1:80"), "a");
+    assert_eq!(served_by("10.0.2.3:80"), "b");
+    assert_eq!(
+        served_by("10.0.2.4:80"),
+        "host",
+        "port 80 elsewhere stays the host's"
+    );
+    let listed = sandbox.list_json();
+    assert_eq!(
+        listed["components"][0]["ports"][0]["address"], "10.0.2.1",
+        "{listed}"
+    );
+
+    // The hot path (only backend maps change) keeps the binding.
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_B]);
+    assert_eq!(served_by("10.0.2.1:80"), "b");
+    assert_eq!(served_by("10.0.2.4:80"), "host");
+
+    // Another address: the port moves with it.
+    std::fs::write(sandbox.config_path(), config("10.0.2.5")).expect("config");
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A]);
+    assert_eq!(served_by("10.0.2.5:80"), "a");
+    assert_eq!(
+        served_by("10.0.2.1:80"),
+        "",
+        "the old address is web's no more"
+    );
+    assert_eq!(served_by("10.0.2.3:80"), "b");
+
+    sandbox.handoff_ok(&["stop", "web"]);
+    assert_eq!(served_by("10.0.2.5:80"), "");
+    assert_eq!(served_by("10.0.2.3:80"), "b", "api keeps its binding");
+    assert!(!sandbox.ruleset().contains("goto component_web"));
+
+    // An IPv6 address for a component switched to an IPv4 backend only: refused.
+    std::fs::write(sandbox.config_path(), config("fd00:2::1")).expect("config");
+    let before = sandbox.ruleset();
+    let refused = sandbox.handoff(&["switch", "web", "--to", BACKEND_A]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("bound to fd00:2::1"),
+        "{refused:?}"
+    );
+    assert_eq!(sandbox.ruleset(), before, "nothing changed");
+}

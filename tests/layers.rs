@@ -24,6 +24,20 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "crate::ops",
             "crate::runtime",
             "crate::health",
+            // The port types it shares with the config are in crate::ports.
+            "crate::config",
+        ],
+    ),
+    (
+        "ports.rs",
+        &[
+            "crate::cli",
+            "crate::ops",
+            "crate::kernel",
+            "crate::runtime",
+            "crate::health",
+            "crate::config",
+            "crate::state",
         ],
     ),
     (

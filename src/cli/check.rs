@@ -24,6 +24,9 @@ pub fn run(_args: &Args, globals: &Globals) -> Result<()> {
     if let Some(warning) = secrets_warning(&globals.config_path, &config.components) {
         eprintln!("{warning}");
     }
+    for warning in bind_address_warnings(&config.components) {
+        eprintln!("{warning}");
+    }
     if localnet::on_everywhere() {
         eprintln!(
             "warning: net.ipv4.conf.all.route_localnet is 1: every interface lets packets to \
@@ -61,6 +64,26 @@ pub fn run(_args: &Args, globals: &Globals) -> Result<()> {
     Ok(())
 }
 
+/// A warning for each bind address that is not (yet) one of the host's: until it is, that
+/// port takes no traffic (an address added later, by DHCP or a failover, starts to).
+fn bind_address_warnings(components: &[crate::config::Component]) -> Vec<String> {
+    components
+        .iter()
+        .flat_map(|c| c.ports.iter().map(move |p| (c, p)))
+        .filter_map(|(component, port)| {
+            let address = port.address?;
+            let local = std::net::UdpSocket::bind((address, 0)).is_ok();
+            (!local).then(|| {
+                format!(
+                    "warning: {}: port {}/{} is bound to {address}, which is not an address of \
+                     this host (yet): it takes no traffic until it is",
+                    component.name, port.external, port.protocol
+                )
+            })
+        })
+        .collect()
+}
+
 /// The warning for a config file readable by users other than its owner and group while
 /// components set environment values in it: those values are often passwords and tokens.
 fn secrets_warning(path: &Path, components: &[crate::config::Component]) -> Option<String> {
@@ -84,6 +107,22 @@ fn secrets_warning(path: &Path, components: &[crate::config::Component]) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bind_address_the_host_does_not_have_is_warned_about() {
+        let config = crate::config::parse(
+            r#"{"components": [{"name": "web", "repo": "r", "localhostClients": true, "ports": [
+                {"external": 80, "container": 80, "address": "127.0.0.1"},
+                {"external": 81, "container": 80, "address": "192.0.2.77"}]}]}"#,
+        )
+        .unwrap();
+        let warnings = bind_address_warnings(&config.components);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("port 81/tcp is bound to 192.0.2.77"),
+            "{warnings:?}"
+        );
+    }
 
     #[test]
     fn environment_values_in_a_file_others_can_read_are_warned_about() {

@@ -1,7 +1,11 @@
 //! The schema: gantry's fields with gantry's defaults, and what the rest of handoff reads from
 //! them (port pairs, the pull policy, a fingerprint of the config).
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
+
+pub use crate::ports::{PortKey, PortPair, Protocol};
 
 use anyhow::Result;
 
@@ -107,37 +111,6 @@ pub enum PortKind {
     Http,
 }
 
-/// The transport protocol of a port.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    pub fn is_tcp(&self) -> bool {
-        *self == Protocol::Tcp
-    }
-
-    /// nftables' and conntrack's name: `tcp`, `udp`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// An external (host) port and the backend port new connections on it are sent to.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +124,10 @@ pub struct PortMapping {
     /// `tcp`, so existing containers' config hash holds.
     #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
+    /// handoff's addition, Docker's `-p ADDRESS:PORT:PORT`: the port is the component's only
+    /// for packets to this local address (IPv4 or IPv6); elsewhere it stays the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -325,48 +302,6 @@ fn default_termination_checks() -> Vec<TerminationCheck> {
     }]
 }
 
-/// One external port of a component (with its protocol) and the backend port behind it,
-/// both validated. Ordered by protocol, then external port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct PortPair {
-    /// Absent in state files written before UDP: `tcp`.
-    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
-    pub protocol: Protocol,
-    pub external: u16,
-    pub backend: u16,
-}
-
-impl PortPair {
-    pub fn tcp(external: u16, backend: u16) -> PortPair {
-        PortPair {
-            protocol: Protocol::Tcp,
-            external,
-            backend,
-        }
-    }
-
-    /// What identifies the port on the host: protocol and external port.
-    pub fn key(&self) -> PortKey {
-        PortKey {
-            protocol: self.protocol,
-            port: self.external,
-        }
-    }
-}
-
-/// A port on the host: 53/udp is not 53/tcp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PortKey {
-    pub protocol: Protocol,
-    pub port: u16,
-}
-
-impl std::fmt::Display for PortKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.port, self.protocol)
-    }
-}
-
 impl Component {
     /// The validated external -> backend port pairs, sorted by external port: the public
     /// ports and the ports of the links the component defines (their port at the gateway).
@@ -379,6 +314,7 @@ impl Component {
                     protocol: p.protocol,
                     external: u16::try_from(p.external).ok()?,
                     backend: u16::try_from(p.container).ok()?,
+                    address: p.address,
                 })
             })
             .chain(self.define_component_links.iter().map(|l| l.port_pair()))

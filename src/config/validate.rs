@@ -2,6 +2,7 @@
 //! naming its JSON path and the value at fault.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -30,7 +31,7 @@ fn check_port(field: &str, value: i64) -> Result<()> {
 /// Semantic rules that the schema alone cannot express.
 pub(super) fn validate(config: &Config) -> Result<()> {
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut external_ports: BTreeMap<(Protocol, i64), String> = BTreeMap::new();
+    let mut external_ports: Claims = BTreeMap::new();
     let mut links: HashMap<&str, String> = HashMap::new();
     for (index, component) in config.components.iter().enumerate() {
         let at = format!("components[{index}]");
@@ -76,9 +77,23 @@ pub(super) fn validate(config: &Config) -> Result<()> {
             check_port(&format!("{at}.ports[{i}].external"), port.external)?;
             check_port(&format!("{at}.ports[{i}].container"), port.container)?;
             let owner = format!("{at} ({:?})", component.name);
-            if let Some(previous) = external_ports.insert((port.protocol, port.external), owner) {
+            if let Some(address) = port.address {
+                check_bind_address(&format!("{at}.ports[{i}].address"), address, component)?;
+            }
+            claim(
+                &mut external_ports,
+                (port.protocol, port.external),
+                port.address,
+                owner,
+                &format!("{at}.ports[{i}].external"),
+            )?;
+            if let Some(j) = component.ports[..i]
+                .iter()
+                .position(|p| (p.protocol, p.external) == (port.protocol, port.external))
+            {
                 anyhow::bail!(
-                    "{at}.ports[{i}].external: port {}/{} is already claimed by {previous}",
+                    "{at}.ports[{i}]: port {}/{} is listed twice (also ports[{j}]); a component \
+                     takes one port on one address, or on all of them",
                     port.external,
                     port.protocol
                 );
@@ -129,13 +144,19 @@ pub(super) fn validate(config: &Config) -> Result<()> {
             }
             let host_port = i64::from(link.port_pair().external);
             let owner = format!("{at} ({:?}, link {:?})", component.name, link.name);
-            if let Some(previous) = external_ports.insert((Protocol::Tcp, host_port), owner) {
-                anyhow::bail!(
-                    "{field}: port {host_port}/tcp is already claimed by {previous} (a link is \
-                     reached at the gateway's port `hostPort`, by default its `port`: give \
-                     it another)"
-                );
-            }
+            claim(
+                &mut external_ports,
+                (Protocol::Tcp, host_port),
+                None,
+                owner,
+                &field,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e} (a link is reached at the gateway's port `hostPort`, by default its \
+                     `port`: give it another)"
+                )
+            })?;
         }
         for (i, env) in component.environment_variables.iter().enumerate() {
             if env.name.is_empty() || env.name.contains('=') {
@@ -242,6 +263,67 @@ fn check_http_path(field: &str, path: &str) -> Result<()> {
     if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         anyhow::bail!(
             "{field}: {path:?} must start with / and contain no spaces or control characters"
+        );
+    }
+    Ok(())
+}
+
+/// Who holds each host port, on which address (`None`: every address).
+type Claims = BTreeMap<(Protocol, i64), Vec<(Option<IpAddr>, String)>>;
+
+/// Claim `port` on `address` for `owner`: refused when someone holds it on that address, or on
+/// every address, or when `address` is every address and someone holds it on any.
+fn claim(
+    claims: &mut Claims,
+    port: (Protocol, i64),
+    address: Option<IpAddr>,
+    owner: String,
+    field: &str,
+) -> Result<()> {
+    let holders = claims.entry(port).or_default();
+    if let Some((held, previous)) = holders
+        .iter()
+        .find(|(held, _)| held.is_none() || address.is_none() || *held == address)
+    {
+        let on = |a: &Option<IpAddr>| a.map_or("every address".to_string(), |a| a.to_string());
+        let addresses = match (held, address) {
+            (None, None) => String::new(),
+            _ => format!(
+                " (it holds it on {}, this one asks for {})",
+                on(held),
+                on(&address)
+            ),
+        };
+        anyhow::bail!(
+            "{field}: port {}/{} is already claimed by {previous}{addresses}",
+            port.1,
+            port.0
+        );
+    }
+    holders.push((address, owner));
+    Ok(())
+}
+
+/// A bind address must be one a host can have as its own, and reachable the way the
+/// component is: 127.0.0.0/8 only for a component with host clients (`localhostClients`,
+/// which takes the loopback path); `::1` never (IPv6 has no route_localnet).
+fn check_bind_address(field: &str, address: IpAddr, component: &Component) -> Result<()> {
+    if address.is_unspecified() {
+        anyhow::bail!("{field}: {address} means every address: leave `address` out instead");
+    }
+    if address.is_multicast() || address == IpAddr::from([255, 255, 255, 255]) {
+        anyhow::bail!("{field}: {address} cannot be a local address of the host");
+    }
+    if address == IpAddr::from(std::net::Ipv6Addr::LOCALHOST) {
+        anyhow::bail!(
+            "{field}: ::1 cannot be DNAT'd off the host (IPv6 has no route_localnet); bind to \
+             127.0.0.1 with localhostClients, or to another address"
+        );
+    }
+    if address.is_loopback() && !component.localhost_clients {
+        anyhow::bail!(
+            "{field}: {address} is a loopback address: it needs \"localhostClients\": true \
+             (see README, \"Clients on the host at 127.0.0.1\")"
         );
     }
     Ok(())

@@ -15,6 +15,7 @@ use crate::config::{Component, PortPair};
 use crate::crash;
 use crate::error::Failure;
 use crate::kernel::conntrack::ensure_events_for_new_flows_once;
+use crate::kernel::netfilter::bindings::{self, Binding};
 use crate::kernel::netfilter::{Backends, Canary, ComponentRoutes, Links, Route, Switch};
 use crate::state::{now_ms, BackendRecord, State};
 
@@ -47,15 +48,16 @@ pub fn ports_of(component: &Component) -> Result<Vec<PortPair>> {
 /// The active IPv4 backend as a record, from the kernel's routes (ports as the kernel has
 /// them).
 pub fn active_record(routes: &ComponentRoutes, since_ms: u64) -> Option<BackendRecord> {
-    record_of(&routes.routes, since_ms)
+    record_of(&routes.routes, &routes.bound, since_ms)
 }
 
 /// The active IPv6 backend as a record.
 pub fn active6_record(routes: &ComponentRoutes, since_ms: u64) -> Option<BackendRecord> {
-    record_of(&routes.routes6, since_ms)
+    record_of(&routes.routes6, &routes.bound, since_ms)
 }
 
-fn record_of(routes: &[Route], since_ms: u64) -> Option<BackendRecord> {
+/// The backend of `routes` as a record, each port with the address it is bound to in `bound`.
+fn record_of(routes: &[Route], bound: &[Binding], since_ms: u64) -> Option<BackendRecord> {
     let address = routes.first()?.address;
     Some(BackendRecord {
         address,
@@ -63,7 +65,10 @@ fn record_of(routes: &[Route], since_ms: u64) -> Option<BackendRecord> {
         ports: routes
             .iter()
             .filter(|r| r.address == address)
-            .map(|r| r.pair())
+            .map(|r| PortPair {
+                address: bound.iter().find(|b| b.key == r.key()).map(|b| b.address),
+                ..r.pair()
+            })
             .collect(),
         since_ms,
         container: None,
@@ -97,7 +102,11 @@ pub fn switch_to(
         Some(_) => Backends::default().with(address).with_optional(address6),
         None => session.routes.backends().with(address),
     };
-    let routed = record_of(session.routes.routes_of_family(address), now);
+    let routed = record_of(
+        session.routes.routes_of_family(address),
+        &session.routes.bound,
+        now,
+    );
     let recorded = match address {
         IpAddr::V4(_) => before.component(name).active,
         IpAddr::V6(_) => before.component(name).active6,
@@ -200,6 +209,7 @@ pub(super) fn commit_routing(
         routes6: change.routes6(),
         canary: change.canary_routes(),
         localhost: change.localhost,
+        bound: bindings::wanted(change.ports),
     };
     session.routes = routes;
     Ok(())

@@ -156,8 +156,8 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
     }
     let (client, destination, protocol) = original?;
     let protocol = match protocol {
-        Protocol::Tcp => crate::config::Protocol::Tcp,
-        Protocol::Udp => crate::config::Protocol::Udp,
+        Protocol::Tcp => crate::ports::Protocol::Tcp,
+        Protocol::Udp => crate::ports::Protocol::Udp,
         _ => return None,
     };
     let (backend, reply_to, _) = reply?;
@@ -171,8 +171,8 @@ pub fn decode(message: &ConntrackMessage) -> Option<Change> {
         zone,
         // Events for a destroyed entry may omit the state; an UPDATE always carries it.
         state: match (protocol, state) {
-            (crate::config::Protocol::Udp, _) if !destroyed => FlowState::Udp,
-            (crate::config::Protocol::Udp, _) => FlowState::Close,
+            (crate::ports::Protocol::Udp, _) if !destroyed => FlowState::Udp,
+            (crate::ports::Protocol::Udp, _) => FlowState::Close,
             (_, Some(state)) => state,
             (_, None) if destroyed => FlowState::Close,
             (_, None) => FlowState::Unknown,
@@ -399,7 +399,7 @@ pub(crate) mod tests {
         else {
             panic!("a UDP flow is decoded")
         };
-        assert_eq!(udp.protocol, crate::config::Protocol::Udp);
+        assert_eq!(udp.protocol, crate::ports::Protocol::Udp);
         assert!(udp.is_live());
         let Some(Change::Destroyed(gone)) =
             decode(&ConntrackMessage::Delete(with_protocol(Protocol::Udp)))

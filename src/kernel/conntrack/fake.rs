@@ -53,7 +53,7 @@ impl FakeConntrack {
 pub fn dnat_flow(port: u16, backend: &str, state: FlowState) -> Flow {
     Flow {
         id: Some(u32::from(port)),
-        protocol: crate::config::Protocol::Tcp,
+        protocol: crate::ports::Protocol::Tcp,
         client: format!("10.0.2.2:{port}").parse().expect("client"),
         destination: "10.0.2.1:80".parse().expect("destination"),
         backend: backend.parse().expect("backend address:port"),

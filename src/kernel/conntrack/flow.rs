@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::config::Protocol;
+use crate::ports::Protocol;
 
 /// `IPS_DST_NAT` in the conntrack status bits: the flow was DNAT'd.
 const IPS_DST_NAT: u32 = 1 << 5;

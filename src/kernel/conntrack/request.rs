@@ -11,8 +11,8 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 
 use super::decode::CTA_ZONE;
 use super::flow::{Flow, FlowKey};
-use crate::config;
 use crate::kernel::nfnetlink;
+use crate::ports;
 
 const CTA_FILTER: u16 = 25;
 /// Inside CTA_FILTER: which fields of the reply tuple must match (linux ≥ 5.9).
@@ -21,7 +21,7 @@ const CTA_FILTER_FLAG_IP_SRC: u32 = 1 << 0;
 /// `NLA_F_NESTED`.
 const NESTED: u16 = 1 << 15;
 
-fn tuple(protocol: config::Protocol, source: SocketAddr, destination: SocketAddr) -> Vec<Tuple> {
+fn tuple(protocol: ports::Protocol, source: SocketAddr, destination: SocketAddr) -> Vec<Tuple> {
     vec![
         Tuple::Ip(vec![
             IPTuple::SourceAddress(source.ip()),
@@ -29,8 +29,8 @@ fn tuple(protocol: config::Protocol, source: SocketAddr, destination: SocketAddr
         ]),
         Tuple::Proto(vec![
             ProtoTuple::Protocol(match protocol {
-                config::Protocol::Tcp => Protocol::Tcp,
-                config::Protocol::Udp => Protocol::Udp,
+                ports::Protocol::Tcp => Protocol::Tcp,
+                ports::Protocol::Udp => Protocol::Udp,
             }),
             ProtoTuple::SourcePort(source.port()),
             ProtoTuple::DestinationPort(destination.port()),
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_lookup_carries_the_zone_unless_it_is_the_default() {
-        use crate::config::Protocol::Tcp;
+        use crate::ports::Protocol::Tcp;
         let client = "10.0.2.2:40000".parse().unwrap();
         let host = "10.0.2.1:80".parse().unwrap();
         assert_eq!(

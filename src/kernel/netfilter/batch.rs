@@ -27,10 +27,11 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 use netlink_sys::Socket;
 
+use super::bindings::verdict_chain;
 use super::{raw, Route};
-use crate::config::{PortKey, Protocol};
 use crate::error::Failure;
 use crate::kernel::nfnetlink;
+use crate::ports::{PortKey, Protocol};
 
 /// `NFNL_SUBSYS_NFTABLES`: the batch's resource id.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -208,6 +209,34 @@ pub type Element = (Vec<u8>, Option<Vec<u8>>);
 
 /// Every element of set or map `set` in `table`.
 pub fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
+    Ok(dump_elements(table, set)?
+        .iter()
+        .flat_map(|answer| listed(answer))
+        .collect())
+}
+
+/// Every element of verdict map `map` in `table`: its key and the chain its verdict names.
+pub fn read_verdict_elements(table: &str, map: &str) -> Result<Vec<(Vec<u8>, Option<String>)>> {
+    let mut elements = Vec::new();
+    for answer in dump_elements(table, map)? {
+        let Some(list) = raw::find(&answer, LIST_ELEMENTS) else {
+            continue;
+        };
+        for element in raw::attributes(list) {
+            let Some(key) = raw::find(element.payload, ELEMENT_KEY)
+                .and_then(|nested| raw::find(nested, DATA_VALUE))
+            else {
+                continue;
+            };
+            let chain = raw::find(element.payload, ELEMENT_DATA).and_then(verdict_chain);
+            elements.push((key.to_vec(), chain));
+        }
+    }
+    Ok(elements)
+}
+
+/// The kernel's answers to a dump of `set`'s elements.
+fn dump_elements(table: &str, set: &str) -> Result<Vec<Vec<u8>>> {
     let socket = nfnetlink::open()?;
     let request = nfnetlink::request(
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -217,8 +246,7 @@ pub fn read_elements(table: &str, set: &str) -> Result<Vec<Element>> {
             attributes: set_ref(table, set),
         }),
     );
-    let answers = raw::exchange(&socket, &request, &format!("the elements of {set}"), set)?;
-    Ok(answers.iter().flat_map(|answer| listed(answer)).collect())
+    raw::exchange(&socket, &request, &format!("the elements of {set}"), set)
 }
 
 /// `NFTA_SET_ELEM_LIST_ELEMENTS`, and in each element `NFTA_SET_ELEM_KEY`/`_DATA`, each

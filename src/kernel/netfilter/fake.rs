@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 
 use super::{ComponentRoutes, Firewall, Switch};
-use crate::config::PortPair;
+use crate::ports::PortPair;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -109,6 +109,7 @@ impl Firewall for FakeFirewall {
             routes6: change.routes6(),
             canary: change.canary_routes(),
             localhost: change.localhost,
+            bound: super::bindings::wanted(change.ports),
         };
         inner.routes.insert(component.to_string(), routing);
         inner.hairpin = change.hairpin_sources.to_vec();

@@ -13,9 +13,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::Result;
 use serde_json::Value;
 
-use super::script::{objects, parse_backend_maps};
+use super::listing::{objects, parse_backend_maps};
 use super::{ruleset, Backends, Canary, ComponentRoutes, Switch};
-use crate::config::PortPair;
+use crate::ports::PortPair;
 
 /// Whether `dispatch` (as `nft -j list map` shows it) has the layout from before UDP.
 pub fn needs_rebuild(dispatch: &Value) -> bool {

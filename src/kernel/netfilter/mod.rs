@@ -5,11 +5,13 @@
 //! [`fake::FakeFirewall`]. The table layout is documented in [`ruleset`], which builds it.
 
 pub mod batch;
+pub mod bindings;
 pub mod docker_user;
 #[cfg(test)]
 pub mod fake;
 mod generations;
 pub mod label;
+mod listing;
 pub mod localnet;
 mod migrate;
 mod raw;
@@ -21,7 +23,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
 
-use crate::config::{PortKey, PortPair, Protocol};
+use crate::ports::{PortKey, PortPair, Protocol};
+use bindings::Binding;
 
 /// Where one external port of a component currently sends new connections, read from the
 /// kernel.
@@ -40,6 +43,7 @@ impl Route {
             protocol: self.protocol,
             external: self.external,
             backend: self.backend_port,
+            address: None,
         }
     }
 
@@ -59,6 +63,8 @@ pub struct ComponentRoutes {
     pub canary: Vec<Route>,
     /// Whether clients on the host reach it at 127.0.0.1 (its ports are in the loopback set).
     pub localhost: bool,
+    /// The ports it holds on one address only (see [`bindings`]), sorted.
+    pub bound: Vec<Binding>,
 }
 
 impl ComponentRoutes {
@@ -231,11 +237,13 @@ impl Switch<'_> {
     }
 
     /// Whether only the main map's elements change: no canary before or after (a canary
-    /// changes the component's rule, which the map-only fast path does not touch), and the
+    /// changes the component's rule, which the map-only fast path does not touch), the bind
+    /// addresses as they are, and the
     /// loopback set keeps or lacks the component's ports as before, and IPv6 stays routed or
     /// refused as before (its ports are in `dispatch6` only while it has a backend).
     pub fn only_elements_change(&self) -> bool {
         self.keeps_ports()
+            && self.current.bound == bindings::wanted(self.ports)
             && self.backends.v6.is_some() != self.current.routes6.is_empty()
             && self.canary.is_none()
             && self.current.canary.is_empty()

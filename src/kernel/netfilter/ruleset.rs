@@ -15,6 +15,10 @@
 //!     map dispatch { type inet_proto . inet_service : verdict }
 //!     # the same for IPv6 clients, holding only the ports of components with an IPv6 backend
 //!     map dispatch6 { type inet_proto . inet_service : verdict }
+//!     # ports bound to one address (`ports[].address`, see bindings.rs): address . protocol
+//!     # . port -> chain, looked up first; a bound port is never in dispatch or dispatch6
+//!     map dispatch_bound { type ipv4_addr . inet_proto . inet_service : verdict }
+//!     map dispatch6_bound { type ipv6_addr . inet_proto . inet_service : verdict }
 //!
 //!     # per component and family: protocol . external port -> backend address . port
 //!     map backend_web { type inet_proto . inet_service : ipv4_addr . inet_service }
@@ -37,6 +41,9 @@
 //!     chain prerouting { type nat hook prerouting priority dstnat - 10; policy accept;
 //!         meta nfproto ipv4 ip daddr @link_gateways fib daddr . iif type local
 //!             meta l4proto tcp tcp dport vmap @links
+//!         meta nfproto ipv4 fib daddr type local meta l4proto { tcp, udp }
+//!             ip daddr . meta l4proto . th dport vmap @dispatch_bound
+//!         meta nfproto ipv6 ... ip6 daddr . meta l4proto . th dport vmap @dispatch6_bound
 //!         meta nfproto ipv4 fib daddr type local meta l4proto { tcp, udp }
 //!             meta l4proto . th dport vmap @dispatch
 //!         meta nfproto ipv6 fib daddr type local meta l4proto { tcp, udp }
@@ -121,14 +128,17 @@
 
 use std::net::IpAddr;
 
+use super::bindings::{self, Binding, DISPATCH6_BOUND_MAP, DISPATCH_BOUND_MAP};
 use super::label::flow_label;
 use super::{Canary, Switch};
-use crate::config::{PortKey, PortPair};
 use crate::identity::{self, Identity};
+use crate::ports::{PortKey, PortPair};
 
 pub use identity::{component_of_backend6_map, component_of_canary_map, component_of_map};
 
+mod base;
 mod entries;
+pub use base::base;
 use entries::{
     add_verdicts, dispatch_keys, elements, fill, link_keys, localhost_ports, remove_dispatch,
     remove_verdicts, tcp,
@@ -210,93 +220,6 @@ const BACKEND6_MAP_TYPE: &str = "inet_proto . inet_service : ipv6_addr . inet_se
 /// chains refuse IPv6 (a packet of a family whose map is empty falls through to here).
 const REFUSE: [&str; 2] = ["meta l4proto tcp reject with tcp reset", "reject"];
 
-/// Table, maps, sets and base chains with their rules, idempotently: `add` of an existing
-/// table, chain, map or set is a no-op, and base chains are flushed before their rule is added
-/// again, so a rerun never duplicates a rule.
-pub fn base(table: &str) -> Vec<String> {
-    let t = format!("inet {table}");
-    let label = flow_label(table);
-    vec![
-        format!("add table {t}"),
-        format!("add map {t} {DISPATCH_MAP} {{ type {PORT_KEY} : verdict ; }}"),
-        format!("add map {t} {DISPATCH6_MAP} {{ type {PORT_KEY} : verdict ; }}"),
-        format!("add set {t} {HAIRPIN_SET} {{ type ipv4_addr ; }}"),
-        format!("add set {t} {HAIRPIN6_SET} {{ type ipv6_addr ; }}"),
-        format!("add set {t} {LOCALHOST_SET} {{ type {PORT_KEY} ; }}"),
-        format!("add set {t} {LINK_GATEWAYS_SET} {{ type ipv4_addr ; }}"),
-        format!("add map {t} {LINKS_MAP} {{ type inet_service : verdict ; }}"),
-        format!(
-            "add chain {t} prerouting {{ type nat hook prerouting priority {DSTNAT_PRIORITY} ; \
-             policy accept ; }}"
-        ),
-        format!("flush chain {t} prerouting"),
-        format!(
-            "add rule {t} prerouting meta nfproto ipv4 ip daddr @{LINK_GATEWAYS_SET} \
-             fib daddr . iif type local meta l4proto tcp tcp dport vmap @{LINKS_MAP}"
-        ),
-        format!("add rule {t} prerouting meta nfproto ipv4 {DISPATCH}"),
-        format!("add rule {t} prerouting meta nfproto ipv6 {DISPATCH6}"),
-        format!(
-            "add rule {t} prerouting meta nfproto ipv6 {}",
-            REFUSE_IPV6[0]
-        ),
-        format!(
-            "add rule {t} prerouting meta nfproto ipv6 {}",
-            REFUSE_IPV6[1]
-        ),
-        format!(
-            "add chain {t} output {{ type nat hook output priority {DSTNAT_PRIORITY} ; \
-             policy accept ; }}"
-        ),
-        format!("flush chain {t} output"),
-        format!("add rule {t} output meta nfproto ipv4 ip daddr != 127.0.0.0/8 {DISPATCH}"),
-        format!(
-            "add rule {t} output meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto {{ tcp, \
-             udp }} meta l4proto . th dport @{LOCALHOST_SET} meta l4proto . th dport vmap \
-             @dispatch"
-        ),
-        format!("add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {DISPATCH6}"),
-        format!(
-            "add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {}",
-            REFUSE_IPV6[0]
-        ),
-        format!(
-            "add rule {t} output meta nfproto ipv6 ip6 daddr != ::1 {}",
-            REFUSE_IPV6[1]
-        ),
-        format!(
-            "add chain {t} postrouting {{ type nat hook postrouting priority {SRCNAT_PRIORITY} ; \
-             policy accept ; }}"
-        ),
-        format!("flush chain {t} postrouting"),
-        format!(
-            "add rule {t} postrouting ct label {label} ct status dnat ip saddr \
-             @{HAIRPIN_SET} masquerade"
-        ),
-        format!(
-            "add rule {t} postrouting ct label {label} ct status dnat ip6 saddr \
-             @{HAIRPIN6_SET} masquerade"
-        ),
-        format!(
-            "add rule {t} postrouting ct label {label} ct status dnat ip saddr \
-             127.0.0.0/8 masquerade"
-        ),
-        format!(
-            "add rule {t} postrouting ct label {label} ct status dnat ct original ip \
-             daddr @{LINK_GATEWAYS_SET} masquerade"
-        ),
-        format!(
-            "add chain {t} {LOCALNET_GUARD} {{ type filter hook input priority filter ; \
-             policy accept ; }}"
-        ),
-        format!("flush chain {t} {LOCALNET_GUARD}"),
-        format!(
-            "add rule {t} {LOCALNET_GUARD} iifname != \"lo\" ip daddr 127.0.0.0/8 \
-             ct status & dnat == 0 ct state != {{ established, related }} drop"
-        ),
-    ]
-}
-
 /// Make `change`: point every external port of its component at its backend (flush the
 /// component's map and refill it), make sure its chain and dispatch entries exist (public
 /// ports in `dispatch`, the ports of its links in `links`, each out of the other), and take
@@ -327,6 +250,11 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
         .map(PortPair::key)
         .filter(|key| !link_ports.contains(key))
         .collect();
+    // Bound ports (see bindings.rs) are dispatched by address, never by port alone.
+    let bound = bindings::wanted(ports);
+    let (bound_keys, unbound): (Vec<PortKey>, Vec<PortKey>) = public
+        .iter()
+        .partition(|key| bound.iter().any(|b| b.key == **key));
     let mut commands = vec![
         format!("add map {t} {map} {{ type {BACKEND_MAP_TYPE} ; }}"),
         format!("add map {t} {map6} {{ type {BACKEND6_MAP_TYPE} ; }}"),
@@ -370,22 +298,31 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
         &t,
         DISPATCH_MAP,
         &chain,
-        &dispatch_keys(&public),
+        &dispatch_keys(&unbound),
     ));
     match backends.v6 {
         Some(_) => commands.extend(add_verdicts(
             &t,
             DISPATCH6_MAP,
             &chain,
-            &dispatch_keys(&public),
+            &dispatch_keys(&unbound),
         )),
         None => commands.extend(remove_verdicts(
             &t,
             DISPATCH6_MAP,
             &chain,
-            &dispatch_keys(&public),
+            &dispatch_keys(&unbound),
         )),
     }
+    for dispatch in [DISPATCH_MAP, DISPATCH6_MAP] {
+        commands.extend(remove_verdicts(
+            &t,
+            dispatch,
+            &chain,
+            &dispatch_keys(&bound_keys),
+        ));
+    }
+    commands.extend(rebind(&t, &chain, &change.current.bound, &bound));
     commands.extend(remove_verdicts(&t, LINKS_MAP, &chain, &link_keys(&public)));
     commands.extend(localhost_ports(&t, &public, localhost));
     if let Some(links) = links {
@@ -411,7 +348,7 @@ pub fn route(table: &str, change: &Switch) -> Vec<String> {
 /// Take `component` out of the ruleset: its dispatch entries, chain and map. Every object is
 /// added before it is deleted, so removal is idempotent (deleting a missing object would fail
 /// the whole transaction).
-pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> {
+pub fn unroute(table: &str, component: &str, ports: &[PortPair], bound: &[Binding]) -> Vec<String> {
     let t = format!("inet {table}");
     let map = backend_map(component);
     let map6 = backend6_map(component);
@@ -425,11 +362,33 @@ pub fn unroute(table: &str, component: &str, ports: &[PortPair]) -> Vec<String> 
     ];
     let keys: Vec<PortKey> = ports.iter().map(PortPair::key).collect();
     commands.extend(remove_dispatch(&t, &chain, &keys));
+    let mut gone = bindings::wanted(ports);
+    gone.extend_from_slice(bound);
+    commands.extend(rebind(&t, &chain, &gone, &[]));
     commands.push(format!("flush chain {t} {chain}"));
     commands.push(format!("delete chain {t} {chain}"));
     commands.push(format!("delete map {t} {map}"));
     commands.push(format!("delete map {t} {map6}"));
     commands.push(format!("delete map {t} {canaries}"));
+    commands
+}
+
+/// Take `chain`'s bindings `from` out of the bound dispatch maps, then put `to` in.
+fn rebind(t: &str, chain: &str, from: &[Binding], to: &[Binding]) -> Vec<String> {
+    let mut commands = Vec::new();
+    for (old, wanted) in [(true, from), (false, to)] {
+        for map in [DISPATCH_BOUND_MAP, DISPATCH6_BOUND_MAP] {
+            let keys: Vec<String> = wanted
+                .iter()
+                .filter(|b| b.map() == map)
+                .map(Binding::nft_key)
+                .collect();
+            commands.extend(match old {
+                true => remove_verdicts(t, map, chain, &keys),
+                false => add_verdicts(t, map, chain, &keys),
+            });
+        }
+    }
     commands
 }
 
@@ -462,6 +421,8 @@ pub fn document(commands: &[String]) -> String {
     script
 }
 
+#[cfg(test)]
+mod bound_tests;
 #[cfg(test)]
 mod ipv6_tests;
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::{DISPATCH6_MAP, DISPATCH_MAP, LINKS_MAP, LOCALHOST_SET};
-use crate::config::{PortKey, PortPair, Protocol};
+use crate::ports::{PortKey, PortPair, Protocol};
 
 pub(super) fn tcp(port: u16) -> PortKey {
     PortKey {

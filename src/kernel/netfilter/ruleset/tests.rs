@@ -3,8 +3,8 @@
 use super::*;
 use std::net::Ipv4Addr;
 
-use crate::config::Protocol;
 use crate::kernel::netfilter::{Backends, ComponentRoutes, Links, Route};
+use crate::ports::Protocol;
 
 pub(super) fn ports() -> Vec<PortPair> {
     vec![PortPair::tcp(80, 8080), PortPair::tcp(443, 8443)]
@@ -212,8 +212,8 @@ fn base_chains_are_reasserted_idempotently_in_our_table_only() {
         assert!(!command.starts_with("delete") && !command.starts_with("flush ruleset"));
     }
     for (name, expected) in [
-        ("prerouting", 5),
-        ("output", 5),
+        ("prerouting", 7),
+        ("output", 8),
         ("postrouting", 4),
         (LOCALNET_GUARD, 1),
     ] {
@@ -304,7 +304,7 @@ fn output_leaves_loopback_alone_and_hairpin_is_masqueraded() {
 
 #[test]
 fn unroute_removes_the_component_idempotently() {
-    let commands = unroute(DEFAULT_TABLE, "web", &ports());
+    let commands = unroute(DEFAULT_TABLE, "web", &ports(), &[]);
     let add = position(&commands, "add chain inet handoff component_web");
     let delete = position(&commands, "delete chain inet handoff component_web");
     let undispatch = position(
@@ -429,7 +429,7 @@ fn a_links_port_is_reached_through_the_links_map_never_the_public_dispatch() {
 
 #[test]
 fn unrouting_takes_a_port_out_of_the_links_too() {
-    let commands = unroute(DEFAULT_TABLE, "web", &ports());
+    let commands = unroute(DEFAULT_TABLE, "web", &ports(), &[]);
     let added = position(
         &commands,
         "add element inet handoff links { 80 : goto component_web, 443 : goto component_web }",
@@ -446,6 +446,7 @@ fn a_udp_port_is_keyed_by_its_protocol_beside_the_same_tcp_port() {
             protocol: Protocol::Udp,
             external: 443,
             backend: 8443,
+            address: None,
         },
     ];
     let current = ComponentRoutes::default();
