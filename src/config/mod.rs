@@ -64,4 +64,6 @@ pub fn parse(text: &str) -> Result<Config> {
 }
 
 #[cfg(test)]
+mod bind_tests;
+#[cfg(test)]
 mod tests;
