@@ -194,3 +194,97 @@ fn no_source_file_is_over_500_lines() {
         .collect();
     assert!(long.is_empty(), "split these: {long:?}");
 }
+
+/// The sibling modules of `dir` (its `*.rs` files but `mod.rs`) that each one names through
+/// `super::` — in a path or a grouped import — with `#[cfg(test)]` modules left out.
+fn sibling_imports(dir: &Path) -> Vec<(String, Vec<String>)> {
+    let mut siblings: Vec<String> = std::fs::read_dir(dir)
+        .expect("a source folder")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".rs")?.to_string();
+            (stem != "mod").then_some(stem)
+        })
+        .collect();
+    siblings.sort();
+    siblings
+        .iter()
+        .map(|module| {
+            let text = std::fs::read_to_string(dir.join(format!("{module}.rs"))).expect("source");
+            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+            let mut groups: Vec<&str> = code.split("super::").skip(1).collect();
+            groups.retain(|g| !g.starts_with("super::"));
+            let named = siblings
+                .iter()
+                .filter(|other| *other != module)
+                .filter(|other| {
+                    groups.iter().any(|group| {
+                        let group = match group.strip_prefix('{') {
+                            Some(inner) => inner.split('}').next().unwrap_or(""),
+                            None => group
+                                .split(|c: char| !c.is_alphanumeric() && c != '_')
+                                .next()
+                                .unwrap_or(""),
+                        };
+                        group
+                            .split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .any(|word| word == other.as_str())
+                    })
+                })
+                .cloned()
+                .collect();
+            (module.clone(), named)
+        })
+        .collect()
+}
+
+/// No two modules of the firewall layer import each other, however indirectly: each change has
+/// one place to go, and a module can be read with only what is below it.
+#[test]
+fn the_firewall_modules_import_in_one_direction() {
+    let graph =
+        sibling_imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernel/netfilter"));
+    let edges = |module: &str| -> Vec<String> {
+        graph
+            .iter()
+            .find(|(name, _)| name == module)
+            .map(|(_, named)| named.clone())
+            .unwrap_or_default()
+    };
+    for (start, _) in &graph {
+        // Every module reachable from `start`; reaching `start` again is a circle.
+        let mut seen: Vec<String> = Vec::new();
+        let mut path = vec![start.clone()];
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), edges(start))];
+        while let Some((_, next)) = stack.last_mut() {
+            let Some(module) = next.pop() else {
+                stack.pop();
+                path.pop();
+                continue;
+            };
+            assert!(
+                module != *start,
+                "an import circle: {} -> {module}",
+                path.join(" -> ")
+            );
+            if !seen.contains(&module) {
+                seen.push(module.clone());
+                path.push(module.clone());
+                stack.push((module.clone(), edges(&module)));
+            }
+        }
+    }
+}
+
+#[test]
+fn sibling_imports_are_read_from_paths_and_groups() {
+    let graph =
+        sibling_imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernel/netfilter"));
+    let of = |module: &str| &graph.iter().find(|(m, _)| m == module).expect(module).1;
+    assert!(
+        of("script").contains(&"docker_user".to_string()),
+        "a grouped import"
+    );
+    assert!(of("bindings").contains(&"batch".to_string()), "a path");
+    assert!(of("raw").is_empty(), "{:?}", of("raw"));
+}

@@ -15,7 +15,7 @@
 //! then the port) and the `ipv6_addr . inet_service` data 20; an address key is its bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST};
@@ -27,21 +27,14 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 use netlink_sys::Socket;
 
-use super::bindings::verdict_chain;
+use super::exchange;
+pub use super::exchange::{errno_error, Missing, ACK_TIMEOUT};
 use super::{raw, Route};
-use crate::error::Failure;
 use crate::kernel::nfnetlink;
 use crate::ports::{PortKey, Protocol};
 
 /// `NFNL_SUBSYS_NFTABLES`: the batch's resource id.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-/// How long to wait for the kernel's acknowledgements.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The map (or its table) does not exist: the caller must set the component up first.
-#[derive(Debug, thiserror::Error)]
-#[error("the nftables map {0} does not exist")]
-pub struct Missing(pub String);
 
 /// The batch was sent, but its acknowledgement never came (a timeout, an interrupted wait): the
 /// kernel may or may not have committed it. Only reading the map back can tell.
@@ -168,19 +161,6 @@ fn elements(items: Vec<Element>) -> SetElementList {
     )
 }
 
-pub fn errno_error(code: i32, what: &str, map: &str) -> anyhow::Error {
-    if code == nix::libc::ENOENT {
-        return Missing(map.to_string()).into();
-    }
-    if code == nix::libc::EPERM {
-        return Failure::host(format!(
-            "{what}: operation not permitted (handoff must run as root)"
-        ))
-        .into();
-    }
-    anyhow::Error::new(std::io::Error::from_raw_os_error(code)).context(what.to_string())
-}
-
 /// Wait for readable data, at most until `deadline`.
 fn wait_readable(socket: &Socket, deadline: Instant) -> Result<bool> {
     nfnetlink::wait_readable(socket, deadline.saturating_duration_since(Instant::now()))
@@ -235,6 +215,14 @@ pub fn read_verdict_elements(table: &str, map: &str) -> Result<Vec<(Vec<u8>, Opt
     Ok(elements)
 }
 
+/// The chain an element's verdict data names (`NFTA_DATA_VERDICT` / `NFTA_VERDICT_CHAIN`).
+fn verdict_chain(data: &[u8]) -> Option<String> {
+    const DATA_VERDICT: u16 = 2;
+    const VERDICT_CHAIN: u16 = 2;
+    let verdict = raw::find(data, DATA_VERDICT)?;
+    raw::string(raw::find(verdict, VERDICT_CHAIN)?).map(str::to_string)
+}
+
 /// The kernel's answers to a dump of `set`'s elements.
 fn dump_elements(table: &str, set: &str) -> Result<Vec<Vec<u8>>> {
     let socket = nfnetlink::open()?;
@@ -246,7 +234,7 @@ fn dump_elements(table: &str, set: &str) -> Result<Vec<Vec<u8>>> {
             attributes: set_ref(table, set),
         }),
     );
-    raw::exchange(&socket, &request, &format!("the elements of {set}"), set)
+    exchange::exchange(&socket, &request, &format!("the elements of {set}"), set)
 }
 
 /// `NFTA_SET_ELEM_LIST_ELEMENTS`, and in each element `NFTA_SET_ELEM_KEY`/`_DATA`, each

@@ -14,7 +14,6 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::batch::{self, Missing};
-use super::raw;
 use crate::ports::{PortKey, PortPair, Protocol};
 
 /// IPv4 clients' dispatch of bound ports: address . protocol . port -> a component's chain.
@@ -132,14 +131,6 @@ fn decode(key: &[u8]) -> Option<Binding> {
         address,
         key: batch::decode_port(rest)?,
     })
-}
-
-/// The chain an element's verdict data names (`NFTA_DATA_VERDICT` / `NFTA_VERDICT_CHAIN`).
-pub fn verdict_chain(data: &[u8]) -> Option<String> {
-    const DATA_VERDICT: u16 = 2;
-    const VERDICT_CHAIN: u16 = 2;
-    let verdict = raw::find(data, DATA_VERDICT)?;
-    raw::string(raw::find(verdict, VERDICT_CHAIN)?).map(str::to_string)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F
 use netlink_sys::Socket;
 
 use super::batch::{self, Batch, Missing};
-use super::{label, raw, ruleset, Route};
+use super::{exchange, label, raw, ruleset, Route};
 use crate::identity;
 use crate::kernel::nfnetlink;
 
@@ -154,7 +154,7 @@ fn rules(socket: &Socket, table: &str, chain: Option<&str>) -> Result<Vec<(Strin
         raw::put_string(&mut request, RULE_CHAIN, chain);
     }
     let request = raw::message(NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, 1, &request);
-    let answers = raw::exchange(socket, &request, "the component's rules", table)?;
+    let answers = exchange::exchange(socket, &request, "the component's rules", table)?;
     Ok(answers.iter().filter_map(|a| ChainRule::parse(a)).collect())
 }
 
@@ -250,7 +250,7 @@ fn map_definition(socket: &Socket, table: &str, name: &str) -> Result<Vec<u8>> {
     raw::put_string(&mut request, SET_TABLE, table);
     raw::put_string(&mut request, SET_NAME, name);
     let request = raw::message(NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_ACK, 1, &request);
-    raw::exchange(socket, &request, name, name)?
+    exchange::exchange(socket, &request, name, name)?
         .into_iter()
         .next()
         .ok_or_else(|| Missing(name.to_string()).into())

@@ -15,7 +15,7 @@
 //! (exit 2, nothing changed) a name whose bit another one has, naming both: pick another
 //! `--table`.
 
-use super::ruleset::DEFAULT_TABLE;
+use super::DEFAULT_TABLE;
 use crate::error::Failure;
 
 /// The bit of the default table, and of every handoff before labels were per table.

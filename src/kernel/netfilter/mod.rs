@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod bindings;
 pub mod docker_user;
+mod exchange;
 #[cfg(test)]
 pub mod fake;
 mod generations;
@@ -25,6 +26,10 @@ use anyhow::Result;
 
 use crate::ports::{PortKey, PortPair, Protocol};
 use bindings::Binding;
+
+/// The default name of our table (family `inet`); `--table` picks another, so that two
+/// independent installations (or parallel tests) never share one.
+pub const DEFAULT_TABLE: &str = "handoff";
 
 /// Where one external port of a component currently sends new connections, read from the
 /// kernel.

@@ -1,19 +1,12 @@
-//! nftables messages as bytes: attribute walking and building, and one request/answer
-//! exchange, for what `generations.rs` does with rules and maps.
+//! nftables messages as bytes: attribute walking and building, for what `generations.rs`
+//! does with rules and maps (the request/answer exchange is `exchange.rs`'s). A leaf: it
+//! depends on nothing of ours.
 //!
 //! Why bytes and not netlink-packet-netfilter's types: a switch copies the component's rule
 //! with one string changed (the map it looks up), and that rule holds `ct` and `nat`
 //! expressions that the crate (0.4) does not model. Walking the attributes and renaming the
 //! one string keeps every other byte as the kernel gave it; a typed round trip would have to
 //! understand all of them. Element lists still go through the crate (`batch.rs`).
-
-use std::time::Instant;
-
-use anyhow::{Context, Result};
-use netlink_sys::Socket;
-
-use super::batch;
-use crate::kernel::nfnetlink;
 
 /// `NFNL_SUBSYS_NFTABLES`, the high byte of every message type here.
 pub const SUBSYSTEM: u16 = 10;
@@ -128,41 +121,6 @@ pub fn answers(datagram: &[u8]) -> Vec<Answer> {
         offset += (length + 3) & !3;
     }
     out
-}
-
-/// Send `request` (a get or a dump) on `socket` and collect every object of the answer; `what`
-/// names it in errors, `object` names the table object for [`batch::Missing`].
-pub fn exchange(socket: &Socket, request: &[u8], what: &str, object: &str) -> Result<Vec<Vec<u8>>> {
-    socket
-        .send(request, 0)
-        .with_context(|| format!("asking nftables for {what}"))?;
-    let deadline = Instant::now() + batch::ACK_TIMEOUT;
-    let mut objects = Vec::new();
-    let mut buffer = Vec::with_capacity(nfnetlink::RECV_BUFFER);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !nfnetlink::wait_readable(socket, left)? {
-            anyhow::bail!("no answer from nftables when reading {what}");
-        }
-        nfnetlink::receive(socket, &mut buffer).with_context(|| format!("reading {what}"))?;
-        let mut finished = false;
-        for answer in answers(&buffer) {
-            match answer {
-                Answer::Object { attributes, .. } => objects.push(attributes),
-                Answer::Error { code: 0, .. } | Answer::Done => finished = true,
-                Answer::Error { code, .. } => {
-                    return Err(batch::errno_error(
-                        -code,
-                        &format!("reading {what}"),
-                        object,
-                    ))
-                }
-            }
-        }
-        if finished {
-            return Ok(objects);
-        }
-    }
 }
 
 #[cfg(test)]

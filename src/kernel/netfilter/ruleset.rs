@@ -144,9 +144,7 @@ use entries::{
     remove_verdicts, tcp,
 };
 
-/// The default name of our table (family `inet`); `--table` picks another, so that two
-/// independent installations (or parallel tests) never share one.
-pub const DEFAULT_TABLE: &str = "handoff";
+pub use super::DEFAULT_TABLE;
 pub const DISPATCH_MAP: &str = "dispatch";
 /// IPv6 clients' dispatch: the ports of components with an IPv6 backend.
 pub const DISPATCH6_MAP: &str = "dispatch6";
