@@ -1223,6 +1223,27 @@ fn ipv4_of(interface: &str) -> String {
         .to_string()
 }
 
+/// SIGTERM to every process of the host (containers' included: the host sees their PIDs)
+/// whose command line starts with `argv`.
+fn stop_processes(argv: &[&str]) {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline.starts_with(&wanted) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
 /// web defines a link, caller requires it, both on Docker network `network`: caller is told
 /// the link is at `gateway` and calls web there without a failure across web's update, and
 /// the link is not reached from outside.
@@ -1279,7 +1300,9 @@ fn calls_through_a_link_across_an_update(sandbox: &DockerSandbox, network: &str,
             "{expected} not in {environment}"
         );
     }
-    // caller calls web through the link all through web's update.
+    // caller calls web through the link all through web's update: the calls run until a
+    // second and a half after the update returned, however long it took (a fixed window once
+    // closed before a slow update switched: every call then landed on v1).
     let calls = std::process::Command::new("docker")
         .args([
             "exec",
@@ -1291,13 +1314,20 @@ fn calls_through_a_link_across_an_update(sandbox: &DockerSandbox, network: &str,
             "--connections",
             "2",
             "--duration-ms",
-            "5000",
+            "60000",
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("docker exec");
     std::thread::sleep(Duration::from_millis(1500));
     sandbox.handoff_ok(&["update", "web", "--tag", "v2"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop_processes(&[
+        "/usr/local/bin/handoff-netkit",
+        "load",
+        "--target",
+        &address,
+    ]);
     let calls = calls.wait_with_output().expect("calls");
     let report = common::parse_json_line(&calls.stdout);
     eprintln!("calls through the link across the update: {report}");
@@ -1327,6 +1357,38 @@ fn calls_through_a_link_across_an_update(sandbox: &DockerSandbox, network: &str,
         ]);
         assert_eq!(outside["ok"], 0, "{target} reached from outside: {outside}");
     }
+    // The controls, in the same run: the outside client does reach the gateway's address
+    // (web's public port there), and the caller still reaches the link.
+    let try_from = |command: &mut std::process::Command, target: &str| {
+        let output = command
+            .args(["load", "--target", target, "--connections", "1"])
+            .args(["--duration-ms", "300"])
+            .output()
+            .expect("netkit");
+        common::parse_json_line(&output.stdout)["ok"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let public = format!("{gateway}:{}", sandbox.port);
+    let reached = sandbox.client_json(&[
+        "load",
+        "--target",
+        &public,
+        "--connections",
+        "1",
+        "--duration-ms",
+        "300",
+    ]);
+    assert!(
+        reached["ok"].as_u64().unwrap_or(0) > 0,
+        "{public}: {reached}"
+    );
+    let mut from_caller = std::process::Command::new("docker");
+    from_caller.args(["exec", &caller, "/usr/local/bin/handoff-netkit"]);
+    assert!(
+        try_from(&mut from_caller, &address) > 0,
+        "the caller lost the link"
+    );
     sandbox.handoff_ok(&["kill", "caller"]);
     sandbox.handoff_ok(&["kill", "web"]);
 }

@@ -385,13 +385,31 @@ fn list_json_keeps_its_contract() {
     let mut hold = sandbox.hold_on_a_then_switch_to_b(5000);
     let listed = sandbox.list_json();
     let web = &listed["components"][0];
+    // Every field the README documents, with its type, routed and draining.
+    let port = serde_json::json!([{"external": 80, "backend": 8080}]);
     assert_eq!(web["name"], "web");
     assert_eq!(web["active"], BACKEND_B);
+    assert_eq!(web["active_flows"], 0);
+    assert!(web["active_since_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(web["ports"], port);
+    assert_eq!(web["active6"], serde_json::Value::Null);
+    assert_eq!(web["active6_flows"], serde_json::Value::Null);
+    assert_eq!(web["canary"], serde_json::Value::Null);
+    assert_eq!(web["containers"], serde_json::json!([]));
     assert_eq!(web["draining"][0]["address"], BACKEND_A);
     assert_eq!(web["draining"][0]["flows"], 1);
-    assert!(web["draining"][0]["since_ms"].as_u64().unwrap() > 0);
+    assert!(web["draining"][0]["since_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(web["draining"][0]["ports"], port);
     let _ = hold.kill();
     let _ = hold.wait();
+    // During a canary: its address, weight, kind and flows.
+    sandbox.handoff_ok(&["switch", "web", "--to", BACKEND_A, "--weight", "30"]);
+    let canary = &sandbox.list_json()["components"][0]["canary"];
+    assert_eq!(
+        *canary,
+        serde_json::json!({"address": BACKEND_A, "weight": 30, "sticky": false, "flows": 0}),
+        "{canary}"
+    );
 }
 
 #[test]
@@ -545,7 +563,62 @@ fn a_broken_host_gets_exit_6_or_1_and_changes_nothing() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("writing the state file"));
 
+    // Not root: a user without CAP_NET_ADMIN cannot change the ruleset (nor read conntrack).
+    let output = Command::new("ip")
+        .args(["netns", "exec", &sandbox.gateway])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            HANDOFF,
+            "--config",
+        ])
+        .arg(sandbox.config_path())
+        .args([
+            "--state-dir",
+            "/nonexistent/state",
+            "switch",
+            "web",
+            "--to",
+            BACKEND_B,
+        ])
+        .output()
+        .expect("setpriv");
+    assert_eq!(output.status.code(), Some(6), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("root"),
+        "{output:?}"
+    );
+
     assert_eq!(sandbox.ruleset(), before);
+
+    // A real kernel refusal: a table of that name whose prerouting chain is a filter chain on
+    // another hook. The layout's transaction is refused whole (exit 1, the kernel's word
+    // quoted) and that table stays exactly as it was.
+    sandbox.nft(
+        "table inet refused {\n chain prerouting {\n type filter hook input priority 0; \
+         policy accept;\n }\n}\n",
+    );
+    let refused_before = sandbox.ruleset();
+    let refused_state = sandbox.dir.path().join("refused-state");
+    let output = sandbox.handoff_custom(
+        None,
+        Some(&refused_state),
+        &["--table", "refused", "switch", "web", "--to", BACKEND_B],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("nothing was changed"),
+        "{output:?}"
+    );
+    assert_eq!(sandbox.ruleset(), refused_before);
+    sandbox.nft("delete table inet refused\n");
     assert_eq!(
         std::fs::read_to_string(sandbox.state_dir().join("state.json")).unwrap(),
         state
