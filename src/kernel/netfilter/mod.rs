@@ -1,8 +1,10 @@
 //! The firewall layer: where a component's new connections go, and the hole in Docker's
 //! FORWARD policy. The use cases talk to the [`Firewall`] trait; [`script::NftFirewall`]
 //! implements it with one atomic nftables transaction per change (an nft script to lay the
-//! table out, a netlink [`batch`] on the hot path), and the unit tests use
-//! [`fake::FakeFirewall`]. The table layout is documented in [`ruleset`], which builds it.
+//! table out, a netlink [`batch`] on the hot path), and the use cases' unit tests use
+//! [`fake::FakeFirewall`]. The table layout is documented in [`ruleset`], which builds it;
+//! [`trace`] takes the same commands into an in-memory table and traces packets through it,
+//! so the layout is unit-tested without root.
 
 pub mod batch;
 pub mod bindings;
@@ -18,6 +20,8 @@ mod migrate;
 mod raw;
 pub mod ruleset;
 pub mod script;
+#[cfg(test)]
+pub mod trace;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

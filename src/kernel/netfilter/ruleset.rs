@@ -360,8 +360,11 @@ pub fn unroute(table: &str, component: &str, ports: &[PortPair], bound: &[Bindin
     ];
     let keys: Vec<PortKey> = ports.iter().map(PortPair::key).collect();
     commands.extend(remove_dispatch(&t, &chain, &keys));
+    // What the config binds and what the kernel holds, each once.
     let mut gone = bindings::wanted(ports);
     gone.extend_from_slice(bound);
+    gone.sort();
+    gone.dedup();
     commands.extend(rebind(&t, &chain, &gone, &[]));
     commands.push(format!("flush chain {t} {chain}"));
     commands.push(format!("delete chain {t} {chain}"));

@@ -109,7 +109,7 @@ fn a_changed_address_takes_the_old_binding_out_first() {
     );
     position(
         &commands,
-        "delete element inet handoff dispatch_bound { 203.0.113.6 . tcp . 80, 203.0.113.5 . tcp \
+        "delete element inet handoff dispatch_bound { 203.0.113.5 . tcp . 80, 203.0.113.6 . tcp \
          . 80 }",
     );
 }
