@@ -14,6 +14,8 @@ mod parse;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_layout;
+#[cfg(test)]
 mod tests_reach;
 
 use std::collections::{BTreeMap, BTreeSet};
