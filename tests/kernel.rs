@@ -1958,3 +1958,108 @@ fn a_bound_port_is_the_components_on_its_address_only() {
     );
     assert_eq!(sandbox.ruleset(), before, "nothing changed");
 }
+
+/// The tracing table (`kernel::netfilter::trace`, what the layout's unit tests run against)
+/// and the kernel, fed the same commands — web on 80 to a and on 82 bound to 10.0.2.1, api on
+/// 82 bound to 10.0.2.3 to b, a's hairpin — agree packet by packet: for each probe, from the
+/// LAN, from the bridge and from a backend itself, the backend the trace DNATs to is the one
+/// that answers for real, and where the trace DNATs nothing, nothing answers.
+#[cfg(feature = "test-hooks")]
+#[test]
+#[ignore = "needs root: run by sudo scripts/test.sh"]
+fn the_tracing_table_and_the_kernel_agree_on_the_same_commands() {
+    use handoff::kernel::netfilter::trace::{Host, Packet, Table};
+    use handoff::kernel::netfilter::{ruleset, Backends, ComponentRoutes, Switch};
+    use handoff::ports::{PortPair, Protocol};
+    require_root!();
+    let mut sandbox = Sandbox::new(&web_config(3000, 60_000));
+    let gw = sandbox.gateway.clone();
+    ns_run(&gw, &["ip", "addr", "add", "10.0.2.3/24", "dev", "vc"]);
+    sandbox.serve(&sandbox.a.clone(), "a");
+    sandbox.serve(&sandbox.b.clone(), "b");
+    let ip = |text: &str| -> std::net::IpAddr { text.parse().unwrap() };
+    let bound = |port: u16, address: &str| PortPair {
+        address: Some(ip(address)),
+        ..PortPair::tcp(port, 8080)
+    };
+    let switch = |component: &str, ports: &[PortPair], backend: &str| {
+        ruleset::route(
+            "handoff",
+            &Switch {
+                component,
+                current: &ComponentRoutes::default(),
+                ports,
+                backends: Backends {
+                    v4: backend.parse().ok(),
+                    v6: None,
+                },
+                canary: None,
+                localhost: false,
+                links: None,
+                hairpin_sources: &[],
+            },
+        )
+    };
+    let mut commands = ruleset::base("handoff");
+    commands.extend(switch(
+        "web",
+        &[PortPair::tcp(80, 8080), bound(82, GATEWAY)],
+        BACKEND_A,
+    ));
+    commands.extend(switch("api", &[bound(82, "10.0.2.3")], BACKEND_B));
+    commands.extend(ruleset::hairpin("handoff", &[ip(BACKEND_A)]));
+    let mut table = Table::new("handoff");
+    table
+        .apply(&commands)
+        .expect("the trace takes the commands");
+    sandbox.nft(&ruleset::document(&commands));
+
+    let host = Host {
+        addresses: vec![
+            ("vc", ip(GATEWAY)),
+            ("vc", ip("10.0.2.3")),
+            ("br0", ip(BRIDGE_GATEWAY)),
+        ],
+    };
+    let name_of = |address: Option<std::net::IpAddr>| match address {
+        Some(a) if a == ip(BACKEND_A) => "a",
+        Some(a) if a == ip(BACKEND_B) => "b",
+        Some(other) => panic!("the trace sent it to {other}"),
+        None => "",
+    };
+    let (client, a, b) = (sandbox.client.clone(), sandbox.a.clone(), sandbox.b.clone());
+    let probes: [(&str, &'static str, &str, &str, u16); 8] = [
+        (&client, "vc", "10.0.2.2", GATEWAY, 80),
+        (&client, "vc", "10.0.2.2", "10.0.2.3", 80),
+        (&client, "vc", "10.0.2.2", GATEWAY, 82),
+        (&client, "vc", "10.0.2.2", "10.0.2.3", 82),
+        (&client, "vc", "10.0.2.2", GATEWAY, 81),
+        (&b, "br0", BACKEND_B, BRIDGE_GATEWAY, 80),
+        (&b, "br0", BACKEND_B, BRIDGE_GATEWAY, 82),
+        (&a, "br0", BACKEND_A, BRIDGE_GATEWAY, 80),
+    ];
+    let mut disagreements = Vec::new();
+    for (ns, iif, source, destination, port) in probes {
+        let packet = Packet {
+            protocol: Protocol::Tcp,
+            source: ip(source),
+            destination: ip(destination),
+            port,
+            iif: Some(iif),
+            draw: 0,
+        };
+        let traced = table.trace(&host, &packet).expect("a trace");
+        let expected = name_of(traced.dnat.map(|(address, _)| address));
+        let load = sandbox.requests(ns, &format!("{destination}:{port}"), 300);
+        let answered: Vec<String> = load["by_backend"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if answered.join(",") != expected {
+            disagreements.push(format!(
+                "{source} -> {destination}:{port}: traced {expected:?}, answered by {answered:?}"
+            ));
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+}

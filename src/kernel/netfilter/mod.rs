@@ -20,7 +20,7 @@ mod migrate;
 mod raw;
 pub mod ruleset;
 pub mod script;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-hooks"))]
 pub mod trace;
 
 use std::collections::HashMap;
