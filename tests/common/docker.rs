@@ -8,14 +8,45 @@
 //!   client 10.231.N.2 ── veth ── 10.231.N.1 host (dockerd, handoff) ── docker0 ── containers
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use handoff::kernel::netfilter::label::flow_label;
 
 use super::{parse_json_line, succeeded, HANDOFF, NETKIT};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The conntrack label bits of the sandboxes' tables that exist now. handoff derives a table's
+/// bit from its name and refuses a second table with a bit another handoff table on the host
+/// has (63 bits for named tables: parallel sandboxes would meet one another by the birthday
+/// rule), so each sandbox takes a name whose bit is free, and gives it back when it goes.
+static LABELS_IN_USE: Mutex<BTreeSet<u8>> = Mutex::new(BTreeSet::new());
+
+/// `id`, or `id` with a letter after it, whose label bit neither another sandbox of this run
+/// nor a table left on the host has.
+fn table_with_a_free_label(id: &str) -> String {
+    let listed = sh("nft", &["list", "tables", "inet"]);
+    let on_the_host: BTreeSet<u8> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("table inet "))
+        .map(|name| flow_label(name.trim()))
+        .collect();
+    let mut in_use = LABELS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    let table = std::iter::once(id.to_string())
+        .chain(('a'..='z').map(|letter| format!("{id}{letter}")))
+        .find(|name| {
+            let label = flow_label(name);
+            !in_use.contains(&label) && !on_the_host.contains(&label)
+        })
+        .expect("a free label bit among 27 names");
+    in_use.insert(flow_label(&table));
+    table
+}
 
 /// Is a Docker daemon answering? The suite needs one (scripts/test.sh starts it).
 pub fn docker_available() -> bool {
@@ -96,7 +127,7 @@ impl DockerSandbox {
         let id = format!("hd{}x{n}", std::process::id());
         let subnet = 1 + (std::process::id() as usize + n) % 250;
         let sandbox = DockerSandbox {
-            table: id.clone(),
+            table: table_with_a_free_label(&id),
             // A registry on loopback that refuses at once: pulls fail fast and locally, and no
             // traffic leaves the machine.
             repo: format!("127.0.0.1:1/handoff-test-{id}"),
@@ -714,5 +745,9 @@ impl Drop for DockerSandbox {
         }
         let _ = sh("ip", &["netns", "del", &self.client]);
         let _ = sh("ip", &["link", "del", &format!("{}h", self.id)]);
+        // The table is gone: its bit is free again.
+        if let Ok(mut in_use) = LABELS_IN_USE.lock() {
+            in_use.remove(&flow_label(&self.table));
+        }
     }
 }
