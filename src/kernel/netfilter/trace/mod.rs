@@ -17,6 +17,8 @@ mod tests;
 mod tests_layout;
 #[cfg(test)]
 mod tests_reach;
+#[cfg(test)]
+mod tests_switch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
