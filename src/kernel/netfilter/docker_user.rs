@@ -288,21 +288,71 @@ pub fn ensure(table: &str) -> Result<()> {
     Ok(())
 }
 
-/// Make our rules in `chain` (listed as `rules`) exactly `wanted`: when they are not, every
-/// one of ours there goes and `wanted` is inserted in order — in DOCKER-USER just before
-/// Docker's final RETURN, in FORWARD at the end.
+/// How often [`put`] lays its rules again when the chain changed under it: other tables' runs
+/// add and take out their own rules between our listing and our insert (seen in CI as
+/// "Index of insertion too big" when two sandboxes' tables came and went at once).
+const PUT_ATTEMPTS: usize = 5;
+
+/// Make our rules in `chain` (listed as `rules`) exactly `wanted`, in place: when they are not,
+/// every one of ours there goes and `wanted` is inserted in order — in DOCKER-USER just before
+/// Docker's final RETURN, in FORWARD at the end — and the chain is listed again to check; a
+/// chain that changed meanwhile gets another try.
 fn put(iptables: &str, chain: &str, rules: &str, wanted: &[OurRule], table: &str) -> Result<()> {
-    let present = ours(rules, table);
-    if present == wanted {
+    let mut listing = rules.to_string();
+    let mut refused = None;
+    for _ in 0..PUT_ATTEMPTS {
+        if in_place(&listing, chain, wanted, table) {
+            return Ok(());
+        }
+        if let Err(error) = lay(iptables, chain, &listing, wanted, table) {
+            refused = Some(error);
+        }
+        listing = match list(iptables, chain)? {
+            Listing::Rules(rules) => rules,
+            _ => anyhow::bail!("{chain} went away while handoff added its rules to it"),
+        };
+    }
+    if in_place(&listing, chain, wanted, table) {
         return Ok(());
     }
-    for rule in &present {
-        delete(iptables, chain, rule, table)?;
+    Err(refused.unwrap_or_else(|| {
+        Failure::host(format!(
+            "handoff's rules in {chain} were not in place after {PUT_ATTEMPTS} tries (the \
+             chain kept changing): {iptables} -S {chain} shows them"
+        ))
+        .into()
+    }))
+}
+
+/// Whether `listing` holds exactly `wanted` of ours, one after the other, and in DOCKER-USER
+/// before Docker's final RETURN (a rule after it is never reached).
+fn in_place(listing: &str, chain: &str, wanted: &[OurRule], table: &str) -> bool {
+    if ours(listing, table) != wanted {
+        return false;
+    }
+    let rules: Vec<&str> = listing.lines().filter(|l| l.starts_with("-A ")).collect();
+    let Some(first) = rules.iter().position(|l| is_ours(l, table)) else {
+        return true;
+    };
+    let last = first + wanted.len();
+    let consecutive = rules[first..last].iter().all(|l| is_ours(l, table));
+    let before_return = chain != CHAIN
+        || rules[last..]
+            .iter()
+            .any(|l| l.trim_end().ends_with("-j RETURN"))
+        || !rules.iter().any(|l| l.trim_end().ends_with("-j RETURN"));
+    consecutive && before_return
+}
+
+/// Take ours out of `chain` (as `listing` shows it) and insert `wanted` where they belong.
+fn lay(iptables: &str, chain: &str, listing: &str, wanted: &[OurRule], table: &str) -> Result<()> {
+    for rule in ours(listing, table) {
+        delete(iptables, chain, &rule, table)?;
     }
     let first = match chain {
-        CHAIN => insert_position(&others(rules, table)),
+        CHAIN => insert_position(&others(listing, table)),
         _ => {
-            others(rules, table)
+            others(listing, table)
                 .lines()
                 .filter(|l| l.starts_with("-A "))
                 .count()
@@ -352,75 +402,4 @@ pub fn remove(table: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn our_rules_are_recognised_quoted_or_not_and_only_for_our_table() {
-        let nft = "-N DOCKER-USER\n-A DOCKER-USER -m connlabel --label \"127\" -m comment \
-                   --comment \"handoff:handoff\" -j DOCKER-ISOLATION-STAGE-1\n\
-                   -A DOCKER-USER -m connlabel --label \"127\" -m comment \
-                   --comment \"handoff:handoff\" -j ACCEPT\n-A DOCKER-USER -j RETURN\n";
-        let legacy =
-            "-A DOCKER-USER -m connlabel --label 90 -m comment --comment handoff:x -j ACCEPT";
-        assert_eq!(
-            ours(nft, "handoff"),
-            [
-                OurRule::new(127, ISOLATION_CHAIN),
-                OurRule::new(127, "ACCEPT")
-            ]
-        );
-        assert_eq!(ours(nft, "handoff2"), []);
-        assert_eq!(ours(legacy, "x"), [OurRule::new(90, "ACCEPT")]);
-        assert_eq!(ours("-A DOCKER-USER -j RETURN", "handoff"), []);
-        assert_eq!(ours(&format!("{legacy}\n{legacy}\n"), "x").len(), 2);
-        assert_eq!(
-            others(nft, "handoff"),
-            "-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n"
-        );
-    }
-
-    #[test]
-    fn the_rules_pass_dockers_isolation_then_accept_only_the_tables_own_flows() {
-        let spec = |rule: &OurRule| rule.spec("handoff").join(" ");
-        let user = wanted("handoff", CHAIN, true);
-        assert_eq!(
-            user.iter().map(spec).collect::<Vec<_>>(),
-            [
-                "-m connlabel --label 127 -m comment --comment handoff:handoff \
-                 -j DOCKER-ISOLATION-STAGE-1",
-                "-m connlabel --label 127 -m comment --comment handoff:handoff -j ACCEPT"
-            ]
-        );
-        // No isolation chain (no Docker network to isolate), and FORWARD's end (after
-        // Docker's own jump to it): the accept alone.
-        assert_eq!(
-            wanted("handoff", CHAIN, false),
-            [OurRule::new(127, "ACCEPT")]
-        );
-        assert_eq!(
-            wanted("handoff", FALLBACK_CHAIN, true),
-            [OurRule::new(127, "ACCEPT")]
-        );
-        // Another table, another bit.
-        let other = wanted("blue", FALLBACK_CHAIN, false);
-        assert_eq!(other, [OurRule::new(flow_label("blue"), "ACCEPT")]);
-        assert_ne!(flow_label("blue"), 127);
-    }
-
-    #[test]
-    fn the_rule_goes_after_the_administrators_rules_and_before_dockers_return() {
-        let docker_default = "-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n";
-        assert_eq!(insert_position(docker_default), 1);
-        let restricted = "-N DOCKER-USER\n-A DOCKER-USER -s 10.9.0.0/16 -j DROP\n\
-                          -A DOCKER-USER -i eth1 -j DROP\n-A DOCKER-USER -j RETURN\n";
-        assert_eq!(
-            insert_position(restricted),
-            3,
-            "after both drops, before RETURN"
-        );
-        assert_eq!(insert_position("-N DOCKER-USER\n"), 1);
-        let no_return = "-N DOCKER-USER\n-A DOCKER-USER -s 10.9.0.0/16 -j DROP\n";
-        assert_eq!(insert_position(no_return), 2, "at the end");
-    }
-}
+mod tests;
