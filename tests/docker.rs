@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::docker::{docker_available, must, ComponentOptions, DockerSandbox};
+use common::docker::{docker_available, ipv4_of, must, ComponentOptions, DockerSandbox};
 use common::{finish_json, is_root, wait_for};
 
 /// See `require_root!`: these tests are ignored unless asked for, and fail when they cannot run.
@@ -1209,18 +1209,6 @@ fn a_link_on_a_user_network_whose_ipam_names_no_gateway_is_at_its_bridge_address
     let id = inspect("{{.Id}}");
     let bridge = format!("br-{}", &id[..12]);
     calls_through_a_link_across_an_update(&sandbox, network, &ipv4_of(&bridge));
-}
-
-/// The IPv4 address of the host's interface `interface`.
-fn ipv4_of(interface: &str) -> String {
-    let listed = must("ip", &["-4", "-o", "addr", "show", "dev", interface]);
-    listed
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .unwrap_or_else(|| panic!("{interface} has no IPv4 address: {listed}"))
-        .to_string()
 }
 
 /// SIGTERM to every process of the host (containers' included: the host sees their PIDs)

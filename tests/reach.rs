@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::docker::{docker_available, must, ComponentOptions, DockerSandbox};
+use common::docker::{docker_available, ipv4_of, must, ComponentOptions, DockerSandbox};
 use common::{is_root, NETKIT};
 
 /// One try of `target` from a place: whether a connection was answered.
@@ -66,18 +66,6 @@ impl Place {
         .expect("a client");
         answered(&String::from_utf8_lossy(&output.stdout))
     }
-}
-
-/// The IPv4 address of the host's interface `interface`.
-fn ipv4_of(interface: &str) -> String {
-    let listed = must("ip", &["-4", "-o", "addr", "show", "dev", interface]);
-    listed
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .unwrap_or_else(|| panic!("{interface} has no IPv4 address: {listed}"))
-        .to_string()
 }
 
 /// The address of Docker network `network`'s bridge on the host.

@@ -77,6 +77,18 @@ pub fn must(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// The IPv4 address of the host's interface `interface`.
+pub fn ipv4_of(interface: &str) -> String {
+    let listed = must("ip", &["-4", "-o", "addr", "show", "dev", interface]);
+    listed
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("{interface} has no IPv4 address: {listed}"))
+        .to_string()
+}
+
 /// The label of the containers a test runs itself (not handoff's), so that they go with the
 /// sandbox.
 const FOREIGN_LABEL: &str = "handoff-test.sandbox";

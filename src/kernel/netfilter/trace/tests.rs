@@ -89,6 +89,23 @@ pub(super) fn v4(address: &str) -> Backends {
     }
 }
 
+/// The commands of a switch of web (80 -> 8080) to `backends`, from nothing routed.
+pub(super) fn web(backends: Backends, canary: Option<Canary>, localhost: bool) -> Vec<String> {
+    route(
+        "handoff",
+        &Switch {
+            component: "web",
+            current: &ComponentRoutes::default(),
+            ports: &[PortPair::tcp(80, 8080)],
+            backends,
+            canary,
+            localhost,
+            links: None,
+            hairpin_sources: &[],
+        },
+    )
+}
+
 /// Table `handoff` laid out with web on 80 -> 8080 at `backend`.
 pub(super) fn web_at(backend: &str) -> Table {
     let mut table = Table::new("handoff");
@@ -209,20 +226,7 @@ fn loopback_is_dispatched_only_for_components_with_host_clients() {
     assert_eq!(dnat_of(&table, &loopback), None, "not asked for");
     let mut table = Table::new("handoff");
     table.apply(&base("handoff")).unwrap();
-    let commands = route(
-        "handoff",
-        &Switch {
-            component: "web",
-            current: &ComponentRoutes::default(),
-            ports: &[PortPair::tcp(80, 8080)],
-            backends: v4(A),
-            canary: None,
-            localhost: true,
-            links: None,
-            hairpin_sources: &[],
-        },
-    );
-    table.apply(&commands).unwrap();
+    table.apply(&web(v4(A), None, true)).unwrap();
     let trace = table.trace(&host(), &loopback).unwrap();
     assert_eq!(trace.dnat, Some((ip(A), 8080)));
     assert!(
@@ -258,24 +262,12 @@ fn the_loopback_guard_drops_outside_packets_to_127_and_lets_the_host_in() {
 #[test]
 fn a_canary_takes_its_share_by_the_draw_and_the_rest_stays() {
     let mut table = web_at(A);
-    let commands = route(
-        "handoff",
-        &Switch {
-            component: "web",
-            current: &ComponentRoutes::default(),
-            ports: &[PortPair::tcp(80, 8080)],
-            backends: v4(A),
-            canary: Some(Canary {
-                backend: ip(B),
-                weight: 30,
-                sticky: false,
-            }),
-            localhost: false,
-            links: None,
-            hairpin_sources: &[],
-        },
-    );
-    table.apply(&commands).unwrap();
+    let canary = Canary {
+        backend: ip(B),
+        weight: 30,
+        sticky: false,
+    };
+    table.apply(&web(v4(A), Some(canary), false)).unwrap();
     let mut drawn = from_lan(HOST, 80);
     drawn.draw = 29;
     assert_eq!(dnat_of(&table, &drawn), Some((ip(B), 8080)));

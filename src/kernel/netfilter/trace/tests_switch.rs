@@ -4,28 +4,13 @@
 use std::net::Ipv4Addr;
 
 use super::tests::{
-    dnat_of, from_lan, host, ip, packet, switch_commands, v4, web_at, A, B, BRIDGE, GATEWAY, HOST,
+    dnat_of, from_lan, host, ip, packet, switch_commands, v4, web, web_at, A, B, BRIDGE, GATEWAY,
+    HOST,
 };
 use super::*;
-use crate::kernel::netfilter::ruleset::{base, hairpin, route, unroute};
-use crate::kernel::netfilter::{Backends, Canary, ComponentRoutes, Route, Switch};
+use crate::kernel::netfilter::ruleset::{base, hairpin, unroute};
+use crate::kernel::netfilter::{Backends, Canary, ComponentRoutes, Route};
 use crate::ports::PortPair;
-
-fn web(backends: Backends, canary: Option<Canary>, localhost: bool) -> Vec<String> {
-    route(
-        "handoff",
-        &Switch {
-            component: "web",
-            current: &ComponentRoutes::default(),
-            ports: &[PortPair::tcp(80, 8080)],
-            backends,
-            canary,
-            localhost,
-            links: None,
-            hairpin_sources: &[],
-        },
-    )
-}
 
 fn both(v6: &str) -> Backends {
     Backends {
